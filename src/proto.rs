@@ -1,0 +1,350 @@
+//! Wire protocol between workers (`idlegrid`) and the supervisor: the messages, the protocol
+//! version and the identifiers they carry.
+//!
+//! This is the only module that knows the wire format (JSON text frames, one message per frame,
+//! internally tagged by `"type"`). Everything else sees typed values. Decoding never panics: any
+//! frame that is not valid JSON for a known message is a [`ProtoError`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of this protocol. A worker announces it in [`WorkerMsg::Hello`]; the supervisor refuses
+/// a worker whose version it does not speak.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame either side accepts, in bytes. Larger frames are refused by the WebSocket layer
+/// before they are buffered whole.
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self(s.to_owned())
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A job, named by the supervisor when it accepts the job.
+    JobId
+);
+string_id!(
+    /// A task inside one job, named by the job's author (unique within the job).
+    TaskId
+);
+string_id!(
+    /// A worker process, named by the worker itself for the life of the process so that a
+    /// reconnect (after a network blip or a supervisor restart) is recognised as the same worker.
+    WorkerId
+);
+
+/// One execution of one task on one worker. A task may have several replicas at once (critical
+/// tasks, reissues); the first to finish wins. Unique across supervisor restarts: the high 32 bits
+/// are the supervisor's boot epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReplicaId(pub u64);
+
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}.{}", self.0 >> 32, self.0 & 0xffff_ffff)
+    }
+}
+
+/// What a worker's machine offers, sent once in [`WorkerMsg::Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hardware {
+    /// Logical CPUs of the machine.
+    pub cores: u32,
+    /// Total memory in MiB.
+    pub memory_mb: u64,
+    /// Free disk space where tasks would write, in MiB.
+    pub disk_mb: u64,
+    /// Operating system, e.g. "Debian GNU/Linux 12".
+    pub os: String,
+    /// Tasks the worker runs at once (its CPU cap).
+    pub slots: u32,
+    /// Single-core speed from a short benchmark run at start-up, in millions of kernel steps per
+    /// second. Zero when unknown.
+    #[serde(default)]
+    pub bench_mops: f64,
+}
+
+/// Progress of one running replica, as a fraction from 0 to 1.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub replica: ReplicaId,
+    pub fraction: f32,
+}
+
+/// What the owner of a machine did that made the worker stop computing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivityKind {
+    Keyboard,
+    Mouse,
+    Pointer,
+    Touch,
+    Voice,
+    BusyProcess,
+}
+
+impl ActivityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityKind::Keyboard => "keyboard",
+            ActivityKind::Mouse => "mouse",
+            ActivityKind::Pointer => "pointer",
+            ActivityKind::Touch => "touch",
+            ActivityKind::Voice => "voice",
+            ActivityKind::BusyProcess => "busy_process",
+        }
+    }
+}
+
+/// Measured cost of one replica's execution, reported with its result or failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Execution {
+    /// Wall-clock time the replica spent computing (pauses excluded), in milliseconds.
+    pub wall_ms: u64,
+    /// CPU time of the thread that ran it, in milliseconds.
+    pub cpu_ms: u64,
+}
+
+/// Messages a worker sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerMsg {
+    /// First message on every connection.
+    Hello {
+        protocol: u32,
+        worker: WorkerId,
+        name: String,
+        token: String,
+        hardware: Hardware,
+        /// Replicas the worker still holds from an earlier connection (running, paused, or
+        /// finished but not yet reported). The supervisor answers which to keep.
+        #[serde(default)]
+        held: Vec<ReplicaId>,
+    },
+    Heartbeat {
+        #[serde(default)]
+        progress: Vec<Progress>,
+    },
+    StatusAck {
+        nonce: u64,
+    },
+    Progress(Progress),
+    Result {
+        replica: ReplicaId,
+        output: serde_json::Value,
+        execution: Execution,
+    },
+    Failure {
+        replica: ReplicaId,
+        error: String,
+        execution: Execution,
+    },
+    /// The owner came back: the worker has paused its tasks. Sent the moment it is seen.
+    Activity {
+        kind: ActivityKind,
+        /// Unix time of the observation, in milliseconds.
+        at_ms: u64,
+    },
+    /// The machine is idle again and the worker takes tasks.
+    Available {
+        at_ms: u64,
+    },
+}
+
+/// Messages the supervisor sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SupervisorMsg {
+    /// Answer to a valid hello.
+    Welcome {
+        protocol: u32,
+        /// How often the worker must send a heartbeat.
+        heartbeat_ms: u64,
+        /// Of the replicas listed in `held`, those to carry on with...
+        keep: Vec<ReplicaId>,
+        /// ...and those to stop and forget.
+        drop: Vec<ReplicaId>,
+    },
+    Assign(Assignment),
+    Cancel {
+        replica: ReplicaId,
+        reason: String,
+    },
+    StatusRequest {
+        nonce: u64,
+    },
+    /// Something the worker sent was refused. When `fatal`, the supervisor closes the connection
+    /// right after.
+    Error {
+        code: ErrorCode,
+        message: String,
+        fatal: bool,
+    },
+}
+
+/// One replica to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub replica: ReplicaId,
+    pub job: JobId,
+    pub task: TaskId,
+    pub kind: String,
+    pub input: serde_json::Value,
+    /// Outputs of the task's dependencies, by task id.
+    #[serde(default)]
+    pub deps: BTreeMap<TaskId, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Malformed,
+    TooLarge,
+    Unauthorized,
+    VersionMismatch,
+    Protocol,
+}
+
+/// A frame that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("malformed message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("binary frames are not part of the protocol; send JSON text frames")]
+    Binary,
+}
+
+/// Decodes one text frame from a worker.
+pub fn decode_worker(frame: &str) -> Result<WorkerMsg, ProtoError> {
+    Ok(serde_json::from_str(frame)?)
+}
+
+/// Decodes one text frame from the supervisor.
+pub fn decode_supervisor(frame: &str) -> Result<SupervisorMsg, ProtoError> {
+    Ok(serde_json::from_str(frame)?)
+}
+
+/// Encodes a message as one text frame.
+pub fn encode<T: Serialize>(msg: &T) -> String {
+    // Serialising these types cannot fail: every map key is a string and no value is a float
+    // that JSON cannot hold except NaN progress, which serde_json writes as null.
+    serde_json::to_string(msg).unwrap_or_else(|e| format!("{{\"type\":\"invalid\",\"error\":\"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_worker_message_survives_a_round_trip() {
+        let msgs = vec![
+            WorkerMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                worker: "w1".into(),
+                name: "desk".into(),
+                token: "t".into(),
+                hardware: Hardware {
+                    cores: 8,
+                    memory_mb: 16000,
+                    disk_mb: 100_000,
+                    os: "Linux".into(),
+                    slots: 4,
+                    bench_mops: 120.5,
+                },
+                held: vec![ReplicaId(1 << 32 | 7)],
+            },
+            WorkerMsg::Heartbeat {
+                progress: vec![Progress { replica: ReplicaId(3), fraction: 0.5 }],
+            },
+            WorkerMsg::StatusAck { nonce: 9 },
+            WorkerMsg::Progress(Progress { replica: ReplicaId(3), fraction: 0.25 }),
+            WorkerMsg::Result {
+                replica: ReplicaId(3),
+                output: serde_json::json!({"count": 78498}),
+                execution: Execution { wall_ms: 10, cpu_ms: 9 },
+            },
+            WorkerMsg::Failure {
+                replica: ReplicaId(3),
+                error: "boom".into(),
+                execution: Execution::default(),
+            },
+            WorkerMsg::Activity { kind: ActivityKind::Keyboard, at_ms: 17 },
+            WorkerMsg::Available { at_ms: 18 },
+        ];
+        for msg in msgs {
+            assert_eq!(decode_worker(&encode(&msg)).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn every_supervisor_message_survives_a_round_trip() {
+        let msgs = vec![
+            SupervisorMsg::Welcome {
+                protocol: PROTOCOL_VERSION,
+                heartbeat_ms: 1000,
+                keep: vec![ReplicaId(1)],
+                drop: vec![ReplicaId(2)],
+            },
+            SupervisorMsg::Assign(Assignment {
+                replica: ReplicaId(5),
+                job: "j1".into(),
+                task: "t1".into(),
+                kind: "primes".into(),
+                input: serde_json::json!({"from": 0, "to": 10}),
+                deps: BTreeMap::from([(TaskId::from("seed"), serde_json::json!(1))]),
+            }),
+            SupervisorMsg::Cancel { replica: ReplicaId(5), reason: "won elsewhere".into() },
+            SupervisorMsg::StatusRequest { nonce: 3 },
+            SupervisorMsg::Error {
+                code: ErrorCode::Unauthorized,
+                message: "wrong token".into(),
+                fatal: true,
+            },
+        ];
+        for msg in msgs {
+            assert_eq!(decode_supervisor(&encode(&msg)).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn garbage_frames_are_errors_not_panics() {
+        for frame in [
+            "",
+            "{",
+            "null",
+            "[]",
+            "{\"type\":\"nope\"}",
+            "{\"type\":\"result\"}",
+            "{\"type\":\"heartbeat\",\"progress\":[{\"replica\":-1,\"fraction\":0}]}",
+            "\u{0}\u{1}",
+        ] {
+            assert!(decode_worker(frame).is_err(), "{frame:?} decoded");
+        }
+    }
+
+    #[test]
+    fn replica_ids_show_their_epoch() {
+        assert_eq!(ReplicaId(3 << 32 | 12).to_string(), "r3.12");
+    }
+}
