@@ -668,16 +668,15 @@ fn check_replicas(task: &TaskSpec) -> Result<(), JobError> {
     let Some(replicas) = task.replicas else {
         return Ok(());
     };
-    let task_id = task.id.clone();
     if !REPLICAS.contains(&replicas) {
         return Err(JobError::ReplicasOutOfRange {
-            task: task_id,
+            task: task.id.clone(),
             replicas,
         });
     }
     if !task.critical {
         return Err(JobError::ReplicasWithoutCritical {
-            task: task_id,
+            task: task.id.clone(),
             replicas,
         });
     }
@@ -792,12 +791,7 @@ fn find_cycle(deps: &Adjacency, waiting_on: &[usize]) -> Vec<usize> {
             let mut cycle = path.split_off(step_of[task]);
             // Start at the task listed first, so the message does not depend on where the walk
             // happened to enter the cycle.
-            if let Some(first) = cycle
-                .iter()
-                .enumerate()
-                .min_by_key(|&(_, &t)| t)
-                .map(|(at, _)| at)
-            {
+            if let Some(first) = (0..cycle.len()).min_by_key(|&at| cycle[at]) {
                 cycle.rotate_left(first);
             }
             return cycle;
