@@ -1,2 +1,322 @@
 //! Task runtimes on the worker: the built-in kernels (trusted code in the client; their input is
 //! data). Later, sandboxed WebAssembly.
+//!
+//! [`run`] dispatches a task by kind to its kernel and runs it on the calling thread, which is a
+//! worker thread, never an async runtime thread: kernels compute for seconds and block while
+//! paused. Kernels are pure functions of their input and their dependencies' outputs: they do no
+//! I/O (no files, no sockets; time only through [`TaskControl`]'s busy clock), and they never
+//! panic on input, however malformed or hostile: every field is checked, sizes are capped, and a
+//! bad one is a [`TaskError::BadInput`] that names it.
+//!
+//! Each kind's wire format (input and output JSON) is documented in its file.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use crate::proto::TaskId;
+
+mod control;
+pub mod mandelbrot;
+mod primes;
+mod spin;
+
+pub use control::{Stop, TaskControl};
+
+/// Every built-in kind, for manifest validation on the supervisor.
+pub const KINDS: &[&str] = &[
+    "mandelbrot_view",
+    "mandelbrot",
+    "mandelbrot_assemble",
+    "primes",
+    "spin",
+];
+
+pub fn is_known_kind(kind: &str) -> bool {
+    KINDS.contains(&kind)
+}
+
+/// Why a task produced no output.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("unknown task kind {0:?}; this worker runs {list}", list = KINDS.join(", "))]
+    UnknownKind(String),
+    /// The input or a dependency's output is not what the kind accepts; the message names the
+    /// field and what is allowed. Running the task again elsewhere will not help.
+    #[error("bad input: {0}")]
+    BadInput(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl From<Stop> for TaskError {
+    fn from(_: Stop) -> Self {
+        TaskError::Cancelled
+    }
+}
+
+/// Runs one task to completion on the calling thread (a worker thread, never an async runtime
+/// thread). `deps` are the outputs of the task's dependencies keyed by task id.
+pub fn run(
+    kind: &str,
+    input: &Value,
+    deps: &BTreeMap<TaskId, Value>,
+    ctl: &TaskControl,
+) -> Result<Value, TaskError> {
+    let output = match kind {
+        "mandelbrot_view" => mandelbrot::run_view(input)?,
+        "mandelbrot" => mandelbrot::run_tile(input, deps, ctl)?,
+        "mandelbrot_assemble" => mandelbrot::run_assemble(input, deps, ctl)?,
+        "primes" => primes::run(input, ctl)?,
+        "spin" => spin::run(input, ctl)?,
+        other => return Err(TaskError::UnknownKind(other.to_owned())),
+    };
+    ctl.set_progress(1.0);
+    Ok(output)
+}
+
+/// Single-core speed: runs a fixed small kernel (Mandelbrot steps on a bounded orbit) for about
+/// `budget` and returns millions of kernel steps per second. Workers report it at start-up; 30 to
+/// 50 ms is enough for a figure that ranks machines.
+pub fn bench_mops(budget: Duration) -> f64 {
+    const CHUNK: u64 = 20_000;
+    // c is in the period-3 bulb (the "rabbit"), so the orbit stays bounded and never goes
+    // subnormal or infinite, which would change the speed of the arithmetic.
+    let (cr, ci) = std::hint::black_box((-0.122_561_166, 0.744_861_766));
+    let (mut zr, mut zi) = (0.0f64, 0.0f64);
+    let mut steps = 0u64;
+    let start = Instant::now();
+    loop {
+        for _ in 0..CHUNK {
+            let zr2 = zr * zr - zi * zi + cr;
+            zi = 2.0 * zr * zi + ci;
+            zr = zr2;
+        }
+        steps += CHUNK;
+        let elapsed = start.elapsed();
+        if elapsed >= budget {
+            std::hint::black_box((zr, zi));
+            return steps as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6;
+        }
+    }
+}
+
+/// A kind's JSON object (an input, or a dependency's output), read field by field. Every getter
+/// checks type and range and says what is allowed when the value is not.
+struct Fields<'a> {
+    /// `None` for a JSON `null`, which reads as `{}` so that kinds without required fields can be
+    /// given no input at all.
+    map: Option<&'a Map<String, Value>>,
+    /// Where the object came from, prefixed to messages ("" for the task's own input).
+    origin: String,
+}
+
+impl<'a> Fields<'a> {
+    /// Checks that `value` is an object whose every field is in `allowed`: a misspelt optional
+    /// field is an error rather than silently ignored.
+    fn of(value: &'a Value, allowed: &[&str], origin: &str) -> Result<Self, TaskError> {
+        let origin = if origin.is_empty() {
+            String::new()
+        } else {
+            format!("{origin}: ")
+        };
+        let map = match value {
+            Value::Null => None,
+            Value::Object(map) => Some(map),
+            other => {
+                return Err(TaskError::BadInput(format!(
+                    "{origin}expected a JSON object, got {}",
+                    show(other)
+                )));
+            }
+        };
+        if let Some(unknown) = map.and_then(|m| m.keys().find(|k| !allowed.contains(&k.as_str()))) {
+            return Err(TaskError::BadInput(format!(
+                "{origin}unknown field {unknown:?}; allowed fields: {}",
+                allowed.join(", ")
+            )));
+        }
+        Ok(Self { map, origin })
+    }
+
+    fn get(&self, name: &str) -> Option<&'a Value> {
+        self.map.and_then(|m| m.get(name)).filter(|v| !v.is_null())
+    }
+
+    fn bad(&self, name: &str, what: impl std::fmt::Display) -> TaskError {
+        TaskError::BadInput(format!("{}field {name:?} {what}", self.origin))
+    }
+
+    fn required(&self, name: &str, expected: &str) -> Result<&'a Value, TaskError> {
+        self.get(name)
+            .ok_or_else(|| self.bad(name, format_args!("is missing; expected {expected}")))
+    }
+
+    /// An integer in `range`. Integral floats (`5.0`) are accepted since some JSON writers
+    /// produce them.
+    fn u64(&self, name: &str, range: RangeInclusive<u64>) -> Result<u64, TaskError> {
+        self.opt_u64(name, range.clone())?.ok_or_else(|| {
+            self.bad(
+                name,
+                format_args!("is missing; expected {}", integers(&range)),
+            )
+        })
+    }
+
+    fn opt_u64(&self, name: &str, range: RangeInclusive<u64>) -> Result<Option<u64>, TaskError> {
+        let Some(value) = self.get(name) else {
+            return Ok(None);
+        };
+        let n = match value {
+            Value::Number(n) => n.as_u64().or_else(|| {
+                // Every bound used is below 2^53, so an in-range integral float converts exactly.
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= *range.end() as f64)
+                    .map(|f| f as u64)
+            }),
+            _ => None,
+        };
+        match n {
+            Some(n) if range.contains(&n) => Ok(Some(n)),
+            _ => Err(self.bad(
+                name,
+                format_args!("must be {}, got {}", integers(&range), show(value)),
+            )),
+        }
+    }
+
+    /// A finite number in `range`.
+    fn f64(&self, name: &str, range: RangeInclusive<f64>) -> Result<f64, TaskError> {
+        let expected = format!(
+            "a number in {}..={}",
+            plain(*range.start()),
+            plain(*range.end())
+        );
+        let value = self.required(name, &expected)?;
+        match value.as_f64() {
+            Some(x) if x.is_finite() && range.contains(&x) => Ok(x),
+            _ => Err(self.bad(
+                name,
+                format_args!("must be {expected}, got {}", show(value)),
+            )),
+        }
+    }
+
+    fn opt_str(&self, name: &str) -> Result<Option<&'a str>, TaskError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => {
+                Err(self.bad(name, format_args!("must be a string, got {}", show(other))))
+            }
+        }
+    }
+}
+
+fn integers(range: &RangeInclusive<u64>) -> String {
+    format!("an integer in {}..={}", range.start(), range.end())
+}
+
+/// A bound for an error message: `100` and `-10` as such, `1e-12` rather than `0.000000000001`.
+fn plain(x: f64) -> String {
+    if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e7) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// A value for an error message, cut short so that a hostile input cannot make a huge one.
+fn show(value: &Value) -> String {
+    const MAX: usize = 60;
+    let text = value.to_string();
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run_plain(kind: &str, input: Value) -> Result<Value, TaskError> {
+        run(kind, &input, &BTreeMap::new(), &TaskControl::new())
+    }
+
+    #[test]
+    fn every_listed_kind_is_known_and_runs_through_run() {
+        for kind in KINDS {
+            assert!(is_known_kind(kind));
+            // Every kind refuses an unknown field, so this shows the input reached its kernel.
+            let err = run_plain(kind, json!({"bogus": 1})).unwrap_err();
+            assert!(matches!(err, TaskError::BadInput(_)), "{kind}: {err}");
+        }
+        assert!(!is_known_kind("Mandelbrot"));
+    }
+
+    #[test]
+    fn an_unknown_kind_is_named_with_the_known_ones() {
+        let err = run_plain("fortran", json!({})).unwrap_err();
+        assert!(matches!(&err, TaskError::UnknownKind(k) if k == "fortran"));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("\"fortran\"") && msg.contains("primes") && msg.contains("spin"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_ranges_are_named() {
+        let cases = [
+            (json!(7), "expected a JSON object"),
+            (
+                json!({"ms": -1}),
+                "field \"ms\" must be an integer in 0..=86400000, got -1",
+            ),
+            (json!({"ms": "10"}), "field \"ms\" must be an integer"),
+            (json!({"ms": 1.5}), "got 1.5"),
+            (json!({"ms": 1e300}), "field \"ms\""),
+            (json!({"ms": 18446744073709551615u64}), "field \"ms\""),
+            (json!({}), "field \"ms\" is missing"),
+            (
+                json!({"ms": 1, "msec": 2}),
+                "unknown field \"msec\"; allowed fields: ms",
+            ),
+        ];
+        for (input, expected) in cases {
+            let err = run_plain("spin", input.clone()).unwrap_err();
+            assert!(err.to_string().contains(expected), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn integral_floats_are_accepted_as_integers() {
+        assert_eq!(
+            run_plain("spin", json!({"ms": 0.0})).unwrap(),
+            json!({"spun_ms": 0})
+        );
+    }
+
+    #[test]
+    fn error_messages_stay_short_whatever_the_input() {
+        let huge = "x".repeat(1 << 20);
+        let err = run_plain("spin", json!({ "ms": huge })).unwrap_err();
+        assert!(err.to_string().len() < 200, "{}", err.to_string().len());
+    }
+
+    #[test]
+    fn bench_reports_a_plausible_speed_within_its_budget() {
+        let start = Instant::now();
+        let mops = bench_mops(Duration::from_millis(30));
+        let took = start.elapsed();
+        assert!(mops.is_finite() && mops > 1.0, "{mops}");
+        assert!(
+            took >= Duration::from_millis(30) && took < Duration::from_millis(500),
+            "{took:?}"
+        );
+    }
+}

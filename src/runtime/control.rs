@@ -1,0 +1,269 @@
+//! The line between a running kernel and whoever owns it: cancel, pause/resume, progress and the
+//! task's busy clock, shared as an `Arc<TaskControl>` between the worker's async engine and the
+//! kernel thread.
+//!
+//! This file owns only that shared state. It never spawns threads, never sleeps on a timer and
+//! knows nothing about kinds or the wire: kernels poll it through [`TaskControl::checkpoint`].
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The task was cancelled; kernels turn it into [`super::TaskError::Cancelled`] with `?`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stop;
+
+/// Control block of one running task. `Send + Sync`; share it behind an `Arc`.
+///
+/// The busy clock starts when the control is created, so create it when the task starts.
+#[derive(Debug)]
+pub struct TaskControl {
+    // The flags are read lock-free on the kernel's fast path; they are only ever *written* with
+    // `clock` held, so that a kernel deciding to wait cannot miss the wake-up.
+    cancelled: AtomicBool,
+    paused: AtomicBool,
+    /// `f32` bits of the last progress fraction.
+    progress: AtomicU32,
+    clock: Mutex<Clock>,
+    wake: Condvar,
+}
+
+#[derive(Debug)]
+struct Clock {
+    started: Instant,
+    /// Time the kernel spent blocked in `checkpoint` by finished pauses.
+    blocked: Duration,
+    /// Set while the kernel is blocked right now.
+    blocked_since: Option<Instant>,
+}
+
+impl Default for TaskControl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TaskControl {
+    pub fn new() -> Self {
+        Self {
+            cancelled: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            progress: AtomicU32::new(0f32.to_bits()),
+            clock: Mutex::new(Clock {
+                started: Instant::now(),
+                blocked: Duration::ZERO,
+                blocked_since: None,
+            }),
+            wake: Condvar::new(),
+        }
+    }
+
+    /// Asks the task to stop. Callable from any thread; a task waiting in a pause wakes up and
+    /// stops. The kernel notices at its next checkpoint.
+    pub fn cancel(&self) {
+        let _clock = self.lock();
+        self.cancelled.store(true, Ordering::Release);
+        self.wake.notify_all();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Holds the task at its next checkpoint (within a couple of milliseconds of work), with its
+    /// state intact, until [`TaskControl::resume`] or [`TaskControl::cancel`].
+    pub fn pause(&self) {
+        let _clock = self.lock();
+        self.paused.store(true, Ordering::Release);
+    }
+
+    pub fn resume(&self) {
+        let _clock = self.lock();
+        self.paused.store(false, Ordering::Release);
+        self.wake.notify_all();
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// Records how far the task is, clamped to `0..=1`. A NaN is ignored rather than shown.
+    pub fn set_progress(&self, fraction: f32) {
+        if fraction.is_nan() {
+            return;
+        }
+        self.progress
+            .store(fraction.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn progress(&self) -> f32 {
+        f32::from_bits(self.progress.load(Ordering::Relaxed))
+    }
+
+    /// Kernels call this at least every couple of milliseconds of work. Returns at once while the
+    /// task runs, blocks (without spinning) while it is paused, and returns `Err(Stop)` once it is
+    /// cancelled.
+    #[inline]
+    pub fn checkpoint(&self) -> Result<(), Stop> {
+        if self.cancelled.load(Ordering::Acquire) {
+            return Err(Stop);
+        }
+        if self.paused.load(Ordering::Acquire) {
+            return self.wait_while_paused();
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn wait_while_paused(&self) -> Result<(), Stop> {
+        let mut clock = self.lock();
+        let since = Instant::now();
+        clock.blocked_since = Some(since);
+        while self.paused.load(Ordering::Acquire) && !self.cancelled.load(Ordering::Acquire) {
+            clock = self
+                .wake
+                .wait(clock)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        clock.blocked_since = None;
+        clock.blocked += since.elapsed();
+        if self.cancelled.load(Ordering::Acquire) {
+            Err(Stop)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Time the task has spent computing so far: since the control was created, less the time its
+    /// kernel spent blocked by pauses. (The few hundred microseconds a kernel keeps computing
+    /// between `pause()` and its next checkpoint count as busy, because they are.)
+    pub fn busy_time(&self) -> Duration {
+        let clock = self.lock();
+        let now = Instant::now();
+        let blocked_now = clock
+            .blocked_since
+            .map_or(Duration::ZERO, |since| now - since);
+        (now - clock.started).saturating_sub(clock.blocked + blocked_now)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Clock> {
+        // Nothing panics while holding this lock, and the clock stays consistent even if
+        // something did, so a poisoned lock is still usable.
+        self.clock.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{TaskError, run};
+    use serde_json::{Value, json};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::thread::{self, JoinHandle, sleep};
+
+    fn start(
+        kind: &'static str,
+        input: Value,
+    ) -> (Arc<TaskControl>, JoinHandle<Result<Value, TaskError>>) {
+        let ctl = Arc::new(TaskControl::new());
+        let kernel = {
+            let ctl = Arc::clone(&ctl);
+            thread::spawn(move || run(kind, &input, &BTreeMap::new(), &ctl))
+        };
+        (ctl, kernel)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn progress_is_clamped_and_ignores_nan() {
+        let ctl = TaskControl::default();
+        assert_eq!(ctl.progress(), 0.0);
+        ctl.set_progress(0.25);
+        assert_eq!(ctl.progress(), 0.25);
+        ctl.set_progress(f32::NAN);
+        assert_eq!(ctl.progress(), 0.25);
+        ctl.set_progress(7.0);
+        assert_eq!(ctl.progress(), 1.0);
+        ctl.set_progress(-1.0);
+        assert_eq!(ctl.progress(), 0.0);
+    }
+
+    #[test]
+    fn checkpoint_passes_until_cancelled() {
+        let ctl = TaskControl::new();
+        assert_eq!(ctl.checkpoint(), Ok(()));
+        assert!(!ctl.is_cancelled() && !ctl.is_paused());
+        ctl.cancel();
+        assert!(ctl.is_cancelled());
+        assert_eq!(ctl.checkpoint(), Err(Stop));
+    }
+
+    #[test]
+    fn a_pause_before_the_first_checkpoint_holds_the_kernel_there() {
+        let ctl = Arc::new(TaskControl::new());
+        ctl.pause();
+        let waiter = {
+            let ctl = Arc::clone(&ctl);
+            thread::spawn(move || ctl.checkpoint())
+        };
+        sleep(ms(30));
+        assert!(!waiter.is_finished());
+        ctl.resume();
+        assert_eq!(waiter.join().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn a_pause_is_left_out_of_busy_time_and_holds_progress() {
+        let wall = Instant::now();
+        let (ctl, kernel) = start("spin", json!({"ms": 200}));
+        sleep(ms(80));
+        ctl.pause();
+        sleep(ms(20));
+        let held = ctl.progress();
+        assert!(held > 0.0 && held < 1.0, "{held}");
+        sleep(ms(280));
+        assert_eq!(ctl.progress(), held, "progress moved while paused");
+        ctl.resume();
+        assert_eq!(kernel.join().unwrap().unwrap(), json!({"spun_ms": 200}));
+        let (busy, wall) = (ctl.busy_time(), wall.elapsed());
+        assert!(busy >= ms(200) && busy < ms(260), "busy {busy:?}");
+        assert!(wall >= ms(500), "wall {wall:?}");
+    }
+
+    #[test]
+    fn a_paused_kernel_stops_within_20ms_and_a_cancel_wakes_it() {
+        let (ctl, kernel) = start("spin", json!({"ms": 10_000}));
+        sleep(ms(30));
+        ctl.pause();
+        sleep(ms(20));
+        let held = ctl.progress();
+        let busy = ctl.busy_time();
+        sleep(ms(50));
+        assert_eq!(ctl.progress(), held, "still computing 20 ms after pause()");
+        assert!(
+            ctl.busy_time() - busy < ms(5),
+            "busy clock ran while paused"
+        );
+        let asked = Instant::now();
+        ctl.cancel();
+        assert!(matches!(kernel.join().unwrap(), Err(TaskError::Cancelled)));
+        assert!(asked.elapsed() < ms(50), "{:?}", asked.elapsed());
+    }
+
+    #[test]
+    fn a_cancel_stops_a_huge_prime_count_within_50ms() {
+        let (ctl, kernel) = start(
+            "primes",
+            json!({"from": 990_000_000_000u64, "to": 1_000_000_000_000u64}),
+        );
+        sleep(ms(40));
+        let asked = Instant::now();
+        ctl.cancel();
+        assert!(matches!(kernel.join().unwrap(), Err(TaskError::Cancelled)));
+        assert!(asked.elapsed() < ms(50), "{:?}", asked.elapsed());
+    }
+}
