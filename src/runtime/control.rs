@@ -139,10 +139,10 @@ impl TaskControl {
     /// Time the task has spent computing so far: since the control was created, less every pause
     /// from `pause()` to `resume()`.
     ///
-    /// Pauses are timed from the calls rather than from when the kernel actually blocks: the
+    /// Pauses are timed from the calls rather than from when the kernel actually blocks. The
     /// kernel's last fraction of a millisecond before its checkpoint goes uncounted, but the
-    /// clock stops the moment the owner is back, even if the kernel thread is slow to be
-    /// scheduled, and a pause always shows in full in the task's wall time.
+    /// clock stops the moment `pause()` is called, however long a busy machine then takes to
+    /// schedule the kernel thread, so a pause always shows in full in the task's wall time.
     pub fn busy_time(&self) -> Duration {
         let clock = self.lock();
         let now = Instant::now();
@@ -182,6 +182,12 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_control_can_be_shared_across_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<TaskControl>();
     }
 
     #[test]

@@ -3,14 +3,17 @@
 //!
 //! - `mandelbrot_view` (plan). Input `{"width", "height", "center_re", "center_im", "span_re",
 //!   "max_iter"?, "tiles"}`; `span_re` is the width of the view in the complex plane (pixels are
-//!   square), `max_iter` defaults to more iterations the deeper the zoom. Output: the same fields,
-//!   with `max_iter` filled in, plus `"rows": [[y0, y1], ...]`, the half-open row band of each
-//!   tile.
+//!   square), `max_iter` defaults to more iterations the deeper the zoom. Output: the same fields
+//!   as used (centre rounded to 15 significant digits, span to 10, so that they cross JSON text
+//!   bit for bit; `max_iter` filled in), plus `"rows": [[y0, y1], ...]`, the half-open row band
+//!   of each tile.
 //! - `mandelbrot` (tile). Input `{"index": i}`; the plan is the one dependency output holding
 //!   `"rows"`. Output `{"index", "y0", "y1", "width", "data"}`, where `data` is base64 of one
 //!   little-endian `f32` per pixel, row-major over rows `y0..y1`: the smooth (fractional) escape
 //!   count, `>= 0`, or [`INSIDE`] (negative) for a point that did not escape within `max_iter`.
-//!   That is 4 bytes a pixel, about 5.4 once in base64, which bounds the tile sizes worth sending.
+//!   That is 4 bytes a pixel, about 5.4 once in base64. The assembly receives every tile in one
+//!   assignment, so with [`crate::proto::MAX_FRAME_BYTES`] at 16 MiB a distributed image should
+//!   stay under about 3 M pixels (the kernels themselves accept up to [`MAX_PIXELS`]).
 //! - `mandelbrot_assemble`. Input `{}` or `{"file": "name.png"}`; dependencies: the plan and all
 //!   tiles. Checks that the tiles cover every row exactly once, colours them and outputs
 //!   `{"width", "height", "tiles", "file": {"name", "media_type": "image/png", "base64"}}`.
@@ -227,8 +230,7 @@ pub(super) fn run_tile(
     let plan = find_plan(deps)?;
     let index = fields.u64("index", 0..=u64::from(plan.tiles) - 1)? as u32;
     let (y0, y1) = plan.band(index);
-    let values = render_rows(&plan, y0, y1, ctl)?;
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = render_rows(&plan, y0, y1, ctl)?;
     Ok(json!({
         "index": index,
         "y0": y0,
@@ -273,10 +275,10 @@ pub(super) fn run_assemble(
 pub fn render_reference(plan_input: &Value) -> Result<Vec<u8>, TaskError> {
     let ctl = TaskControl::new();
     let fields = Fields::of(plan_input, VIEW_FIELDS, "")?;
-    let tiles = Plan::parse(&fields, false)?.tiles;
-    let plan_only = BTreeMap::from([(TaskId::from("view"), run_view(plan_input)?)]);
+    let plan = Plan::parse(&fields, false)?;
+    let plan_only = BTreeMap::from([(TaskId::from("view"), plan.to_json())]);
     let mut deps = plan_only.clone();
-    for index in 0..tiles {
+    for index in 0..plan.tiles {
         let tile = run_tile(&json!({ "index": index }), &plan_only, &ctl)?;
         deps.insert(TaskId(format!("tile-{index}")), tile);
     }
@@ -326,16 +328,17 @@ fn name_ids<'a>(ids: impl ExactSizeIterator<Item = &'a TaskId>) -> String {
     text.join(", ")
 }
 
-/// Smooth escape values of rows `y0..y1`, row-major.
-fn render_rows(plan: &Plan, y0: u32, y1: u32, ctl: &TaskControl) -> Result<Vec<f32>, Stop> {
-    let mut values = Vec::with_capacity((y1 - y0) as usize * plan.width as usize);
+/// Smooth escape values of rows `y0..y1`, row-major, as little-endian `f32` bytes.
+fn render_rows(plan: &Plan, y0: u32, y1: u32, ctl: &TaskControl) -> Result<Vec<u8>, Stop> {
+    // Written straight in the tile format: no second full-size copy of a large band.
+    let mut values = Vec::with_capacity((y1 - y0) as usize * plan.width as usize * 4);
     let mut work = 0u64;
     for y in y0..y1 {
         ctl.checkpoint()?;
         for x in 0..plan.width {
             let (re, im) = plan.point(x, y);
             let (value, iterations) = escape(re, im, plan.max_iter);
-            values.push(value);
+            values.extend_from_slice(&value.to_le_bytes());
             // A pixel costs something even when the bulb tests skip its iterations.
             work += u64::from(iterations) + 8;
             if work >= WORK_PER_CHECK {
@@ -494,14 +497,15 @@ fn assemble(deps: &BTreeMap<TaskId, Value>, ctl: &TaskControl) -> Result<Image, 
     for tile in &tiles {
         let values = decode_tile(tile, plan.width)?;
         let start = tile.y0 as usize * plan.width as usize * 3;
-        let out = &mut rgb[start..start + values.len() * 3];
+        let out = &mut rgb[start..start + values.len() / 4 * 3];
         for (chunk_in, chunk_out) in values
-            .chunks(PIXELS_PER_CHECK)
+            .chunks(PIXELS_PER_CHECK * 4)
             .zip(out.chunks_mut(PIXELS_PER_CHECK * 3))
         {
             ctl.checkpoint()?;
-            for (value, pixel) in chunk_in.iter().zip(chunk_out.chunks_exact_mut(3)) {
-                pixel.copy_from_slice(&colour(*value));
+            for (value, pixel) in chunk_in.chunks_exact(4).zip(chunk_out.chunks_exact_mut(3)) {
+                let value = f32::from_le_bytes([value[0], value[1], value[2], value[3]]);
+                pixel.copy_from_slice(&colour(value));
             }
         }
     }
@@ -556,7 +560,8 @@ fn check_coverage(plan: &Plan, tiles: &mut [Tile<'_>]) -> Result<(), TaskError> 
     )))
 }
 
-fn decode_tile(tile: &Tile<'_>, width: u32) -> Result<Vec<f32>, TaskError> {
+/// The tile's values as little-endian `f32` bytes, checked for size.
+fn decode_tile(tile: &Tile<'_>, width: u32) -> Result<Vec<u8>, TaskError> {
     let pixels = (tile.y1 - tile.y0) as usize * width as usize;
     let bytes = pixels * 4;
     let bad = |what: String| {
@@ -584,10 +589,7 @@ fn decode_tile(tile: &Tile<'_>, width: u32) -> Result<Vec<f32>, TaskError> {
             raw.len()
         )));
     }
-    Ok(raw
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+    Ok(raw)
 }
 
 fn encode_png(
