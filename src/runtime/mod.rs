@@ -308,6 +308,80 @@ mod tests {
         assert!(err.to_string().len() < 200, "{}", err.to_string().len());
     }
 
+    /// Every field of every input and dependency output, replaced in turn by each awkward value:
+    /// the kernels answer (mostly BadInput) and never panic.
+    #[test]
+    fn hostile_values_anywhere_never_panic() {
+        let awkward = [
+            json!(null),
+            json!(true),
+            json!(-1),
+            json!(0),
+            json!(1),
+            json!(1.5),
+            json!(-0.0),
+            json!(1e308),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!("1"),
+            json!([0, 1]),
+            json!({"rows": []}),
+        ];
+        let ctl = TaskControl::new();
+        let view = json!({
+            "width": 6, "height": 4, "center_re": -0.5, "center_im": 0.0, "span_re": 3.0,
+            "max_iter": 50, "tiles": 2,
+        });
+        let plan = run("mandelbrot_view", &view, &BTreeMap::new(), &ctl).unwrap();
+        let plan_deps = BTreeMap::from([(TaskId::from("plan"), plan.clone())]);
+        let tile = run("mandelbrot", &json!({"index": 0}), &plan_deps, &ctl).unwrap();
+        let other = run("mandelbrot", &json!({"index": 1}), &plan_deps, &ctl).unwrap();
+        let all = |plan: Value, tile: Value| {
+            BTreeMap::from([
+                ("plan".into(), plan),
+                ("t0".into(), tile),
+                ("t1".into(), other.clone()),
+            ])
+        };
+        let cases: Vec<(&str, Value, BTreeMap<TaskId, Value>)> = vec![
+            ("spin", json!({"ms": 1}), BTreeMap::new()),
+            ("primes", json!({"from": 0, "to": 100}), BTreeMap::new()),
+            ("mandelbrot_view", view.clone(), BTreeMap::new()),
+            ("mandelbrot", json!({"index": 0}), plan_deps.clone()),
+            (
+                "mandelbrot_assemble",
+                json!({"file": "a.png"}),
+                all(plan.clone(), tile.clone()),
+            ),
+        ];
+        let mut runs = 0;
+        for (kind, input, deps) in &cases {
+            assert!(run(kind, input, deps, &ctl).is_ok(), "{kind} base case");
+            for bad in &awkward {
+                for field in input.as_object().unwrap().keys() {
+                    let mut input = input.clone();
+                    input[field] = bad.clone();
+                    let _ = run(kind, &input, deps, &ctl);
+                    runs += 1;
+                }
+                for (id, output) in deps {
+                    for field in output.as_object().unwrap().keys() {
+                        let mut deps = deps.clone();
+                        let output = deps.get_mut(id).unwrap();
+                        output[field] = bad.clone();
+                        let _ = run(kind, input, &deps, &ctl);
+                        runs += 1;
+                    }
+                    let mut deps = deps.clone();
+                    deps.insert(id.clone(), bad.clone());
+                    let _ = run(kind, input, &deps, &ctl);
+                    runs += 1;
+                }
+            }
+        }
+        assert!(runs > 300, "{runs}");
+    }
+
     #[test]
     fn bench_reports_a_plausible_speed_within_its_budget() {
         let start = Instant::now();
