@@ -1,0 +1,1217 @@
+//! The scheduler: which replica of which task runs on which worker, and what happens when a worker
+//! is lost, busy or fails.
+//!
+//! A sans-IO state machine. It never reads a clock, touches a socket, a file or tokio: time comes
+//! in as the `now` argument of every `handle_*` call, randomness as a seed, and decisions leave
+//! through [`Scheduler::poll_output`]. [`Scheduler::poll_timeout`] says when it next needs
+//! [`Scheduler::handle_timeout`]. The supervisor's driver feeds it wall-clock time and WebSocket
+//! messages; tests (and the simulator to come) feed it virtual time.
+//!
+//! The method (DESIGN.md):
+//! - every task of a job is assigned once its dependencies are done, with their outputs as inputs;
+//! - a critical task starts on `critical_replicas` distinct workers at once, the highest-capacity
+//!   free ones first;
+//! - a worker silent for `heartbeat × miss_limit`, disconnected, or whose owner came back, no longer
+//!   counts as running its replicas: every task left without a live replica is reissued in the same
+//!   call, and a critical task is topped up to its replica count as workers allow;
+//! - the first replica to finish wins and the others are cancelled; a failed replica is retried on
+//!   a worker that has not failed it, until `max_failures`, when the job fails with the task's error.
+
+mod rng;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::job::Job;
+use crate::proto::{
+    ActivityKind, Assignment, Hardware, JobId, Progress, ReplicaId, TaskId, WorkerId,
+};
+use rng::Rng;
+
+/// Single-core speed of the reference worker, in million kernel steps per second (see
+/// `runtime::bench_mops`). A worker this fast is charged one credit per second of execution.
+pub const REFERENCE_MOPS: f64 = 100.0;
+
+/// Scheduling parameters.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often workers send heartbeats.
+    pub heartbeat: Duration,
+    /// Heartbeats a worker may miss before it is lost.
+    pub miss_limit: u32,
+    /// Replicas of a critical task, unless its job says otherwise.
+    pub critical_replicas: u32,
+    /// Failed replicas of one task after which its job fails.
+    pub max_failures: u32,
+    /// Seed of the tie-breaking randomness.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(1),
+            miss_limit: 3,
+            critical_replicas: 2,
+            max_failures: 3,
+            seed: 0,
+        }
+    }
+}
+
+impl Config {
+    /// Silence after which a worker is lost.
+    pub fn loss_after(&self) -> Duration {
+        self.heartbeat * self.miss_limit.max(1)
+    }
+
+    /// Silence after which the worker is asked for a status acknowledgement: one and a half
+    /// heartbeats, i.e. one clearly missed.
+    fn probe_after(&self) -> Duration {
+        self.heartbeat + self.heartbeat / 2
+    }
+}
+
+/// Why a worker stopped counting as a running host of its replicas.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LossCause {
+    /// Its connection closed (crash, shutdown, network reset).
+    Disconnected,
+    /// Nothing arrived for this long while the connection stayed open.
+    Silent(Duration),
+    /// It ran replicas before a supervisor restart and did not reconnect in time.
+    NotReconnected,
+}
+
+impl fmt::Display for LossCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LossCause::Disconnected => f.write_str("connection closed"),
+            LossCause::Silent(d) => write!(f, "silent for {} ms", d.as_millis()),
+            LossCause::NotReconnected => {
+                f.write_str("did not reconnect after a supervisor restart")
+            }
+        }
+    }
+}
+
+/// Why a task got a new replica after it had one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReissueCause {
+    WorkerLost {
+        worker: WorkerId,
+        cause: LossCause,
+    },
+    OwnerActive {
+        worker: WorkerId,
+        kind: ActivityKind,
+    },
+    Failed {
+        worker: WorkerId,
+        error: String,
+    },
+    /// The worker reconnected without it.
+    Dropped {
+        worker: WorkerId,
+    },
+}
+
+impl ReissueCause {
+    /// A short machine-friendly label: `worker_lost`, `owner_active`, `failed`, `dropped`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ReissueCause::WorkerLost { .. } => "worker_lost",
+            ReissueCause::OwnerActive { .. } => "owner_active",
+            ReissueCause::Failed { .. } => "failed",
+            ReissueCause::Dropped { .. } => "dropped",
+        }
+    }
+}
+
+impl fmt::Display for ReissueCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReissueCause::WorkerLost { worker, cause } => {
+                write!(f, "worker {worker} lost ({cause})")
+            }
+            ReissueCause::OwnerActive { worker, kind } => {
+                write!(f, "owner of worker {worker} came back ({})", kind.as_str())
+            }
+            ReissueCause::Failed { worker, error } => {
+                write!(f, "failed on worker {worker}: {error}")
+            }
+            ReissueCause::Dropped { worker } => {
+                write!(f, "worker {worker} reconnected without it")
+            }
+        }
+    }
+}
+
+/// Why a replica was started.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AssignReason {
+    /// The task's first replica.
+    First,
+    /// An extra replica of a critical task.
+    Redundant,
+    /// The task had no live replica left.
+    Reissue(ReissueCause),
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    Completed,
+    Failed { task: TaskId, error: String },
+    Cancelled,
+}
+
+/// A decision for the I/O shell to carry out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Answer a worker's hello: which held replicas to keep and which to drop.
+    Welcome {
+        worker: WorkerId,
+        keep: Vec<ReplicaId>,
+        drop: Vec<ReplicaId>,
+    },
+    /// Start a replica. `rate` is what a second of it costs on this worker.
+    Assign {
+        worker: WorkerId,
+        assignment: Assignment,
+        reason: AssignReason,
+        rate: f64,
+    },
+    Cancel {
+        worker: WorkerId,
+        replica: ReplicaId,
+        reason: String,
+    },
+    StatusRequest {
+        worker: WorkerId,
+        nonce: u64,
+    },
+    /// The worker no longer counts; if its connection is still open, close it. `replicas` were
+    /// attached to it (they may come back if it reconnects holding them).
+    WorkerLost {
+        worker: WorkerId,
+        cause: LossCause,
+        replicas: Vec<ReplicaId>,
+    },
+    TaskDone {
+        job: JobId,
+        task: TaskId,
+        replica: ReplicaId,
+        worker: WorkerId,
+    },
+    JobFinished {
+        job: JobId,
+        outcome: JobOutcome,
+    },
+}
+
+/// What a worker is doing, as far as the scheduler knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    /// Connected and taking tasks.
+    Live,
+    /// Connected, but its owner is using the machine: its replicas are paused.
+    Busy(ActivityKind),
+    /// Ran replicas before a supervisor restart; expected back within the loss bound.
+    Reconnecting,
+    /// Gone. Kept only while replicas that may come back with it are attached.
+    Lost,
+}
+
+impl WorkerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Live => "live",
+            WorkerState::Busy(_) => "busy",
+            WorkerState::Reconnecting => "reconnecting",
+            WorkerState::Lost => "lost",
+        }
+    }
+
+    /// Whether a replica on a worker in this state counts as running. A reconnecting worker
+    /// counts until its deadline, so that a supervisor restart does not double every task.
+    fn hosts_live_replicas(self) -> bool {
+        matches!(self, WorkerState::Live | WorkerState::Reconnecting)
+    }
+}
+
+/// Cost of one second of execution on a worker with this hardware, in credits: one on the
+/// reference worker, more on faster ones (they finish sooner, so the job pays for speed).
+pub fn rate_per_s(hw: Option<&Hardware>) -> f64 {
+    (capacity(hw) / REFERENCE_MOPS).clamp(0.25, 4.0)
+}
+
+/// Relative capacity of a worker for one task: its measured single-core speed.
+fn capacity(hw: Option<&Hardware>) -> f64 {
+    match hw {
+        Some(hw) if hw.bench_mops.is_finite() && hw.bench_mops > 0.0 => hw.bench_mops,
+        _ => REFERENCE_MOPS,
+    }
+}
+
+#[derive(Debug)]
+struct Worker {
+    name: String,
+    hardware: Option<Hardware>,
+    state: WorkerState,
+    last_heard: Instant,
+    probe_sent: bool,
+    /// Replicas attached to this worker, whatever its state.
+    replicas: BTreeSet<ReplicaId>,
+}
+
+impl Worker {
+    fn free_slots(&self) -> usize {
+        match (&self.state, &self.hardware) {
+            (WorkerState::Live, Some(hw)) => {
+                (hw.slots as usize).saturating_sub(self.replicas.len())
+            }
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Replica {
+    job: u64,
+    task: usize,
+    worker: WorkerId,
+    progress: f32,
+}
+
+#[derive(Debug, Default)]
+struct Task {
+    missing_deps: usize,
+    replicas: Vec<ReplicaId>,
+    failures: u32,
+    failed_on: BTreeSet<WorkerId>,
+    output: Option<serde_json::Value>,
+    /// Why the task lost its last live replica, until it gets a new one.
+    pending_cause: Option<ReissueCause>,
+    ever_started: bool,
+    /// The key under which the task waits in `Scheduler::wanting`, if it does.
+    queued: Option<WantKey>,
+}
+
+#[derive(Debug)]
+struct JobState {
+    id: JobId,
+    job: Job,
+    tasks: Vec<Task>,
+    /// Position of each task in the job's topological order, for fair ordering.
+    topo_pos: Vec<usize>,
+    remaining: usize,
+}
+
+/// Ordering of tasks that want another replica: first those with none running (critical first),
+/// then critical tasks short of their replica count; within a class, older jobs first and a job's
+/// tasks in dependency order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct WantKey {
+    class: u8,
+    job: u64,
+    topo_pos: usize,
+    task: usize,
+}
+
+/// The scheduler. See the module documentation.
+pub struct Scheduler {
+    cfg: Config,
+    rng: Rng,
+    epoch: u32,
+    next_replica: u32,
+    next_job_seq: u64,
+    next_nonce: u64,
+    workers: BTreeMap<WorkerId, Worker>,
+    jobs: BTreeMap<u64, JobState>,
+    job_seq: HashMap<JobId, u64>,
+    replicas: BTreeMap<ReplicaId, Replica>,
+    wanting: BTreeSet<WantKey>,
+    outputs: VecDeque<Output>,
+}
+
+/// A task's place in a job, as seen from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskPhase {
+    /// Dependencies not done yet.
+    Waiting,
+    /// Ready, with no replica running.
+    Ready,
+    Running,
+    Done,
+}
+
+impl TaskPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskPhase::Waiting => "waiting",
+            TaskPhase::Ready => "ready",
+            TaskPhase::Running => "running",
+            TaskPhase::Done => "done",
+        }
+    }
+}
+
+/// A live view of one unfinished job, for the status API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobView {
+    pub tasks: Vec<TaskView>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskView {
+    pub id: TaskId,
+    pub phase: TaskPhase,
+    pub critical: bool,
+    pub failures: u32,
+    pub replicas: Vec<ReplicaView>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaView {
+    pub replica: ReplicaId,
+    pub worker: WorkerId,
+    pub worker_state: WorkerState,
+    pub progress: f32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerView {
+    pub id: WorkerId,
+    pub name: String,
+    pub state: WorkerState,
+    pub hardware: Option<Hardware>,
+    pub replicas: Vec<ReplicaId>,
+}
+
+impl Scheduler {
+    /// A scheduler for one supervisor boot. `epoch` must differ on every boot (the store counts
+    /// them) so that replica ids never repeat across restarts.
+    pub fn new(cfg: Config, epoch: u32) -> Self {
+        Self {
+            rng: Rng::new(cfg.seed),
+            cfg,
+            epoch,
+            next_replica: 0,
+            next_job_seq: 0,
+            next_nonce: 0,
+            workers: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            job_seq: HashMap::new(),
+            replicas: BTreeMap::new(),
+            wanting: BTreeSet::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The next decision to carry out.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Scheduler::handle_timeout`] must next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        // O(workers) per call; the swarm issue replaces this with a deadline heap.
+        self.workers
+            .values()
+            .filter_map(|w| self.next_deadline(w))
+            .min()
+    }
+
+    fn next_deadline(&self, w: &Worker) -> Option<Instant> {
+        let lost_at = w.last_heard + self.cfg.loss_after();
+        match w.state {
+            WorkerState::Lost => None,
+            WorkerState::Reconnecting => Some(lost_at),
+            WorkerState::Live | WorkerState::Busy(_) if !w.probe_sent => {
+                Some((w.last_heard + self.cfg.probe_after()).min(lost_at))
+            }
+            WorkerState::Live | WorkerState::Busy(_) => Some(lost_at),
+        }
+    }
+
+    /// Checks heartbeat deadlines: probes workers that missed one, loses those past the limit.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut lost = Vec::new();
+        let mut probe = Vec::new();
+        for (id, w) in &self.workers {
+            if w.state == WorkerState::Lost {
+                continue;
+            }
+            let silent = now.saturating_duration_since(w.last_heard);
+            if silent >= self.cfg.loss_after() {
+                let cause = if w.state == WorkerState::Reconnecting {
+                    LossCause::NotReconnected
+                } else {
+                    LossCause::Silent(silent)
+                };
+                lost.push((id.clone(), cause));
+            } else if !w.probe_sent
+                && w.state != WorkerState::Reconnecting
+                && silent >= self.cfg.probe_after()
+            {
+                probe.push(id.clone());
+            }
+        }
+        for id in probe {
+            if let Some(w) = self.workers.get_mut(&id) {
+                w.probe_sent = true;
+            }
+            self.next_nonce += 1;
+            self.outputs.push_back(Output::StatusRequest {
+                worker: id,
+                nonce: self.next_nonce,
+            });
+        }
+        for (id, cause) in lost {
+            self.lose(&id, cause);
+        }
+        self.schedule();
+    }
+
+    /// A worker said hello (authenticated by the shell). `held` are the replicas it still has
+    /// from an earlier connection.
+    pub fn handle_worker_joined(
+        &mut self,
+        now: Instant,
+        id: WorkerId,
+        name: String,
+        hardware: Hardware,
+        held: &[ReplicaId],
+    ) {
+        let held: BTreeSet<ReplicaId> = held.iter().copied().collect();
+        let mut keep = Vec::new();
+        let mut drop = Vec::new();
+        let attached: Vec<ReplicaId> = self
+            .workers
+            .get(&id)
+            .map(|w| w.replicas.iter().copied().collect())
+            .unwrap_or_default();
+        // Replicas we thought it had but it no longer does: gone with its old process state.
+        for r in attached.iter().filter(|r| !held.contains(r)) {
+            self.remove_replica(*r, Some(ReissueCause::Dropped { worker: id.clone() }));
+        }
+        for r in &held {
+            if attached.contains(r) {
+                keep.push(*r);
+            } else {
+                drop.push(*r);
+            }
+        }
+        let worker = self.workers.entry(id.clone()).or_insert_with(|| Worker {
+            name: String::new(),
+            hardware: None,
+            state: WorkerState::Live,
+            last_heard: now,
+            probe_sent: false,
+            replicas: BTreeSet::new(),
+        });
+        worker.name = name;
+        worker.hardware = Some(hardware);
+        worker.state = WorkerState::Live;
+        worker.last_heard = now;
+        worker.probe_sent = false;
+        self.outputs.push_back(Output::Welcome {
+            worker: id.clone(),
+            keep: keep.clone(),
+            drop,
+        });
+        for r in keep {
+            self.refresh_replica_task(r);
+        }
+        self.schedule();
+    }
+
+    /// The worker's connection closed.
+    pub fn handle_worker_left(&mut self, _now: Instant, id: &WorkerId) {
+        if self
+            .workers
+            .get(id)
+            .is_some_and(|w| w.state != WorkerState::Lost)
+        {
+            self.lose(id, LossCause::Disconnected);
+            self.schedule();
+        }
+    }
+
+    pub fn handle_heartbeat(&mut self, now: Instant, id: &WorkerId, progress: &[Progress]) {
+        if !self.touch(now, id) {
+            return;
+        }
+        for p in progress {
+            self.set_progress(id, *p);
+        }
+    }
+
+    pub fn handle_status_ack(&mut self, now: Instant, id: &WorkerId) {
+        self.touch(now, id);
+    }
+
+    pub fn handle_progress(&mut self, now: Instant, id: &WorkerId, progress: Progress) {
+        if self.touch(now, id) {
+            self.set_progress(id, progress);
+        }
+    }
+
+    /// Where a result from `worker` for `replica` belongs, if the scheduler would accept it now:
+    /// the replica is attached to that worker and its task is not done. The shell stores the
+    /// result durably before calling [`Scheduler::handle_result`].
+    pub fn result_target(&self, worker: &WorkerId, replica: ReplicaId) -> Option<(JobId, TaskId)> {
+        let r = self
+            .replicas
+            .get(&replica)
+            .filter(|r| &r.worker == worker)?;
+        let job = self.jobs.get(&r.job)?;
+        let task = &job.tasks[r.task];
+        if task.output.is_some() {
+            return None;
+        }
+        Some((job.id.clone(), job.job.tasks()[r.task].id.clone()))
+    }
+
+    /// A replica finished. The first result of a task wins; the task's other replicas are
+    /// cancelled and its dependents may become ready.
+    pub fn handle_result(
+        &mut self,
+        now: Instant,
+        id: &WorkerId,
+        replica: ReplicaId,
+        output: serde_json::Value,
+    ) {
+        if !self.touch(now, id) || self.result_target(id, replica).is_none() {
+            return;
+        }
+        let Some(r) = self.replicas.get(&replica) else {
+            return;
+        };
+        let (seq, ti) = (r.job, r.task);
+        self.remove_replica(replica, None);
+        let Some(job) = self.jobs.get_mut(&seq) else {
+            return;
+        };
+        let task_id = job.job.tasks()[ti].id.clone();
+        job.tasks[ti].output = Some(output);
+        job.tasks[ti].pending_cause = None;
+        job.remaining -= 1;
+        let job_id = job.id.clone();
+        let others = std::mem::take(&mut job.tasks[ti].replicas);
+        self.outputs.push_back(Output::TaskDone {
+            job: job_id.clone(),
+            task: task_id.clone(),
+            replica,
+            worker: id.clone(),
+        });
+        for other in others {
+            self.cancel_replica(other, format!("task {task_id} finished on another worker"));
+        }
+        self.refresh_task(seq, ti);
+        let dependents: Vec<usize> = self.jobs[&seq].job.dependents(ti).to_vec();
+        for d in dependents {
+            let Some(job) = self.jobs.get_mut(&seq) else {
+                break;
+            };
+            job.tasks[d].missing_deps -= 1;
+            self.refresh_task(seq, d);
+        }
+        if self.jobs[&seq].remaining == 0 {
+            self.finish_job(seq, JobOutcome::Completed);
+        }
+        self.schedule();
+    }
+
+    /// A replica failed. The task is retried elsewhere until it has failed `max_failures` times.
+    pub fn handle_failure(
+        &mut self,
+        now: Instant,
+        id: &WorkerId,
+        replica: ReplicaId,
+        error: String,
+    ) {
+        if !self.touch(now, id) || self.result_target(id, replica).is_none() {
+            return;
+        }
+        let Some(r) = self.replicas.get(&replica) else {
+            return;
+        };
+        let (seq, ti) = (r.job, r.task);
+        self.remove_replica(
+            replica,
+            Some(ReissueCause::Failed {
+                worker: id.clone(),
+                error: error.clone(),
+            }),
+        );
+        let Some(job) = self.jobs.get_mut(&seq) else {
+            return;
+        };
+        let task = &mut job.tasks[ti];
+        task.failures += 1;
+        task.failed_on.insert(id.clone());
+        if task.failures >= self.cfg.max_failures {
+            let task_id = job.job.tasks()[ti].id.clone();
+            let error = format!(
+                "task {task_id} failed {} times, last on worker {id}: {error}",
+                task.failures
+            );
+            self.finish_job(
+                seq,
+                JobOutcome::Failed {
+                    task: task_id,
+                    error,
+                },
+            );
+        }
+        self.schedule();
+    }
+
+    /// The worker's owner came back: its replicas pause, and tasks with no other live replica are
+    /// reissued now. The worker takes no tasks until [`Scheduler::handle_available`].
+    pub fn handle_activity(&mut self, now: Instant, id: &WorkerId, kind: ActivityKind) {
+        if !self.touch(now, id) {
+            return;
+        }
+        let Some(w) = self.workers.get_mut(id) else {
+            return;
+        };
+        if w.state != WorkerState::Live {
+            return;
+        }
+        w.state = WorkerState::Busy(kind);
+        let cause = ReissueCause::OwnerActive {
+            worker: id.clone(),
+            kind,
+        };
+        self.worker_stopped_hosting(id, cause);
+        self.schedule();
+    }
+
+    /// The worker's machine is idle again: its paused replicas count again and it takes tasks.
+    pub fn handle_available(&mut self, now: Instant, id: &WorkerId) {
+        if !self.touch(now, id) {
+            return;
+        }
+        let Some(w) = self.workers.get_mut(id) else {
+            return;
+        };
+        if !matches!(w.state, WorkerState::Busy(_)) {
+            return;
+        }
+        w.state = WorkerState::Live;
+        let replicas: Vec<ReplicaId> = w.replicas.iter().copied().collect();
+        for r in replicas {
+            self.refresh_replica_task(r);
+        }
+        self.schedule();
+    }
+
+    /// Accepts a new (stored) job.
+    pub fn submit_job(&mut self, now: Instant, id: JobId, job: Job) {
+        self.restore_job(now, id, job, BTreeMap::new(), &[]);
+    }
+
+    /// Re-creates a job after a supervisor restart at `now`: `done` are the outputs already
+    /// stored, `running` the replicas that were running, with their workers. Those workers get the
+    /// loss bound from `now` to reconnect before their tasks are reissued.
+    pub fn restore_job(
+        &mut self,
+        now: Instant,
+        id: JobId,
+        job: Job,
+        mut done: BTreeMap<TaskId, serde_json::Value>,
+        running: &[(ReplicaId, TaskId, WorkerId)],
+    ) {
+        let seq = self.next_job_seq;
+        self.next_job_seq += 1;
+        let n = job.tasks().len();
+        let mut topo_pos = vec![0; n];
+        for (pos, &ti) in job.topo_order().iter().enumerate() {
+            topo_pos[ti] = pos;
+        }
+        let mut tasks: Vec<Task> = (0..n).map(|_| Task::default()).collect();
+        for (ti, spec) in job.tasks().iter().enumerate() {
+            tasks[ti].output = done.remove(&spec.id);
+        }
+        for (ti, spec) in job.tasks().iter().enumerate() {
+            tasks[ti].missing_deps = spec
+                .deps
+                .iter()
+                .filter(|d| job.index_of(d).is_some_and(|di| tasks[di].output.is_none()))
+                .count();
+        }
+        let remaining = tasks.iter().filter(|t| t.output.is_none()).count();
+        self.job_seq.insert(id.clone(), seq);
+        self.jobs.insert(
+            seq,
+            JobState {
+                id,
+                job,
+                tasks,
+                topo_pos,
+                remaining,
+            },
+        );
+        for (replica, task, worker) in running {
+            let Some(ti) = self.jobs[&seq].job.index_of(task) else {
+                continue;
+            };
+            if self.jobs[&seq].tasks[ti].output.is_some() || self.replicas.contains_key(replica) {
+                continue;
+            }
+            let w = self
+                .workers
+                .entry(worker.clone())
+                .or_insert_with(|| Worker {
+                    name: String::new(),
+                    hardware: None,
+                    state: WorkerState::Reconnecting,
+                    last_heard: now,
+                    probe_sent: false,
+                    replicas: BTreeSet::new(),
+                });
+            w.replicas.insert(*replica);
+            self.replicas.insert(
+                *replica,
+                Replica {
+                    job: seq,
+                    task: ti,
+                    worker: worker.clone(),
+                    progress: 0.0,
+                },
+            );
+            let task = &mut self.jobs.get_mut(&seq).expect("inserted above").tasks[ti];
+            task.replicas.push(*replica);
+            task.ever_started = true;
+        }
+        if remaining == 0 {
+            self.finish_job(seq, JobOutcome::Completed);
+        } else {
+            for ti in 0..n {
+                self.refresh_task(seq, ti);
+            }
+        }
+        self.schedule();
+    }
+
+    /// Stops a job at the operator's request. Returns false if no such job is running.
+    pub fn cancel_job(&mut self, id: &JobId) -> bool {
+        let Some(&seq) = self.job_seq.get(id) else {
+            return false;
+        };
+        self.finish_job(seq, JobOutcome::Cancelled);
+        self.schedule();
+        true
+    }
+
+    /// Live view of an unfinished job.
+    pub fn job_view(&self, id: &JobId) -> Option<JobView> {
+        let seq = self.job_seq.get(id)?;
+        let job = self.jobs.get(seq)?;
+        let tasks = job
+            .job
+            .tasks()
+            .iter()
+            .zip(&job.tasks)
+            .map(|(spec, t)| {
+                let replicas: Vec<ReplicaView> = t
+                    .replicas
+                    .iter()
+                    .filter_map(|r| {
+                        let rep = self.replicas.get(r)?;
+                        let w = self.workers.get(&rep.worker)?;
+                        Some(ReplicaView {
+                            replica: *r,
+                            worker: rep.worker.clone(),
+                            worker_state: w.state,
+                            progress: rep.progress,
+                        })
+                    })
+                    .collect();
+                let phase = if t.output.is_some() {
+                    TaskPhase::Done
+                } else if t.missing_deps > 0 {
+                    TaskPhase::Waiting
+                } else if replicas.is_empty() {
+                    TaskPhase::Ready
+                } else {
+                    TaskPhase::Running
+                };
+                TaskView {
+                    id: spec.id.clone(),
+                    phase,
+                    critical: spec.critical,
+                    failures: t.failures,
+                    replicas,
+                }
+            })
+            .collect();
+        Some(JobView { tasks })
+    }
+
+    /// Every known worker, lost ones included while they still hold replicas.
+    pub fn workers(&self) -> Vec<WorkerView> {
+        self.workers
+            .iter()
+            .map(|(id, w)| WorkerView {
+                id: id.clone(),
+                name: w.name.clone(),
+                state: w.state,
+                hardware: w.hardware.clone(),
+                replicas: w.replicas.iter().copied().collect(),
+            })
+            .collect()
+    }
+
+    /// Ids of the jobs not finished yet, oldest first.
+    pub fn unfinished_jobs(&self) -> Vec<JobId> {
+        self.jobs.values().map(|j| j.id.clone()).collect()
+    }
+
+    // ----- internals -----
+
+    /// Records that the worker was heard from. False if the scheduler does not know it as
+    /// connected (never joined, or already lost: its messages no longer count).
+    fn touch(&mut self, now: Instant, id: &WorkerId) -> bool {
+        match self.workers.get_mut(id) {
+            Some(w) if matches!(w.state, WorkerState::Live | WorkerState::Busy(_)) => {
+                w.last_heard = now;
+                w.probe_sent = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn set_progress(&mut self, worker: &WorkerId, p: Progress) {
+        if let Some(r) = self
+            .replicas
+            .get_mut(&p.replica)
+            .filter(|r| &r.worker == worker)
+        {
+            if p.fraction.is_finite() {
+                r.progress = p.fraction.clamp(0.0, 1.0);
+            }
+        }
+    }
+
+    fn lose(&mut self, id: &WorkerId, cause: LossCause) {
+        let Some(w) = self.workers.get_mut(id) else {
+            return;
+        };
+        let was_hosting = w.state.hosts_live_replicas();
+        w.state = WorkerState::Lost;
+        w.probe_sent = false;
+        let replicas = w.replicas.iter().copied().collect();
+        self.outputs.push_back(Output::WorkerLost {
+            worker: id.clone(),
+            cause: cause.clone(),
+            replicas,
+        });
+        let reissue = ReissueCause::WorkerLost {
+            worker: id.clone(),
+            cause,
+        };
+        if was_hosting {
+            self.worker_stopped_hosting(id, reissue);
+        }
+        if self.workers.get(id).is_some_and(|w| w.replicas.is_empty()) {
+            self.workers.remove(id);
+        }
+    }
+
+    /// The worker's replicas stopped counting as live: note why on each task left with none.
+    fn worker_stopped_hosting(&mut self, id: &WorkerId, cause: ReissueCause) {
+        let replicas: Vec<ReplicaId> = self
+            .workers
+            .get(id)
+            .map(|w| w.replicas.iter().copied().collect())
+            .unwrap_or_default();
+        for r in replicas {
+            let Some(rep) = self.replicas.get(&r) else {
+                continue;
+            };
+            let (seq, ti) = (rep.job, rep.task);
+            if self.live_replicas(seq, ti) == 0 {
+                if let Some(task) = self.jobs.get_mut(&seq).map(|j| &mut j.tasks[ti]) {
+                    task.pending_cause.get_or_insert_with(|| cause.clone());
+                }
+            }
+            self.refresh_task(seq, ti);
+        }
+    }
+
+    fn live_replicas(&self, seq: u64, ti: usize) -> usize {
+        let Some(job) = self.jobs.get(&seq) else {
+            return 0;
+        };
+        job.tasks[ti]
+            .replicas
+            .iter()
+            .filter(|r| {
+                self.replicas
+                    .get(r)
+                    .and_then(|rep| self.workers.get(&rep.worker))
+                    .is_some_and(|w| w.state.hosts_live_replicas())
+            })
+            .count()
+    }
+
+    fn target_replicas(&self, seq: u64, ti: usize) -> usize {
+        let spec = &self.jobs[&seq].job.tasks()[ti];
+        if spec.critical {
+            spec.replicas.unwrap_or(self.cfg.critical_replicas).max(1) as usize
+        } else {
+            1
+        }
+    }
+
+    fn refresh_replica_task(&mut self, r: ReplicaId) {
+        if let Some(rep) = self.replicas.get(&r) {
+            self.refresh_task(rep.job, rep.task);
+        }
+    }
+
+    /// Puts the task in `wanting` under its current key, or takes it out if it wants nothing.
+    fn refresh_task(&mut self, seq: u64, ti: usize) {
+        let live = self.live_replicas(seq, ti);
+        let Some(job) = self.jobs.get(&seq) else {
+            return;
+        };
+        let critical = job.job.tasks()[ti].critical;
+        let task = &job.tasks[ti];
+        let wants = task.output.is_none() && task.missing_deps == 0;
+        let key = if !wants {
+            None
+        } else if live == 0 {
+            Some(if critical { 0 } else { 1 })
+        } else if live < self.target_replicas(seq, ti) {
+            Some(2)
+        } else {
+            None
+        }
+        .map(|class| WantKey {
+            class,
+            job: seq,
+            topo_pos: job.topo_pos[ti],
+            task: ti,
+        });
+        let old = self
+            .jobs
+            .get_mut(&seq)
+            .map(|j| std::mem::replace(&mut j.tasks[ti].queued, key));
+        if let Some(Some(old)) = old {
+            self.wanting.remove(&old);
+        }
+        if let Some(key) = key {
+            self.wanting.insert(key);
+        }
+    }
+
+    /// Detaches a replica from its worker and task. `cause` is recorded on the task if this
+    /// leaves it without a live replica.
+    fn remove_replica(&mut self, r: ReplicaId, cause: Option<ReissueCause>) {
+        let Some(rep) = self.replicas.remove(&r) else {
+            return;
+        };
+        if let Some(w) = self.workers.get_mut(&rep.worker) {
+            w.replicas.remove(&r);
+            if w.state == WorkerState::Lost && w.replicas.is_empty() {
+                self.workers.remove(&rep.worker);
+            }
+        }
+        let live = self.live_replicas(rep.job, rep.task);
+        if let Some(task) = self.jobs.get_mut(&rep.job).map(|j| &mut j.tasks[rep.task]) {
+            task.replicas.retain(|x| *x != r);
+            if live == 0 && task.output.is_none() {
+                if let Some(cause) = cause {
+                    task.pending_cause.get_or_insert(cause);
+                }
+            }
+        }
+        self.refresh_task(rep.job, rep.task);
+    }
+
+    fn cancel_replica(&mut self, r: ReplicaId, reason: String) {
+        if let Some(worker) = self.replicas.get(&r).map(|rep| rep.worker.clone()) {
+            self.remove_replica(r, None);
+            self.outputs.push_back(Output::Cancel {
+                worker,
+                replica: r,
+                reason,
+            });
+        }
+    }
+
+    fn finish_job(&mut self, seq: u64, outcome: JobOutcome) {
+        let Some(job) = self.jobs.get(&seq) else {
+            return;
+        };
+        let replicas: Vec<ReplicaId> = job
+            .tasks
+            .iter()
+            .flat_map(|t| t.replicas.iter().copied())
+            .collect();
+        let keys: Vec<WantKey> = job.tasks.iter().filter_map(|t| t.queued).collect();
+        let reason = match &outcome {
+            JobOutcome::Completed => "job completed".to_owned(),
+            JobOutcome::Failed { task, .. } => format!("job failed (task {task})"),
+            JobOutcome::Cancelled => "job cancelled".to_owned(),
+        };
+        for r in replicas {
+            self.cancel_replica(r, reason.clone());
+        }
+        for k in keys {
+            self.wanting.remove(&k);
+        }
+        if let Some(job) = self.jobs.remove(&seq) {
+            self.job_seq.remove(&job.id);
+            self.outputs.push_back(Output::JobFinished {
+                job: job.id,
+                outcome,
+            });
+        }
+    }
+
+    /// Gives every task that wants a replica one, as far as free workers allow.
+    fn schedule(&mut self) {
+        let mut free: usize = self.workers.values().map(Worker::free_slots).sum();
+        if free == 0 || self.wanting.is_empty() {
+            return;
+        }
+        let keys: Vec<WantKey> = self.wanting.iter().copied().collect();
+        for key in keys {
+            if free == 0 {
+                break;
+            }
+            while self
+                .jobs
+                .get(&key.job)
+                .is_some_and(|j| j.tasks[key.task].queued.is_some())
+            {
+                let Some(worker) = self.pick_worker(key.job, key.task) else {
+                    break;
+                };
+                self.start_replica(key.job, key.task, worker);
+                free -= 1;
+                if free == 0 {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The best worker for another replica of the task: live, with a free slot, not already
+    /// running it; preferably one that has not failed it. Critical tasks go to the highest
+    /// capacity; others spread over the workers with the most free slots.
+    fn pick_worker(&mut self, seq: u64, ti: usize) -> Option<WorkerId> {
+        let job = &self.jobs[&seq];
+        let task = &job.tasks[ti];
+        let critical = job.job.tasks()[ti].critical;
+        let running_on: BTreeSet<&WorkerId> = task
+            .replicas
+            .iter()
+            .filter_map(|r| self.replicas.get(r).map(|r| &r.worker))
+            .collect();
+        // A task that failed on every live worker may go back to one of them rather than wait
+        // forever for a new worker.
+        let avoid_failed = self
+            .workers
+            .iter()
+            .any(|(id, w)| w.state == WorkerState::Live && !task.failed_on.contains(id));
+        let preference = |w: &Worker| {
+            let (cap, free) = (capacity(w.hardware.as_ref()), w.free_slots() as f64);
+            if critical { (cap, free) } else { (free, cap) }
+        };
+        let mut best: Vec<&WorkerId> = Vec::new();
+        let mut best_pref = (f64::MIN, f64::MIN);
+        for (id, w) in &self.workers {
+            if w.free_slots() == 0
+                || running_on.contains(id)
+                || (avoid_failed && task.failed_on.contains(id))
+            {
+                continue;
+            }
+            let pref = preference(w);
+            match pref
+                .0
+                .total_cmp(&best_pref.0)
+                .then(pref.1.total_cmp(&best_pref.1))
+            {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Greater => {
+                    best.clear();
+                    best_pref = pref;
+                }
+                std::cmp::Ordering::Equal => {}
+            }
+            best.push(id);
+        }
+        if best.is_empty() {
+            return None;
+        }
+        let pick = self.rng.below(best.len() as u64) as usize;
+        Some(best[pick].clone())
+    }
+
+    fn start_replica(&mut self, seq: u64, ti: usize, worker: WorkerId) {
+        self.next_replica = self.next_replica.wrapping_add(1);
+        let replica = ReplicaId(u64::from(self.epoch) << 32 | u64::from(self.next_replica));
+        let had_live = self.live_replicas(seq, ti) > 0;
+        let job = self.jobs.get_mut(&seq).expect("scheduled job exists");
+        let spec = &job.job.tasks()[ti];
+        let deps = spec
+            .deps
+            .iter()
+            .filter_map(|d| {
+                let di = job.job.index_of(d)?;
+                Some((d.clone(), job.tasks[di].output.clone()?))
+            })
+            .collect();
+        let assignment = Assignment {
+            replica,
+            job: job.id.clone(),
+            task: spec.id.clone(),
+            kind: spec.kind.clone(),
+            input: spec.input.clone(),
+            deps,
+        };
+        let task = &mut job.tasks[ti];
+        let reason = match (task.ever_started, had_live, task.pending_cause.take()) {
+            (false, _, _) => AssignReason::First,
+            (true, false, Some(cause)) => AssignReason::Reissue(cause),
+            _ => AssignReason::Redundant,
+        };
+        task.ever_started = true;
+        task.replicas.push(replica);
+        self.replicas.insert(
+            replica,
+            Replica {
+                job: seq,
+                task: ti,
+                worker: worker.clone(),
+                progress: 0.0,
+            },
+        );
+        let w = self.workers.get_mut(&worker).expect("picked worker exists");
+        w.replicas.insert(replica);
+        let rate = rate_per_s(w.hardware.as_ref());
+        self.outputs.push_back(Output::Assign {
+            worker,
+            assignment,
+            reason,
+            rate,
+        });
+        self.refresh_task(seq, ti);
+    }
+}

@@ -1,0 +1,910 @@
+//! Scheduler tests on a virtual clock: scenarios first, then a seeded churn simulation that checks
+//! the invariants after every step.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::job::{Estimates, JobSpec, TaskSpec, validate};
+use crate::proto::{ActivityKind, Hardware, JobId, ReplicaId, TaskId, WorkerId};
+
+fn hw(slots: u32, mops: f64) -> Hardware {
+    Hardware {
+        cores: slots,
+        memory_mb: 8192,
+        disk_mb: 10_000,
+        os: "test".into(),
+        slots,
+        bench_mops: mops,
+    }
+}
+
+fn task(id: &str, deps: &[&str], critical: bool) -> TaskSpec {
+    TaskSpec {
+        id: id.into(),
+        kind: "spin".into(),
+        input: serde_json::json!({}),
+        deps: deps.iter().map(|d| TaskId::from(*d)).collect(),
+        critical,
+        replicas: None,
+        estimates: Estimates::default(),
+    }
+}
+
+fn job(tasks: Vec<TaskSpec>) -> Job {
+    validate(
+        JobSpec {
+            name: "t".into(),
+            tasks,
+        },
+        |_| true,
+    )
+    .expect("valid test job")
+}
+
+fn w(id: &str) -> WorkerId {
+    WorkerId::from(id)
+}
+
+fn cfg() -> Config {
+    Config {
+        heartbeat: Duration::from_millis(100),
+        ..Config::default()
+    }
+}
+
+fn drain(s: &mut Scheduler) -> Vec<Output> {
+    std::iter::from_fn(|| s.poll_output()).collect()
+}
+
+fn assigns(out: &[Output]) -> Vec<(WorkerId, Assignment, AssignReason)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Assign {
+                worker,
+                assignment,
+                reason,
+                ..
+            } => Some((worker.clone(), assignment.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn join(s: &mut Scheduler, now: Instant, id: &str, slots: u32, mops: f64) -> Vec<Output> {
+    s.handle_worker_joined(now, w(id), id.into(), hw(slots, mops), &[]);
+    drain(s)
+}
+
+#[test]
+fn a_critical_task_starts_on_the_two_fastest_distinct_workers() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "slow", 4, 50.0);
+    join(&mut s, t0, "fast", 4, 400.0);
+    join(&mut s, t0, "mid", 4, 200.0);
+    s.submit_job(t0, "j".into(), job(vec![task("seed", &[], true)]));
+    let a = assigns(&drain(&mut s));
+    let workers: BTreeSet<_> = a.iter().map(|(w, ..)| w.0.as_str()).collect();
+    assert_eq!(workers, BTreeSet::from(["fast", "mid"]));
+    assert_eq!(a[0].2, AssignReason::First);
+    assert_eq!(a[1].2, AssignReason::Redundant);
+}
+
+#[test]
+fn a_critical_task_gets_its_second_replica_when_a_second_worker_joins() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "a", 1, 0.0);
+    s.submit_job(t0, "j".into(), job(vec![task("seed", &[], true)]));
+    assert_eq!(assigns(&drain(&mut s)).len(), 1);
+    let a = assigns(&join(&mut s, t0, "b", 1, 0.0));
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].0, w("b"));
+}
+
+#[test]
+fn a_disconnected_workers_task_is_reissued_in_the_same_call() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "a", 1, 0.0);
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], false)]));
+    let first = assigns(&drain(&mut s));
+    assert_eq!(first[0].0, w("a"));
+    join(&mut s, t0, "b", 1, 0.0);
+    s.handle_worker_left(t0, &w("a"));
+    let out = drain(&mut s);
+    assert!(matches!(
+        &out[0],
+        Output::WorkerLost {
+            cause: LossCause::Disconnected,
+            ..
+        }
+    ));
+    let a = assigns(&out);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].0, w("b"));
+    assert!(
+        matches!(&a[0].2, AssignReason::Reissue(ReissueCause::WorkerLost { worker, .. }) if worker == &w("a"))
+    );
+}
+
+#[test]
+fn a_silent_worker_is_probed_then_lost_exactly_at_the_miss_limit() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "a", 1, 0.0);
+    join(&mut s, t0, "b", 1, 0.0);
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], false)]));
+    let holder = assigns(&drain(&mut s))[0].0.clone();
+    let other = if holder == w("a") { w("b") } else { w("a") };
+    // The other worker keeps its heartbeats; the holder falls silent at t0.
+    let mut now;
+    let mut probed = false;
+    loop {
+        let deadline = s.poll_timeout().expect("workers are watched");
+        now = deadline;
+        s.handle_heartbeat(now, &other, &[]);
+        s.handle_timeout(now);
+        let out = drain(&mut s);
+        if out
+            .iter()
+            .any(|o| matches!(o, Output::StatusRequest { worker, .. } if *worker == holder))
+        {
+            assert_eq!(now - t0, Duration::from_millis(150));
+            probed = true;
+        }
+        if let Some(Output::WorkerLost { cause, .. }) = out
+            .iter()
+            .find(|o| matches!(o, Output::WorkerLost { worker, .. } if *worker == holder))
+        {
+            assert_eq!(now - t0, Duration::from_millis(300));
+            assert_eq!(*cause, LossCause::Silent(Duration::from_millis(300)));
+            let a = assigns(&out);
+            assert_eq!(a.len(), 1, "reissued in the same call: {out:?}");
+            assert_eq!(a[0].0, other);
+            break;
+        }
+        assert!(now - t0 < Duration::from_secs(1), "never lost");
+    }
+    assert!(probed);
+}
+
+#[test]
+fn a_status_ack_keeps_a_worker_alive() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "a", 1, 0.0);
+    s.handle_timeout(t0 + Duration::from_millis(150));
+    assert!(matches!(drain(&mut s)[..], [Output::StatusRequest { .. }]));
+    s.handle_status_ack(t0 + Duration::from_millis(160), &w("a"));
+    s.handle_timeout(t0 + Duration::from_millis(300));
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(310)));
+}
+
+#[test]
+fn owner_activity_reissues_only_tasks_without_another_live_replica() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "a", 2, 0.0);
+    join(&mut s, t0, "b", 2, 0.0);
+    s.submit_job(
+        t0,
+        "j".into(),
+        job(vec![task("crit", &[], true), task("plain", &[], false)]),
+    );
+    let a = assigns(&drain(&mut s));
+    let plain_on = a
+        .iter()
+        .find(|(_, x, _)| x.task == TaskId::from("plain"))
+        .unwrap()
+        .0
+        .clone();
+    join(&mut s, t0, "c", 2, 0.0);
+    s.handle_activity(t0, &plain_on, ActivityKind::Keyboard);
+    let re = assigns(&drain(&mut s));
+    // The critical task keeps one live replica elsewhere and is topped up; the plain one is
+    // reissued because its only replica paused.
+    let plain = re
+        .iter()
+        .find(|(_, x, _)| x.task == TaskId::from("plain"))
+        .expect("reissued");
+    assert!(matches!(
+        &plain.2,
+        AssignReason::Reissue(ReissueCause::OwnerActive {
+            kind: ActivityKind::Keyboard,
+            ..
+        })
+    ));
+    let crit = re
+        .iter()
+        .find(|(_, x, _)| x.task == TaskId::from("crit"))
+        .expect("topped up");
+    assert_eq!(crit.2, AssignReason::Redundant);
+    assert!(re.iter().all(|(wk, ..)| *wk != plain_on));
+    // The busy worker takes nothing new until it is available again.
+    s.submit_job(
+        t0,
+        "k".into(),
+        job(vec![task("x", &[], false), task("y", &[], false)]),
+    );
+    assert!(
+        assigns(&drain(&mut s))
+            .iter()
+            .all(|(wk, ..)| *wk != plain_on)
+    );
+}
+
+#[test]
+fn a_paused_replica_that_finishes_first_after_the_owner_leaves_wins() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "a", 1, 0.0);
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], false)]));
+    let r = assigns(&drain(&mut s))[0].1.replica;
+    s.handle_activity(t0, &w("a"), ActivityKind::Mouse);
+    let r2 = assigns(&join(&mut s, t0, "b", 1, 0.0))[0].1.replica;
+    s.handle_available(t0, &w("a"));
+    assert!(assigns(&drain(&mut s)).is_empty());
+    assert!(s.result_target(&w("a"), r).is_some());
+    s.handle_result(t0, &w("a"), r, serde_json::json!(1));
+    let out = drain(&mut s);
+    assert!(out.contains(&Output::Cancel {
+        worker: w("b"),
+        replica: r2,
+        reason: "task t finished on another worker".into()
+    }));
+    assert!(out.contains(&Output::JobFinished {
+        job: "j".into(),
+        outcome: JobOutcome::Completed
+    }));
+    // The loser's late result is not taken.
+    assert!(s.result_target(&w("b"), r2).is_none());
+}
+
+#[test]
+fn a_failed_task_is_retried_on_other_workers_then_fails_the_job_with_its_error() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(
+        Config {
+            max_failures: 3,
+            ..cfg()
+        },
+        1,
+    );
+    for id in ["a", "b", "c", "d"] {
+        join(&mut s, t0, id, 1, 0.0);
+    }
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], false)]));
+    let mut tried = BTreeSet::new();
+    let mut out = drain(&mut s);
+    for attempt in 1..=3 {
+        let (wk, a, _) = assigns(&out).pop().expect("assigned");
+        assert!(
+            tried.insert(wk.clone()),
+            "attempt {attempt} went back to {wk}"
+        );
+        s.handle_failure(t0, &wk, a.replica, format!("bad input #{attempt}"));
+        out = drain(&mut s);
+    }
+    let failed = out.iter().find_map(|o| match o {
+        Output::JobFinished {
+            outcome: JobOutcome::Failed { task, error },
+            ..
+        } => Some((task, error)),
+        _ => None,
+    });
+    let (task_id, error) = failed.expect("job failed after 3 failures");
+    assert_eq!(task_id, &TaskId::from("t"));
+    assert!(
+        error.starts_with("task t failed 3 times, last on worker "),
+        "{error}"
+    );
+    assert!(error.ends_with(": bad input #3"), "{error}");
+    assert!(s.unfinished_jobs().is_empty());
+}
+
+#[test]
+fn dependents_start_only_after_their_deps_and_receive_their_outputs() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "a", 4, 0.0);
+    s.submit_job(
+        t0,
+        "j".into(),
+        job(vec![
+            task("x", &[], false),
+            task("y", &[], false),
+            task("z", &["x", "y"], false),
+        ]),
+    );
+    let a = assigns(&drain(&mut s));
+    assert_eq!(a.len(), 2);
+    for (i, (wk, asg, _)) in a.iter().enumerate() {
+        s.handle_result(t0, wk, asg.replica, serde_json::json!(i));
+        let next = assigns(&drain(&mut s));
+        if i == 0 {
+            assert!(next.is_empty(), "z started before both deps were done");
+        } else {
+            assert_eq!(next.len(), 1);
+            assert_eq!(next[0].1.task, TaskId::from("z"));
+            let deps: BTreeMap<TaskId, serde_json::Value> = a
+                .iter()
+                .enumerate()
+                .map(|(j, (_, x, _))| (x.task.clone(), serde_json::json!(j)))
+                .collect();
+            assert_eq!(next[0].1.deps, deps);
+        }
+    }
+}
+
+#[test]
+fn a_reconnecting_worker_keeps_what_it_still_holds_and_drops_the_rest() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "a", 2, 0.0);
+    s.submit_job(
+        t0,
+        "j".into(),
+        job(vec![task("x", &[], false), task("y", &[], false)]),
+    );
+    let a = assigns(&drain(&mut s));
+    s.handle_worker_left(t0, &w("a"));
+    drain(&mut s);
+    // It comes back holding x's replica and one the scheduler never issued.
+    let stranger = ReplicaId(99 << 32 | 1);
+    s.handle_worker_joined(
+        t0,
+        w("a"),
+        "a".into(),
+        hw(2, 0.0),
+        &[a[0].1.replica, stranger],
+    );
+    let out = drain(&mut s);
+    assert_eq!(
+        out[0],
+        Output::Welcome {
+            worker: w("a"),
+            keep: vec![a[0].1.replica],
+            drop: vec![stranger]
+        }
+    );
+    // y had no live replica: it is reissued (to the same worker, the only one).
+    let re = assigns(&out);
+    assert_eq!(re.len(), 1);
+    assert_eq!(re[0].1.task, a[1].1.task);
+}
+
+#[test]
+fn after_a_restart_tasks_wait_for_their_workers_until_the_loss_bound() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 2);
+    let old = ReplicaId(1 << 32 | 5);
+    let old2 = ReplicaId(1 << 32 | 6);
+    s.restore_job(
+        t0,
+        "j".into(),
+        job(vec![
+            task("done", &[], false),
+            task("x", &["done"], false),
+            task("y", &["done"], false),
+        ]),
+        BTreeMap::from([(TaskId::from("done"), serde_json::json!(7))]),
+        &[(old, "x".into(), w("a")), (old2, "y".into(), w("gone"))],
+    );
+    join(&mut s, t0, "b", 4, 0.0);
+    assert!(
+        assigns(&drain(&mut s)).is_empty(),
+        "restored replicas count until the bound"
+    );
+    s.handle_worker_joined(t0, w("a"), "a".into(), hw(1, 0.0), &[old]);
+    assert!(matches!(&drain(&mut s)[0], Output::Welcome { keep, .. } if keep == &vec![old]));
+    s.handle_heartbeat(t0 + Duration::from_millis(250), &w("a"), &[]);
+    s.handle_heartbeat(t0 + Duration::from_millis(250), &w("b"), &[]);
+    s.handle_timeout(t0 + Duration::from_millis(300));
+    let out = drain(&mut s);
+    assert!(out.iter().any(|o| matches!(o, Output::WorkerLost { worker, cause: LossCause::NotReconnected, .. } if *worker == w("gone"))));
+    let re = assigns(&out);
+    assert_eq!(re.len(), 1);
+    assert_eq!(re[0].1.task, TaskId::from("y"));
+    assert_eq!(
+        re[0].1.deps,
+        BTreeMap::from([(TaskId::from("done"), serde_json::json!(7))])
+    );
+    assert_eq!(
+        re[0].1.replica.0 >> 32,
+        2,
+        "replica ids carry the new epoch"
+    );
+}
+
+#[test]
+fn a_restored_job_whose_tasks_were_all_done_completes_at_once() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 2);
+    s.restore_job(
+        t0,
+        "j".into(),
+        job(vec![task("x", &[], false)]),
+        BTreeMap::from([(TaskId::from("x"), serde_json::json!(1))]),
+        &[],
+    );
+    assert_eq!(
+        drain(&mut s),
+        vec![Output::JobFinished {
+            job: "j".into(),
+            outcome: JobOutcome::Completed
+        }]
+    );
+}
+
+#[test]
+fn a_result_from_a_worker_that_does_not_hold_the_replica_is_ignored() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "a", 1, 0.0);
+    join(&mut s, t0, "b", 1, 0.0);
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], false)]));
+    let (holder, a, _) = assigns(&drain(&mut s)).remove(0);
+    let other = if holder == w("a") { w("b") } else { w("a") };
+    assert!(s.result_target(&other, a.replica).is_none());
+    s.handle_result(t0, &other, a.replica, serde_json::json!(0));
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.unfinished_jobs(), vec![JobId::from("j")]);
+}
+
+#[test]
+fn cancelling_a_job_cancels_its_replicas() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "a", 2, 0.0);
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], true)]));
+    drain(&mut s);
+    join(&mut s, t0, "b", 2, 0.0);
+    drain(&mut s);
+    assert!(s.cancel_job(&"j".into()));
+    let out = drain(&mut s);
+    assert_eq!(
+        out.iter()
+            .filter(|o| matches!(o, Output::Cancel { .. }))
+            .count(),
+        2
+    );
+    assert!(out.contains(&Output::JobFinished {
+        job: "j".into(),
+        outcome: JobOutcome::Cancelled
+    }));
+    assert!(!s.cancel_job(&"j".into()));
+}
+
+// ----- seeded churn simulation -----
+
+struct SimWorker {
+    connected: bool,
+    frozen: bool,
+    busy: bool,
+    slots: u32,
+    last_beat: Instant,
+    running: BTreeMap<ReplicaId, Instant>,
+}
+
+struct Sim {
+    s: Scheduler,
+    rng: rng::Rng,
+    now: Instant,
+    t0: Instant,
+    workers: BTreeMap<WorkerId, SimWorker>,
+    expected: BTreeMap<(JobId, TaskId), i64>,
+    done: BTreeSet<(JobId, TaskId)>,
+    finished: BTreeMap<JobId, JobOutcome>,
+    specs: BTreeMap<JobId, JobSpec>,
+    fail_p: u64,
+}
+
+impl Sim {
+    fn new(seed: u64, fail_p: u64) -> Self {
+        let t0 = Instant::now();
+        Sim {
+            s: Scheduler::new(
+                Config {
+                    seed,
+                    max_failures: 50,
+                    ..cfg()
+                },
+                1,
+            ),
+            rng: rng::Rng::new(seed ^ 0xdead_beef),
+            now: t0,
+            t0,
+            workers: BTreeMap::new(),
+            expected: BTreeMap::new(),
+            done: BTreeSet::new(),
+            finished: BTreeMap::new(),
+            specs: BTreeMap::new(),
+            fail_p,
+        }
+    }
+
+    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.rng.below(hi - lo + 1))
+    }
+
+    fn add_worker(&mut self, id: WorkerId) {
+        let slots = 1 + self.rng.below(3) as u32;
+        let mops = [50.0, 100.0, 400.0][self.rng.below(3) as usize];
+        self.workers.insert(
+            id.clone(),
+            SimWorker {
+                connected: true,
+                frozen: false,
+                busy: false,
+                slots,
+                last_beat: self.now,
+                running: BTreeMap::new(),
+            },
+        );
+        self.s
+            .handle_worker_joined(self.now, id.clone(), id.0.clone(), hw(slots, mops), &[]);
+        self.settle();
+    }
+
+    fn submit(&mut self, name: &str) {
+        let n = 3 + self.rng.below(12) as usize;
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let deps: Vec<String> = (0..i)
+                .filter(|_| self.rng.below(4) == 0)
+                .map(|d| format!("t{d}"))
+                .collect();
+            let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
+            tasks.push(task(&format!("t{i}"), &deps, self.rng.below(3) == 0));
+        }
+        let spec = JobSpec {
+            name: name.into(),
+            tasks,
+        };
+        let id = JobId::from(name);
+        self.specs.insert(id.clone(), spec.clone());
+        self.s
+            .submit_job(self.now, id, validate(spec, |_| true).unwrap());
+        self.settle();
+    }
+
+    /// The output a task must produce: its number plus its deps' outputs, so a dependent that
+    /// got the wrong inputs computes a wrong value.
+    fn output_of(&self, a: &Assignment) -> i64 {
+        let n: i64 = a.task.0[1..].parse().unwrap();
+        n + a.deps.values().map(|v| v.as_i64().unwrap()).sum::<i64>()
+    }
+
+    /// Carries out the scheduler's outputs and checks the invariants.
+    fn settle(&mut self) {
+        while let Some(o) = self.s.poll_output() {
+            match o {
+                Output::Assign {
+                    worker, assignment, ..
+                } => {
+                    let state = self
+                        .s
+                        .workers()
+                        .into_iter()
+                        .find(|v| v.id == worker)
+                        .map(|v| v.state);
+                    assert_eq!(
+                        state,
+                        Some(WorkerState::Live),
+                        "assigned to a worker not live"
+                    );
+                    let spec = &self.specs[&assignment.job];
+                    let t = spec.tasks.iter().find(|t| t.id == assignment.task).unwrap();
+                    let want: BTreeSet<&TaskId> = t.deps.iter().collect();
+                    let got: BTreeSet<&TaskId> = assignment.deps.keys().collect();
+                    assert_eq!(want, got, "task started before its deps were done");
+                    for (d, v) in &assignment.deps {
+                        assert_eq!(
+                            Some(v.as_i64().unwrap()),
+                            self.expected
+                                .get(&(assignment.job.clone(), d.clone()))
+                                .copied(),
+                            "wrong dep output"
+                        );
+                    }
+                    let sw = self.workers.get_mut(&worker).expect("known worker");
+                    assert!(sw.connected, "assigned to a disconnected worker");
+                    let finish = self.now + Duration::from_millis(20 + self.rng.below(400));
+                    let v = self.output_of(&assignment);
+                    self.expected
+                        .entry((assignment.job.clone(), assignment.task.clone()))
+                        .or_insert(v);
+                    self.workers
+                        .get_mut(&worker)
+                        .unwrap()
+                        .running
+                        .insert(assignment.replica, finish);
+                }
+                Output::Cancel {
+                    worker, replica, ..
+                } => {
+                    if let Some(sw) = self.workers.get_mut(&worker) {
+                        sw.running.remove(&replica);
+                    }
+                }
+                Output::WorkerLost { worker, .. } => {
+                    let sw = self.workers.get_mut(&worker).unwrap();
+                    // The shell closes a silent worker's connection; it forgets its work.
+                    sw.connected = false;
+                    sw.running.clear();
+                }
+                Output::TaskDone { job, task, .. } => {
+                    assert!(self.done.insert((job, task)), "a task finished twice");
+                }
+                Output::JobFinished { job, outcome } => {
+                    assert!(
+                        self.finished.insert(job, outcome).is_none(),
+                        "a job finished twice"
+                    );
+                }
+                Output::Welcome { .. } | Output::StatusRequest { .. } => {}
+            }
+        }
+        self.check_no_missed_opportunity();
+    }
+
+    /// Nothing is lost: a task with fewer live replicas than it wants has no eligible worker.
+    fn check_no_missed_opportunity(&self) {
+        let workers = self.s.workers();
+        let free: BTreeMap<&WorkerId, usize> = workers
+            .iter()
+            .filter(|v| v.state == WorkerState::Live)
+            .map(|v| {
+                (
+                    &v.id,
+                    v.hardware.as_ref().unwrap().slots as usize
+                        - v.replicas
+                            .len()
+                            .min(v.hardware.as_ref().unwrap().slots as usize),
+                )
+            })
+            .filter(|(_, f)| *f > 0)
+            .collect();
+        for id in self.s.unfinished_jobs() {
+            let view = self.s.job_view(&id).unwrap();
+            let spec = &self.specs[&id];
+            for (tv, ts) in view.tasks.iter().zip(&spec.tasks) {
+                if matches!(tv.phase, TaskPhase::Done | TaskPhase::Waiting) || tv.failures > 0 {
+                    continue;
+                }
+                let on: BTreeSet<&WorkerId> = tv.replicas.iter().map(|r| &r.worker).collect();
+                assert_eq!(
+                    on.len(),
+                    tv.replicas.len(),
+                    "two replicas of {} on one worker",
+                    tv.id
+                );
+                let live = tv
+                    .replicas
+                    .iter()
+                    .filter(|r| {
+                        matches!(
+                            r.worker_state,
+                            WorkerState::Live | WorkerState::Reconnecting
+                        )
+                    })
+                    .count();
+                let target = if ts.critical { 2 } else { 1 };
+                if live < target {
+                    let eligible = free.keys().filter(|w| !on.contains(*w)).count();
+                    assert_eq!(
+                        eligible, 0,
+                        "task {} of {id} has {live}/{target} live replicas while {eligible} workers are free",
+                        tv.id
+                    );
+                }
+            }
+        }
+    }
+
+    fn next_finish(&self) -> Option<(Instant, WorkerId, ReplicaId)> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.connected && !w.frozen && !w.busy)
+            .flat_map(|(id, w)| w.running.iter().map(move |(r, t)| (*t, id.clone(), *r)))
+            .min()
+    }
+
+    /// Advances virtual time by `dt`, delivering heartbeats, completions and deadlines in order.
+    fn run_for(&mut self, dt: Duration) {
+        let end = self.now + dt;
+        loop {
+            let beat = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.connected && !w.frozen)
+                .map(|(id, w)| (w.last_beat + self.s.config().heartbeat, id.clone()))
+                .min();
+            let finish = self.next_finish();
+            let timeout = self.s.poll_timeout();
+            let next = [
+                beat.as_ref().map(|b| b.0),
+                finish.as_ref().map(|f| f.0),
+                timeout,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some(next) = next.filter(|t| *t <= end) else {
+                break;
+            };
+            self.now = next.max(self.now);
+            if let Some((t, id)) = beat.filter(|b| b.0 == next) {
+                self.workers.get_mut(&id).unwrap().last_beat = t;
+                self.s.handle_heartbeat(self.now, &id, &[]);
+            } else if let Some((_, id, r)) = finish.filter(|f| f.0 == next) {
+                self.workers.get_mut(&id).unwrap().running.remove(&r);
+                if self.s.result_target(&id, r).is_some() {
+                    let (job, task) = self.s.result_target(&id, r).unwrap();
+                    if self.rng.below(100) < self.fail_p {
+                        self.s.handle_failure(self.now, &id, r, "injected".into());
+                    } else {
+                        let v = self.expected[&(job, task)];
+                        self.s.handle_result(self.now, &id, r, serde_json::json!(v));
+                    }
+                }
+            } else {
+                let before: BTreeMap<WorkerId, Instant> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.frozen && w.connected)
+                    .map(|(id, w)| (id.clone(), w.last_beat))
+                    .collect();
+                self.s.handle_timeout(self.now);
+                // Detection bound: a frozen worker is lost no later than loss_after after its
+                // last heartbeat.
+                for (id, last) in before {
+                    if self.now - last >= self.s.config().loss_after() {
+                        let still = self
+                            .s
+                            .workers()
+                            .into_iter()
+                            .any(|v| v.id == id && v.state != WorkerState::Lost);
+                        assert!(!still, "{id} silent past the bound but not lost");
+                    }
+                }
+            }
+            self.settle();
+        }
+        self.now = end;
+    }
+
+    fn churn(&mut self, id_counter: &mut u32) {
+        let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
+        let id = ids[self.rng.below(ids.len() as u64) as usize].clone();
+        match self.rng.below(6) {
+            0 => {
+                let sw = self.workers.get_mut(&id).unwrap();
+                if sw.connected {
+                    sw.connected = false;
+                    sw.running.clear();
+                    self.s.handle_worker_left(self.now, &id);
+                }
+            }
+            1 => {
+                let sw = self.workers.get_mut(&id).unwrap();
+                if sw.connected {
+                    sw.frozen = true;
+                }
+            }
+            2 => {
+                let sw = self.workers.get_mut(&id).unwrap();
+                if sw.connected && !sw.frozen && !sw.busy {
+                    sw.busy = true;
+                    self.s
+                        .handle_activity(self.now, &id, ActivityKind::Keyboard);
+                }
+            }
+            3 => {
+                let sw = self.workers.get_mut(&id).unwrap();
+                if sw.connected && sw.busy {
+                    sw.busy = false;
+                    self.s.handle_available(self.now, &id);
+                }
+            }
+            _ => {
+                *id_counter += 1;
+                self.add_worker(WorkerId(format!("w{id_counter}")));
+                return;
+            }
+        }
+        self.settle();
+    }
+
+    /// Brings every worker back to health: frozen and disconnected ones are replaced by
+    /// connections that hold nothing, busy ones become available.
+    fn heal(&mut self) {
+        let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
+        for id in ids {
+            let sw = self.workers.get_mut(&id).unwrap();
+            if sw.busy && sw.connected && !sw.frozen {
+                sw.busy = false;
+                self.s.handle_available(self.now, &id);
+                self.settle();
+            }
+            let sw = self.workers.get_mut(&id).unwrap();
+            if !sw.connected || sw.frozen {
+                sw.connected = true;
+                sw.frozen = false;
+                sw.busy = false;
+                sw.running.clear();
+                sw.last_beat = self.now;
+                let slots = sw.slots;
+                self.s.handle_worker_joined(
+                    self.now,
+                    id.clone(),
+                    id.0.clone(),
+                    hw(slots, 100.0),
+                    &[],
+                );
+                self.settle();
+            }
+        }
+    }
+}
+
+fn simulate(seed: u64, fail_p: u64) {
+    let mut sim = Sim::new(seed, fail_p);
+    let mut ids = 0;
+    for _ in 0..(2 + sim.rng.below(5)) {
+        ids += 1;
+        sim.add_worker(WorkerId(format!("w{ids}")));
+    }
+    for j in 0..(1 + sim.rng.below(4)) {
+        sim.submit(&format!("job{j}"));
+    }
+    // Ten virtual seconds of churn.
+    for _ in 0..50 {
+        let dt = sim.ms(50, 350);
+        sim.run_for(dt);
+        if sim.rng.below(3) == 0 {
+            sim.churn(&mut ids);
+        }
+    }
+    sim.heal();
+    sim.run_for(Duration::from_secs(120));
+    let elapsed = sim.now - sim.t0;
+    for j in sim.specs.keys() {
+        assert_eq!(
+            sim.finished.get(j),
+            Some(&JobOutcome::Completed),
+            "seed {seed}: job {j} did not complete in {elapsed:?}"
+        );
+    }
+    for ((job, task), _) in &sim.expected {
+        assert!(
+            sim.done.contains(&(job.clone(), task.clone())),
+            "seed {seed}: {job}/{task} lost"
+        );
+    }
+    for spec in sim.specs.iter() {
+        for t in &spec.1.tasks {
+            assert!(
+                sim.done.contains(&(spec.0.clone(), t.id.clone())),
+                "seed {seed}: task never done"
+            );
+        }
+    }
+}
+
+#[test]
+fn under_churn_every_task_of_every_job_finishes_once_the_pool_is_healthy() {
+    for seed in 0..300 {
+        simulate(seed, 0);
+    }
+}
+
+#[test]
+fn under_churn_and_failures_every_job_still_completes() {
+    for seed in 1000..1150 {
+        simulate(seed, 10);
+    }
+}
