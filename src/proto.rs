@@ -249,7 +249,8 @@ pub fn decode_supervisor(frame: &str) -> Result<SupervisorMsg, ProtoError> {
 pub fn encode<T: Serialize>(msg: &T) -> String {
     // Serialising these types cannot fail: every map key is a string and no value is a float
     // that JSON cannot hold except NaN progress, which serde_json writes as null.
-    serde_json::to_string(msg).unwrap_or_else(|e| format!("{{\"type\":\"invalid\",\"error\":\"{e}\"}}"))
+    serde_json::to_string(msg)
+        .unwrap_or_else(|e| format!("{{\"type\":\"invalid\",\"error\":\"{e}\"}}"))
 }
 
 #[cfg(test)]
@@ -275,21 +276,33 @@ mod tests {
                 held: vec![ReplicaId(1 << 32 | 7)],
             },
             WorkerMsg::Heartbeat {
-                progress: vec![Progress { replica: ReplicaId(3), fraction: 0.5 }],
+                progress: vec![Progress {
+                    replica: ReplicaId(3),
+                    fraction: 0.5,
+                }],
             },
             WorkerMsg::StatusAck { nonce: 9 },
-            WorkerMsg::Progress(Progress { replica: ReplicaId(3), fraction: 0.25 }),
+            WorkerMsg::Progress(Progress {
+                replica: ReplicaId(3),
+                fraction: 0.25,
+            }),
             WorkerMsg::Result {
                 replica: ReplicaId(3),
                 output: serde_json::json!({"count": 78498}),
-                execution: Execution { wall_ms: 10, cpu_ms: 9 },
+                execution: Execution {
+                    wall_ms: 10,
+                    cpu_ms: 9,
+                },
             },
             WorkerMsg::Failure {
                 replica: ReplicaId(3),
                 error: "boom".into(),
                 execution: Execution::default(),
             },
-            WorkerMsg::Activity { kind: ActivityKind::Keyboard, at_ms: 17 },
+            WorkerMsg::Activity {
+                kind: ActivityKind::Keyboard,
+                at_ms: 17,
+            },
             WorkerMsg::Available { at_ms: 18 },
         ];
         for msg in msgs {
@@ -314,7 +327,10 @@ mod tests {
                 input: serde_json::json!({"from": 0, "to": 10}),
                 deps: BTreeMap::from([(TaskId::from("seed"), serde_json::json!(1))]),
             }),
-            SupervisorMsg::Cancel { replica: ReplicaId(5), reason: "won elsewhere".into() },
+            SupervisorMsg::Cancel {
+                replica: ReplicaId(5),
+                reason: "won elsewhere".into(),
+            },
             SupervisorMsg::StatusRequest { nonce: 3 },
             SupervisorMsg::Error {
                 code: ErrorCode::Unauthorized,
