@@ -1,0 +1,228 @@
+//! The supervisor's I/O shell around the scheduler: the WebSocket endpoint for workers, the HTTP
+//! API for operators, the durable store, and the driver that connects them.
+//!
+//! Threads and tasks:
+//! - the **driver** runs on its own thread (a single-threaded tokio runtime) and alone owns the
+//!   [`crate::sched::Scheduler`] and the [`store::Store`]; it `select!`s over connection events,
+//!   API requests and the scheduler's next deadline. SQLite writes block only this thread.
+//! - each worker connection is a task (`ws`), which authenticates the hello, decodes frames and
+//!   forwards them; it owns nothing else;
+//! - HTTP handlers (`http`) check the operator token and ask the driver.
+//!
+//! Nothing here decides where a task runs; that is `sched`'s job.
+
+mod auth;
+mod driver;
+mod http;
+pub mod report;
+pub mod store;
+mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use auth::{TokenError, generate_token, load_or_create_token, read_token};
+use driver::DriverMsg;
+
+use crate::proto::{ActivityKind, JobId, ReplicaId, TaskId, WorkerId};
+use crate::sched;
+
+/// Smallest and largest heartbeat interval a supervisor accepts.
+pub const HEARTBEAT_RANGE_MS: std::ops::RangeInclusive<u64> = 1..=600_000;
+
+/// Largest HTTP request body (a job submission), in bytes.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// Everything a supervisor needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub sched: sched::Config,
+    /// Token every worker must present in its hello.
+    pub worker_token: String,
+    /// Token operators present as `Authorization: Bearer ...`.
+    pub operator_token: String,
+}
+
+impl Config {
+    /// A config whose tokens are read from (or created in) `data_dir`: `worker.token` and
+    /// `operator.token`.
+    pub fn with_tokens_in(data_dir: &Path, sched: sched::Config) -> Result<Self, SupervisorError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| SupervisorError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            data_dir: data_dir.to_owned(),
+            worker_token: load_or_create_token(&data_dir.join("worker.token"))?,
+            operator_token: load_or_create_token(&data_dir.join("operator.token"))?,
+            sched,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("heartbeat interval {0} ms is outside 1 ms ..= 10 min")]
+    Heartbeat(u128),
+    #[error("cannot start the driver thread: {0}")]
+    Thread(std::io::Error),
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Something that happened, for in-process observers (benchmarks, the demo, tests). Sent on a
+/// broadcast channel: a slow observer misses events, it never slows the supervisor.
+#[derive(Debug, Clone)]
+pub enum Event {
+    WorkerJoined {
+        worker: WorkerId,
+        name: String,
+    },
+    WorkerLost {
+        worker: WorkerId,
+        cause: String,
+    },
+    /// A replica was sent to a worker, at `at`.
+    Assigned {
+        at: Instant,
+        job: JobId,
+        task: TaskId,
+        replica: ReplicaId,
+        worker: WorkerId,
+        /// `first`, `redundant` or `reissue`.
+        reason: &'static str,
+        detail: Option<String>,
+    },
+    Activity {
+        at: Instant,
+        worker: WorkerId,
+        kind: ActivityKind,
+        at_ms: u64,
+    },
+    TaskDone {
+        job: JobId,
+        task: TaskId,
+        worker: WorkerId,
+    },
+    JobFinished {
+        job: JobId,
+        state: &'static str,
+    },
+}
+
+/// A running supervisor.
+pub struct Supervisor {
+    addr: SocketAddr,
+    events: broadcast::Sender<Event>,
+    driver_tx: mpsc::Sender<DriverMsg>,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    driver: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Supervisor {
+    /// Opens the store in the data dir, resumes its unfinished jobs and serves on `listener`.
+    pub async fn start(
+        listener: tokio::net::TcpListener,
+        cfg: Config,
+    ) -> Result<Supervisor, SupervisorError> {
+        let hb = cfg.sched.heartbeat.as_millis();
+        if !HEARTBEAT_RANGE_MS.contains(&(hb as u64)) {
+            return Err(SupervisorError::Heartbeat(hb));
+        }
+        let addr = listener.local_addr().map_err(SupervisorError::Serve)?;
+        let (events, _) = broadcast::channel(4096);
+        let (driver_tx, driver_rx) = mpsc::channel(4096);
+        let driver = driver::spawn(&cfg, driver_rx, events.clone())?;
+        let state = http::AppState {
+            driver: driver_tx.clone(),
+            worker_token: cfg.worker_token.clone().into(),
+            operator_token: cfg.operator_token.clone().into(),
+            next_conn: Default::default(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = http::router(state);
+        let server = tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            // Small frames matter more than throughput here: an Assign or Activity must not
+            // wait for Nagle's timer.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(Supervisor {
+            addr,
+            events,
+            driver_tx,
+            stop: Some(stop),
+            server,
+            driver: Some(driver),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A stream of what happens from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Stops serving, closes every worker connection and waits for the driver to finish its
+    /// writes.
+    pub async fn shutdown(mut self) -> Result<(), SupervisorError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.driver_tx.send(DriverMsg::Shutdown).await;
+        // Graceful shutdown waits for open WebSocket connections; the driver closes them above,
+        // but a worker that never answers must not hold the supervisor up.
+        match tokio::time::timeout(Duration::from_secs(5), &mut self.server).await {
+            Ok(Ok(result)) => result.map_err(SupervisorError::Serve)?,
+            Ok(Err(_)) | Err(_) => self.server.abort(),
+        }
+        if let Some(driver) = self.driver.take() {
+            let _ = tokio::task::spawn_blocking(move || driver.join()).await;
+        }
+        Ok(())
+    }
+}
+
+/// Serves until `shutdown` resolves: the shape `main` and tests use.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    cfg: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SupervisorError> {
+    let sup = Supervisor::start(listener, cfg).await?;
+    shutdown.await;
+    sup.shutdown().await
+}
+
+/// Milliseconds since the Unix epoch, for stored timestamps.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

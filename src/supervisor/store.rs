@@ -1,0 +1,515 @@
+//! The supervisor's durable store: jobs, results and execution records in SQLite (WAL).
+//!
+//! The ordering rules that make a `kill -9` harmless live here and in the driver: a job is stored
+//! before it is acknowledged, and a result is stored (with its execution record, in one
+//! transaction) before the scheduler marks its task done. After a restart, [`Store::unfinished`]
+//! gives back everything needed to resume. Only the driver thread uses the store; nothing here
+//! knows about sockets or the scheduler.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::report::{JobSummary, Reissue, Report, WorkerCost};
+use crate::job::JobSpec;
+use crate::proto::{Execution, JobId, ReplicaId, TaskId, WorkerId};
+
+const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("store {path} has schema version {found}, this supervisor knows {SCHEMA_VERSION}")]
+    Schema { path: PathBuf, found: i64 },
+    #[error("store query failed: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored job {job} is unreadable: {source}")]
+    Corrupt {
+        job: String,
+        source: serde_json::Error,
+    },
+}
+
+/// How a replica ended, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaEnd {
+    /// Its result was the task's first.
+    Won,
+    /// It finished after another replica had won.
+    Late,
+    Failed,
+    Cancelled,
+    /// Its worker was lost or dropped it.
+    Lost,
+}
+
+impl ReplicaEnd {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReplicaEnd::Won => "won",
+            ReplicaEnd::Late => "late",
+            ReplicaEnd::Failed => "failed",
+            ReplicaEnd::Cancelled => "cancelled",
+            ReplicaEnd::Lost => "lost",
+        }
+    }
+}
+
+/// A job to resume after a restart.
+#[derive(Debug)]
+pub struct StoredJob {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub done: BTreeMap<TaskId, serde_json::Value>,
+    pub running: Vec<(ReplicaId, TaskId, WorkerId)>,
+}
+
+/// One started replica, as recorded.
+pub struct ReplicaStart<'a> {
+    pub replica: ReplicaId,
+    pub job: &'a JobId,
+    pub task: &'a TaskId,
+    pub worker: &'a WorkerId,
+    pub worker_name: &'a str,
+    pub rate: f64,
+    /// `first`, `redundant` or `reissue`.
+    pub reason: &'a str,
+    /// For a reissue: why.
+    pub detail: Option<String>,
+    pub at_ms: u64,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("idlegrid.sqlite3");
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(open_err)?;
+        // WAL keeps readers off the writer's back; FULL makes every commit survive a power cut,
+        // not just a process crash (an fsync costs ~0.1 ms here).
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS jobs (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 id TEXT NOT NULL UNIQUE,
+                 name TEXT NOT NULL,
+                 spec TEXT NOT NULL,
+                 state TEXT NOT NULL,
+                 error TEXT,
+                 submitted_ms INTEGER NOT NULL,
+                 finished_ms INTEGER);
+             CREATE TABLE IF NOT EXISTS results (
+                 job TEXT NOT NULL REFERENCES jobs(id),
+                 task TEXT NOT NULL,
+                 output TEXT NOT NULL,
+                 replica INTEGER NOT NULL,
+                 done_ms INTEGER NOT NULL,
+                 PRIMARY KEY (job, task));
+             CREATE TABLE IF NOT EXISTS replicas (
+                 id INTEGER PRIMARY KEY,
+                 job TEXT NOT NULL REFERENCES jobs(id),
+                 task TEXT NOT NULL,
+                 worker TEXT NOT NULL,
+                 worker_name TEXT NOT NULL,
+                 rate REAL NOT NULL,
+                 reason TEXT NOT NULL,
+                 detail TEXT,
+                 started_ms INTEGER NOT NULL,
+                 ended_ms INTEGER,
+                 outcome TEXT,
+                 wall_ms INTEGER,
+                 cpu_ms INTEGER,
+                 error TEXT);
+             CREATE INDEX IF NOT EXISTS replicas_by_job ON replicas(job);
+             CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);",
+        )
+        .map_err(open_err)?;
+        let version: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(open_err)?;
+        match version {
+            None => {
+                conn.execute("INSERT INTO meta VALUES ('schema', ?1)", [SCHEMA_VERSION])
+                    .map_err(open_err)?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(found) => return Err(StoreError::Schema { path, found }),
+        }
+        Ok(Self { conn })
+    }
+
+    /// Counts one more boot and returns its number, the epoch of this boot's replica ids.
+    pub fn next_epoch(&mut self) -> Result<u32, StoreError> {
+        let tx = self.conn.transaction()?;
+        let epoch: i64 = tx
+            .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or(0)
+            + 1;
+        tx.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?1)", [epoch])?;
+        tx.commit()?;
+        Ok(u32::try_from(epoch).unwrap_or(u32::MAX))
+    }
+
+    /// Stores a new job and returns its id. Durable when this returns.
+    pub fn insert_job(&mut self, spec: &JobSpec, now_ms: u64) -> Result<JobId, StoreError> {
+        let tx = self.conn.transaction()?;
+        let seq: i64 = tx.query_row(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0) + 1",
+            [],
+            |r| r.get(0),
+        )?;
+        let id = JobId(format!("job-{seq}"));
+        let spec_json = serde_json::to_string(spec).map_err(|source| StoreError::Corrupt {
+            job: id.0.clone(),
+            source,
+        })?;
+        tx.execute(
+            "INSERT INTO jobs (seq, id, name, spec, state, submitted_ms) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+            params![seq, id.0, spec.name, spec_json, now_ms as i64],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    pub fn record_replica_started(&mut self, s: &ReplicaStart<'_>) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO replicas (id, job, task, worker, worker_name, rate, reason, detail, started_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                s.replica.0 as i64,
+                s.job.0,
+                s.task.0,
+                s.worker.0,
+                s.worker_name,
+                s.rate,
+                s.reason,
+                s.detail,
+                s.at_ms as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Stores a task's result and the execution record of the replica that produced it, in one
+    /// transaction. If the task already has a result, only the execution record is kept (as
+    /// late). Returns whether this result was the task's first.
+    pub fn record_result(
+        &mut self,
+        replica: ReplicaId,
+        job: &JobId,
+        task: &TaskId,
+        output: &serde_json::Value,
+        exec: Execution,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        let first = tx.execute(
+            "INSERT OR IGNORE INTO results (job, task, output, replica, done_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![job.0, task.0, output.to_string(), replica.0 as i64, now_ms as i64],
+        )? == 1;
+        let end = if first {
+            ReplicaEnd::Won
+        } else {
+            ReplicaEnd::Late
+        };
+        end_replica(&tx, replica, end, Some(exec), None, now_ms)?;
+        tx.commit()?;
+        Ok(first)
+    }
+
+    /// Records how a replica ended, unless it already has an end.
+    pub fn record_replica_end(
+        &mut self,
+        replica: ReplicaId,
+        end: ReplicaEnd,
+        exec: Option<Execution>,
+        error: Option<&str>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        end_replica(&self.conn, replica, end, exec, error, now_ms)
+    }
+
+    /// A replica recorded as lost came back with its worker: it is running again.
+    pub fn reopen_replica(&mut self, replica: ReplicaId) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE replicas SET ended_ms = NULL, outcome = NULL WHERE id = ?1 AND outcome = 'lost'",
+            [replica.0 as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a job finished: `completed`, `failed` or `cancelled`.
+    pub fn finish_job(
+        &mut self,
+        job: &JobId,
+        state: &str,
+        error: Option<&str>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE jobs SET state = ?2, error = ?3, finished_ms = ?4 WHERE id = ?1 AND state = 'running'",
+            params![job.0, state, error, now_ms as i64],
+        )?;
+        // Replicas still open when their job ends were stopped by it.
+        tx.execute(
+            "UPDATE replicas SET ended_ms = ?2, outcome = 'cancelled' WHERE job = ?1 AND ended_ms IS NULL",
+            params![job.0, now_ms as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every job not finished yet, with what is needed to resume it.
+    pub fn unfinished(&self) -> Result<Vec<StoredJob>, StoreError> {
+        let mut jobs = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, spec FROM jobs WHERE state = 'running' ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (id, spec) = row?;
+            let spec: JobSpec =
+                serde_json::from_str(&spec).map_err(|source| StoreError::Corrupt {
+                    job: id.clone(),
+                    source,
+                })?;
+            let id = JobId(id);
+            let done = self.results(&id)?;
+            let mut running = Vec::new();
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, task, worker FROM replicas WHERE job = ?1 AND ended_ms IS NULL",
+            )?;
+            for r in stmt.query_map([&id.0], |r| {
+                Ok((
+                    ReplicaId(r.get::<_, i64>(0)? as u64),
+                    TaskId(r.get(1)?),
+                    WorkerId(r.get(2)?),
+                ))
+            })? {
+                running.push(r?);
+            }
+            jobs.push(StoredJob {
+                id,
+                spec,
+                done,
+                running,
+            });
+        }
+        Ok(jobs)
+    }
+
+    /// Outputs stored for a job, by task.
+    pub fn results(&self, job: &JobId) -> Result<BTreeMap<TaskId, serde_json::Value>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT task, output FROM results WHERE job = ?1")?;
+        let mut out = BTreeMap::new();
+        for row in stmt.query_map([&job.0], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })? {
+            let (task, output) = row?;
+            let value = serde_json::from_str(&output).map_err(|source| StoreError::Corrupt {
+                job: job.0.clone(),
+                source,
+            })?;
+            out.insert(TaskId(task), value);
+        }
+        Ok(out)
+    }
+
+    /// One task's stored output.
+    pub fn result(
+        &self,
+        job: &JobId,
+        task: &TaskId,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT output FROM results WHERE job = ?1 AND task = ?2",
+                params![job.0, task.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|source| StoreError::Corrupt {
+                job: job.0.clone(),
+                source,
+            })
+        })
+        .transpose()
+    }
+
+    /// The spec a job was submitted with.
+    pub fn spec(&self, job: &JobId) -> Result<Option<JobSpec>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT spec FROM jobs WHERE id = ?1", [&job.0], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|source| StoreError::Corrupt {
+                job: job.0.clone(),
+                source,
+            })
+        })
+        .transpose()
+    }
+
+    pub fn summary(&self, job: &JobId) -> Result<Option<JobSummary>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT j.id, j.name, j.state, j.error, j.submitted_ms, j.finished_ms,
+                        json_array_length(json_extract(j.spec, '$.tasks')),
+                        (SELECT COUNT(*) FROM results r WHERE r.job = j.id)
+                 FROM jobs j WHERE j.id = ?1",
+                [&job.0],
+                summary_row,
+            )
+            .optional()
+            .map_err(Into::into)
+    }
+
+    /// The newest jobs first, at most `limit`.
+    pub fn list_jobs(&self, limit: usize) -> Result<Vec<JobSummary>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT j.id, j.name, j.state, j.error, j.submitted_ms, j.finished_ms,
+                    json_array_length(json_extract(j.spec, '$.tasks')),
+                    (SELECT COUNT(*) FROM results r WHERE r.job = j.id)
+             FROM jobs j ORDER BY j.seq DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], summary_row)?;
+        rows.collect::<Result<_, _>>().map_err(Into::into)
+    }
+
+    /// The job report: makespan, replicas, reissues and why, execution time and cost per worker.
+    /// `now_ms` stands in for the end of a job still running.
+    pub fn report(&self, job: &JobId, now_ms: u64) -> Result<Option<Report>, StoreError> {
+        let Some(summary) = self.summary(job)? else {
+            return Ok(None);
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT task, worker, worker_name, rate, reason, detail, started_ms, ended_ms, outcome, wall_ms, cpu_ms
+             FROM replicas WHERE job = ?1 ORDER BY started_ms, id",
+        )?;
+        let mut workers: BTreeMap<String, WorkerCost> = BTreeMap::new();
+        let mut reissues = Vec::new();
+        let mut replicas_started = 0;
+        for row in stmt.query_map([&job.0], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, f64>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, Option<i64>>(7)?,
+                r.get::<_, Option<String>>(8)?,
+                r.get::<_, Option<i64>>(9)?,
+                r.get::<_, Option<i64>>(10)?,
+            ))
+        })? {
+            let (task, worker, name, rate, reason, detail, started, ended, outcome, wall, cpu) =
+                row?;
+            replicas_started += 1;
+            if reason == "reissue" {
+                reissues.push(Reissue {
+                    task: task.clone(),
+                    worker: worker.clone(),
+                    at_ms: started as u64,
+                    why: detail.unwrap_or_default(),
+                });
+            }
+            // Measured by the worker where it reported; otherwise the supervisor's own clock
+            // from assignment to the end it saw (or to now, for a replica still running).
+            let end = ended.unwrap_or(summary.finished_ms.unwrap_or(now_ms) as i64);
+            let exec_ms = wall.unwrap_or((end - started).max(0)) as u64;
+            let w = workers.entry(worker.clone()).or_insert_with(|| WorkerCost {
+                worker,
+                name,
+                ..WorkerCost::default()
+            });
+            w.replicas += 1;
+            w.won += u32::from(outcome.as_deref() == Some("won"));
+            w.exec_ms += exec_ms;
+            w.cpu_ms += cpu.unwrap_or(0) as u64;
+            w.cost += exec_ms as f64 / 1000.0 * rate;
+        }
+        let cost = workers.values().map(|w| w.cost).sum();
+        let end = summary.finished_ms.unwrap_or(now_ms);
+        Ok(Some(Report {
+            makespan_ms: end.saturating_sub(summary.submitted_ms),
+            replicas_started,
+            reissued: reissues.len() as u32,
+            reissues,
+            workers: workers.into_values().collect(),
+            cost,
+            summary,
+        }))
+    }
+}
+
+fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobSummary> {
+    Ok(JobSummary {
+        job_id: r.get(0)?,
+        name: r.get(1)?,
+        state: r.get(2)?,
+        error: r.get(3)?,
+        submitted_ms: r.get::<_, i64>(4)? as u64,
+        finished_ms: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+        tasks: r.get::<_, i64>(6)? as u32,
+        tasks_done: r.get::<_, i64>(7)? as u32,
+    })
+}
+
+fn end_replica(
+    conn: &Connection,
+    replica: ReplicaId,
+    end: ReplicaEnd,
+    exec: Option<Execution>,
+    error: Option<&str>,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE replicas SET ended_ms = ?2, outcome = ?3, wall_ms = ?4, cpu_ms = ?5, error = ?6
+         WHERE id = ?1 AND ended_ms IS NULL",
+        params![
+            replica.0 as i64,
+            now_ms as i64,
+            end.as_str(),
+            exec.map(|e| e.wall_ms as i64),
+            exec.map(|e| e.cpu_ms as i64),
+            error
+        ],
+    )?;
+    Ok(())
+}
