@@ -1,0 +1,155 @@
+//! Runs assigned replicas on a fixed pool of OS threads, off the async runtime: one thread per
+//! slot, so a worker never computes more tasks at once than its CPU cap. Finished replicas (with
+//! their measured execution) go back to the engine on a channel.
+//!
+//! Owns the threads and the queue; knows nothing about the connection.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use tokio::sync::mpsc;
+
+use crate::proto::{Assignment, Execution, ReplicaId};
+use crate::runtime::{self, TaskControl, TaskError};
+
+/// A replica that stopped running, one way or another.
+#[derive(Debug)]
+pub struct Finished {
+    pub replica: ReplicaId,
+    pub outcome: Result<serde_json::Value, Failure>,
+    pub execution: Execution,
+}
+
+#[derive(Debug)]
+pub enum Failure {
+    /// Stopped by a cancel: nothing to report.
+    Cancelled,
+    /// The task failed; the message goes to the supervisor.
+    Error(String),
+}
+
+struct Queued {
+    assignment: Assignment,
+    ctl: Arc<TaskControl>,
+}
+
+struct Shared {
+    queue: Mutex<VecDeque<Queued>>,
+    ready: Condvar,
+    stopping: AtomicBool,
+}
+
+pub struct Executor {
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Executor {
+    /// Starts `slots` task threads.
+    pub fn new(slots: usize, finished: mpsc::UnboundedSender<Finished>) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+            stopping: AtomicBool::new(false),
+        });
+        let threads = (0..slots.max(1))
+            .map(|i| {
+                let shared = shared.clone();
+                let finished = finished.clone();
+                std::thread::Builder::new()
+                    .name(format!("idlegrid-task-{i}"))
+                    .spawn(move || task_thread(&shared, &finished))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Self { shared, threads })
+    }
+
+    /// Queues a replica; it starts as soon as a task thread is free. The returned control
+    /// cancels or pauses it.
+    pub fn start(&self, assignment: Assignment) -> Arc<TaskControl> {
+        let ctl = Arc::new(TaskControl::new());
+        let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.push_back(Queued {
+            assignment,
+            ctl: ctl.clone(),
+        });
+        self.shared.ready.notify_one();
+        ctl
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        {
+            let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            for q in queue.drain(..) {
+                q.ctl.cancel();
+            }
+        }
+        self.shared.ready.notify_all();
+        // Running tasks are cancelled by their owners (the engine) before the executor goes; a
+        // thread still computing is left to finish on its own rather than block shutdown.
+        for t in self.threads.drain(..) {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn task_thread(shared: &Shared, finished: &mpsc::UnboundedSender<Finished>) {
+    loop {
+        let next = {
+            let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Some(q) = queue.pop_front() {
+                    break q;
+                }
+                queue = shared.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let Queued { assignment, ctl } = next;
+        let cpu_start = runtime::thread_cpu_time();
+        let result = if ctl.is_cancelled() {
+            Err(TaskError::Cancelled)
+        } else {
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                runtime::run(&assignment.kind, &assignment.input, &assignment.deps, &ctl)
+            }))
+            .unwrap_or_else(|panic| {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                Err(TaskError::BadInput(format!("task kernel panicked: {msg}")))
+            })
+        };
+        let execution = Execution {
+            wall_ms: ctl.busy_time().as_millis() as u64,
+            cpu_ms: runtime::thread_cpu_time()
+                .saturating_sub(cpu_start)
+                .as_millis() as u64,
+        };
+        let outcome = result.map_err(|e| match e {
+            TaskError::Cancelled => Failure::Cancelled,
+            other => Failure::Error(other.to_string()),
+        });
+        if finished
+            .send(Finished {
+                replica: assignment.replica,
+                outcome,
+                execution,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}

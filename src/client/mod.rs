@@ -1,0 +1,136 @@
+//! The worker client: connects to a supervisor, runs the tasks it assigns, and reports back.
+//!
+//! `engine` owns the connection and the replicas' life; `executor` runs kernels on OS threads;
+//! `hardware` describes the machine. The desktop window (feature `gui`) and the activity monitor
+//! sit on top of this in later issues; nothing here draws or polls input.
+
+mod engine;
+mod executor;
+pub mod hardware;
+
+use std::future::Future;
+
+pub use engine::Engine;
+
+use crate::proto::WorkerId;
+
+/// How a worker connects and what it offers.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The supervisor's worker endpoint, `ws://HOST:PORT/worker`.
+    pub server: String,
+    pub token: String,
+    /// Shown to operators.
+    pub name: String,
+    pub worker_id: WorkerId,
+    /// Tasks run at once.
+    pub slots: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the supervisor refused this worker: {0}")]
+    Refused(String),
+    #[error("invalid server URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: &'static str },
+    #[error("cannot start task threads: {0}")]
+    Threads(std::io::Error),
+}
+
+/// Checks that `url` is a WebSocket URL.
+pub fn check_server_url(url: &str) -> Result<(), ClientError> {
+    let bad = |reason| {
+        Err(ClientError::BadUrl {
+            url: url.to_owned(),
+            reason,
+        })
+    };
+    if url.starts_with("wss://") {
+        return bad("wss:// (TLS) is not built into this client yet; use ws:// behind a TLS proxy");
+    }
+    let Some(rest) = url.strip_prefix("ws://") else {
+        return bad("it must start with ws://, e.g. ws://127.0.0.1:7400/worker");
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return bad("it names no host");
+    }
+    Ok(())
+}
+
+/// A worker id for this process: the host name (made safe) and random digits, so that two
+/// workers on one machine never collide and a reconnect of this process is recognised.
+pub fn new_worker_id(name: &str) -> WorkerId {
+    let base: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    let suffix: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let base = if base.is_empty() {
+        "worker".to_owned()
+    } else {
+        base
+    };
+    WorkerId(format!("{base}-{suffix}"))
+}
+
+/// The machine's host name, or "worker".
+pub fn host_name() -> String {
+    sysinfo::System::host_name().unwrap_or_else(|_| "worker".to_owned())
+}
+
+/// Runs a headless worker until `shutdown` resolves or the supervisor refuses it.
+pub async fn run(cfg: ClientConfig, shutdown: impl Future<Output = ()>) -> Result<(), ClientError> {
+    check_server_url(&cfg.server)?;
+    let slots = cfg.slots;
+    let hw = tokio::task::spawn_blocking(move || hardware::detect(slots, &std::env::temp_dir()))
+        .await
+        .unwrap_or_else(|_| crate::proto::Hardware {
+            cores: 1,
+            memory_mb: 0,
+            disk_mb: 0,
+            os: std::env::consts::OS.to_owned(),
+            slots,
+            bench_mops: 0.0,
+        });
+    Engine::new(cfg, hw)?.run(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_ids_are_safe_and_distinct() {
+        let a = new_worker_id("my host.example");
+        let b = new_worker_id("my host.example");
+        assert_ne!(a, b);
+        assert!(a.0.starts_with("my-host-example-"), "{a}");
+        assert!(
+            a.0.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+    }
+
+    #[test]
+    fn server_urls_must_be_websocket_urls() {
+        assert!(check_server_url("ws://127.0.0.1:7400/worker").is_ok());
+        assert!(check_server_url("wss://grid.example/worker").is_err());
+        let err = check_server_url("http://127.0.0.1:7400")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http://127.0.0.1:7400") && err.contains("ws://"),
+            "{err}"
+        );
+        assert!(check_server_url("ws://").is_err());
+    }
+}
