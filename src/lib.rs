@@ -1,5 +1,15 @@
 //! idlegrid: volunteer computing on idle desktops. See `ARCHITECTURE.md` for the map.
 
+pub mod bench;
+pub mod client;
+pub mod demo;
 pub mod job;
+pub mod local;
+pub mod operator;
 pub mod proto;
 pub mod runtime;
+pub mod sched;
+mod signal;
+pub mod supervisor;
+
+pub use signal::shutdown_signal;

@@ -1,1 +1,254 @@
-fn main(){}
+//! `idlegrid-supervisor`: serve workers and operators, submit jobs, run the demo and the benches.
+//! Parses the command line and calls into the library.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use idlegrid::operator::Operator;
+use idlegrid::supervisor::{self, HEARTBEAT_RANGE_MS};
+use idlegrid::{bench, client, demo, job, runtime, sched};
+
+#[derive(Parser)]
+#[command(
+    name = "idlegrid-supervisor",
+    version,
+    about = "Runs an idlegrid pool: accepts jobs, assigns tasks to volunteer workers, reissues what they drop."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve workers (ws://ADDR/worker) and operators (http://ADDR/api).
+    Serve(ServeArgs),
+    /// Submit a job manifest (TOML) and print its id; with --wait, follow it to its report.
+    Submit(SubmitArgs),
+    /// Run the whole system on this machine: a supervisor, local workers and a Mandelbrot job.
+    Demo(demo::DemoArgs),
+    /// Measure the system: prints figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Run a headless worker (what the demo starts when no `idlegrid` binary is beside this one).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Latency from losing a worker (SIGKILL, SIGSTOP) to its task being assigned elsewhere.
+    Reissue(bench::reissue::ReissueArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on, for workers and operators alike.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    listen: SocketAddr,
+    /// Where the job store and the generated tokens live.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Interval at which workers send heartbeats, in milliseconds (1 ..= 600000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(*HEARTBEAT_RANGE_MS.start()..=*HEARTBEAT_RANGE_MS.end()))]
+    heartbeat_ms: u64,
+    /// Heartbeats a worker may miss before its tasks are reissued.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    miss_limit: u32,
+    /// Replicas of a critical task (its job may ask for more).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+    critical_replicas: u32,
+    /// Failed replicas of a task after which its job fails.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_failures: u32,
+    /// File holding the workers' token (default: DATA_DIR/worker.token, created if missing).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// File holding the operators' token (default: DATA_DIR/operator.token, created if missing).
+    #[arg(long)]
+    operator_token_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct SubmitArgs {
+    /// The job manifest.
+    manifest: PathBuf,
+    /// The supervisor, http://HOST:PORT.
+    #[arg(long, default_value = "http://127.0.0.1:7400")]
+    server: String,
+    /// File holding the operator token (the supervisor's DATA_DIR/operator.token).
+    #[arg(long, env = "IDLEGRID_OPERATOR_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// Follow the job to its end and print its report.
+    #[arg(long)]
+    wait: bool,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    #[arg(long)]
+    server: String,
+    #[arg(long)]
+    token_file: PathBuf,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // A server logs what it does; the other commands print their own story and log only trouble.
+    init_tracing(match cli.command {
+        Command::Serve(_) | Command::Worker(_) => "info",
+        Command::Demo(_) => "error",
+        _ => "warn",
+    });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn dispatch(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
+    match cmd {
+        Command::Serve(args) => serve(args).await?,
+        Command::Submit(args) => return submit(args).await,
+        Command::Demo(args) => demo::run(args).await?,
+        Command::Bench(BenchCommand::Reissue(args)) => bench::reissue::run(args).await?,
+        Command::Worker(args) => {
+            let token = supervisor::read_token(&args.token_file)?;
+            let name = args.name.unwrap_or_else(client::host_name);
+            let cfg = client::ClientConfig {
+                server: args.server,
+                token,
+                worker_id: client::new_worker_id(&name),
+                name,
+                slots: args.cpus.max(1),
+            };
+            client::run(cfg, idlegrid::shutdown_signal()).await?;
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let sched = sched::Config {
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        miss_limit: args.miss_limit,
+        critical_replicas: args.critical_replicas,
+        max_failures: args.max_failures,
+        seed: std::process::id().into(),
+    };
+    let mut cfg = supervisor::Config::with_tokens_in(&args.data_dir, sched)?;
+    if let Some(f) = &args.token_file {
+        cfg.worker_token = supervisor::read_token(f)?;
+    }
+    if let Some(f) = &args.operator_token_file {
+        cfg.operator_token = supervisor::read_token(f)?;
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let sup = supervisor::Supervisor::start(listener, cfg).await?;
+    // Scripts (and the tests) read this line to find the port when --listen ends in :0.
+    println!("idlegrid-supervisor listening on http://{addr} (workers: ws://{addr}/worker)");
+    println!(
+        "worker token: {}",
+        args.token_file
+            .unwrap_or(args.data_dir.join("worker.token"))
+            .display()
+    );
+    println!(
+        "operator token: {}",
+        args.operator_token_file
+            .unwrap_or(args.data_dir.join("operator.token"))
+            .display()
+    );
+    idlegrid::shutdown_signal().await;
+    tracing::info!("shutting down");
+    sup.shutdown().await?;
+    Ok(())
+}
+
+async fn submit(args: SubmitArgs) -> anyhow::Result<std::process::ExitCode> {
+    let spec = job::load_manifest(&args.manifest)?;
+    // Refuse an invalid job here, with the same checks the supervisor runs, before any network.
+    job::validate(spec.clone(), runtime::is_known_kind)
+        .with_context(|| format!("invalid job {}", args.manifest.display()))?;
+    let token = supervisor::read_token(&args.token_file)?;
+    let op = Operator::new(&args.server, &token)?;
+    let id = op.submit(&spec).await?;
+    if !args.wait {
+        if args.json {
+            println!("{}", serde_json::json!({ "job_id": id }));
+        } else {
+            println!("{id}");
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if !args.json {
+        println!("{id}");
+    }
+    let bar = (std::io::stdout().is_terminal() && !args.json).then(|| {
+        let bar = indicatif::ProgressBar::new(spec.tasks.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} tasks {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let report = op
+        .wait(&id, |s| {
+            if let Some(bar) = &bar {
+                bar.set_position(u64::from(s.tasks_done));
+                bar.set_message(s.state.clone());
+            }
+        })
+        .await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    // Scripts tell a job that failed (2) from a submission that failed (1).
+    Ok(if report.summary.state == "completed" {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(2)
+    })
+}

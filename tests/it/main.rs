@@ -1,1 +1,5 @@
+//! Integration tests: one binary, a module per area (see STYLE.md).
 
+mod bad_input;
+mod cluster;
+mod harness;

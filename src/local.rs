@@ -1,0 +1,96 @@
+//! Local worker processes, for the demo and the benchmarks: real `idlegrid --headless`
+//! processes on this machine, started, signalled (SIGKILL, SIGSTOP) and reaped.
+//!
+//! The worker binary is the `idlegrid` beside the running executable; when it is missing (say
+//! `cargo run --bin idlegrid-supervisor` built only that one), the running executable is started
+//! with its hidden `worker` subcommand, which runs the same client library.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// One worker process.
+pub struct LocalWorker {
+    pub name: String,
+    child: Child,
+}
+
+/// How to start a worker: the program and the arguments that come before the client's flags.
+pub fn worker_program() -> std::io::Result<(PathBuf, Vec<&'static str>)> {
+    let me = std::env::current_exe()?;
+    let sibling = me.with_file_name(format!("idlegrid{}", std::env::consts::EXE_SUFFIX));
+    if sibling.is_file() {
+        Ok((sibling, vec!["--headless"]))
+    } else {
+        Ok((me, vec!["worker"]))
+    }
+}
+
+impl LocalWorker {
+    /// Starts a headless worker connected to `server` (ws://.../worker) running `cpus` tasks at
+    /// once; its log goes to `log`.
+    pub fn spawn(
+        server: &str,
+        token_file: &Path,
+        name: &str,
+        cpus: u32,
+        log: &Path,
+    ) -> std::io::Result<Self> {
+        let (program, pre) = worker_program()?;
+        let log_file = std::fs::File::create(log)?;
+        let child = Command::new(program)
+            .args(pre)
+            .args([
+                "--server",
+                server,
+                "--name",
+                name,
+                "--cpus",
+                &cpus.to_string(),
+            ])
+            .arg("--token-file")
+            .arg(token_file)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`libc::SIGKILL`, `libc::SIGSTOP`, ...).
+    pub fn signal(&self, sig: i32) -> std::io::Result<()> {
+        signal_pid(self.child.id(), sig)
+    }
+
+    /// Kills the process (a stopped one too) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LocalWorker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends `sig` to process `pid`.
+pub fn signal_pid(pid: u32, sig: i32) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| std::io::Error::other("pid out of range"))?;
+    // SAFETY: kill(2) only sends a signal; a wrong pid yields an error code, not UB.
+    if unsafe { libc::kill(pid, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

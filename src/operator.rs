@@ -1,0 +1,192 @@
+//! The operator's side of the supervisor's HTTP API: submit a job, follow it, fetch its report,
+//! results and files. Used by `idlegrid-supervisor submit`, the demo, the benches and tests.
+//!
+//! Only HTTP lives here; the API's shape is defined by `supervisor::http`.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::job::JobSpec;
+use crate::proto::{JobId, TaskId};
+use crate::supervisor::report::{JobSummary, Report};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("invalid server URL {url:?}: it must start with http://, e.g. http://127.0.0.1:7400")]
+    BadUrl { url: String },
+    #[error("cannot reach the supervisor at {url}: {source}")]
+    Transport { url: String, source: reqwest::Error },
+    #[error("the supervisor answered {status} to {what}: {message}")]
+    Refused {
+        what: String,
+        status: u16,
+        message: String,
+    },
+    #[error("the supervisor's answer to {what} is not what this client expects: {source}")]
+    Decode {
+        what: String,
+        source: serde_json::Error,
+    },
+}
+
+/// A client of one supervisor's API.
+#[derive(Clone)]
+pub struct Operator {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Operator {
+    /// `server` is the supervisor's HTTP address, `http://HOST:PORT`.
+    pub fn new(server: &str, token: &str) -> Result<Self, OperatorError> {
+        if !server.starts_with("http://") {
+            return Err(OperatorError::BadUrl {
+                url: server.to_owned(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|source| OperatorError::Transport {
+                url: server.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            base: server.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            http,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, OperatorError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let transport = |source| OperatorError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(transport)?.to_vec();
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
+        Err(OperatorError::Refused {
+            what: format!("{method} {path}"),
+            status: status.as_u16(),
+            message,
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, OperatorError> {
+        let bytes = self.call(reqwest::Method::GET, path, None).await?;
+        serde_json::from_slice(&bytes).map_err(|source| OperatorError::Decode {
+            what: format!("GET {path}"),
+            source,
+        })
+    }
+
+    /// Submits a job; returns its id once the supervisor has stored it.
+    pub async fn submit(&self, spec: &JobSpec) -> Result<JobId, OperatorError> {
+        let body = serde_json::to_vec(spec).map_err(|source| OperatorError::Decode {
+            what: "the job spec".into(),
+            source,
+        })?;
+        let bytes = self
+            .call(reqwest::Method::POST, "/api/jobs", Some(body))
+            .await?;
+        #[derive(serde::Deserialize)]
+        struct Created {
+            job_id: JobId,
+        }
+        let created: Created =
+            serde_json::from_slice(&bytes).map_err(|source| OperatorError::Decode {
+                what: "POST /api/jobs".into(),
+                source,
+            })?;
+        Ok(created.job_id)
+    }
+
+    pub async fn summary(&self, job: &JobId) -> Result<JobSummary, OperatorError> {
+        self.get(&format!("/api/jobs/{job}")).await
+    }
+
+    /// The full status (summary and per-task replicas) as JSON.
+    pub async fn status(&self, job: &JobId) -> Result<serde_json::Value, OperatorError> {
+        self.get(&format!("/api/jobs/{job}")).await
+    }
+
+    pub async fn report(&self, job: &JobId) -> Result<Report, OperatorError> {
+        self.get(&format!("/api/jobs/{job}/report")).await
+    }
+
+    pub async fn results(&self, job: &JobId) -> Result<serde_json::Value, OperatorError> {
+        self.get(&format!("/api/jobs/{job}/results")).await
+    }
+
+    pub async fn result(
+        &self,
+        job: &JobId,
+        task: &TaskId,
+    ) -> Result<serde_json::Value, OperatorError> {
+        self.get(&format!("/api/jobs/{job}/results/{task}")).await
+    }
+
+    /// The file carried by a task's output, as bytes.
+    pub async fn file(&self, job: &JobId, task: &TaskId) -> Result<Vec<u8>, OperatorError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/api/jobs/{job}/files/{task}"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn cancel(&self, job: &JobId) -> Result<JobSummary, OperatorError> {
+        let path = format!("/api/jobs/{job}/cancel");
+        let bytes = self.call(reqwest::Method::POST, &path, None).await?;
+        serde_json::from_slice(&bytes).map_err(|source| OperatorError::Decode {
+            what: format!("POST {path}"),
+            source,
+        })
+    }
+
+    pub async fn workers(&self) -> Result<serde_json::Value, OperatorError> {
+        self.get("/api/workers").await
+    }
+
+    /// Polls until the job finishes, calling `progress` with each summary; returns the report.
+    pub async fn wait(
+        &self,
+        job: &JobId,
+        mut progress: impl FnMut(&JobSummary),
+    ) -> Result<Report, OperatorError> {
+        loop {
+            let summary = self.summary(job).await?;
+            progress(&summary);
+            if summary.is_finished() {
+                return self.report(job).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

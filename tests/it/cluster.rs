@@ -1,0 +1,212 @@
+//! The core loop end to end: a real supervisor process and real headless worker processes over
+//! 127.0.0.1, with workers and the supervisor killed mid-job.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use idlegrid::job::{Estimates, JobSpec, TaskSpec};
+use idlegrid::proto::JobId;
+use idlegrid::runtime::{self, TaskControl};
+
+use crate::harness::*;
+
+/// A prime-counting task over `[from, to)`.
+fn primes(id: &str, from: u64, to: u64, critical: bool) -> TaskSpec {
+    TaskSpec {
+        id: id.into(),
+        kind: "primes".into(),
+        input: serde_json::json!({ "from": from, "to": to }),
+        deps: vec![],
+        critical,
+        replicas: None,
+        estimates: Estimates::default(),
+    }
+}
+
+/// `n` prime-counting tasks of `width` numbers each, starting at 10^9 (so they take a while).
+fn primes_job(name: &str, n: u64, width: u64) -> JobSpec {
+    let base = 1_000_000_000;
+    JobSpec {
+        name: name.into(),
+        tasks: (0..n)
+            .map(|i| {
+                primes(
+                    &format!("p{i:02}"),
+                    base + i * width,
+                    base + (i + 1) * width,
+                    false,
+                )
+            })
+            .collect(),
+    }
+}
+
+/// What each task must output, computed here by the same kernels.
+fn expected_outputs(spec: &JobSpec) -> BTreeMap<String, serde_json::Value> {
+    spec.tasks
+        .iter()
+        .map(|t| {
+            let out =
+                runtime::run(&t.kind, &t.input, &BTreeMap::new(), &TaskControl::new()).unwrap();
+            (t.id.0.clone(), out)
+        })
+        .collect()
+}
+
+fn results_map(v: serde_json::Value) -> BTreeMap<String, serde_json::Value> {
+    serde_json::from_value(v).unwrap()
+}
+
+/// Per task of a running job: the (worker, progress) of each replica.
+async fn replicas(
+    op: &idlegrid::operator::Operator,
+    job: &JobId,
+) -> BTreeMap<String, Vec<(String, f64)>> {
+    let status = op.status(job).await.unwrap();
+    status["task_states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let reps = t["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r["worker"].as_str().unwrap().to_owned(),
+                        r["progress"].as_f64().unwrap_or(0.0),
+                    )
+                })
+                .collect();
+            (t["id"].as_str().unwrap().to_owned(), reps)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_completes_correctly_when_a_worker_is_killed_mid_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &["--heartbeat-ms", "200"]);
+    let mut workers: Vec<WorkerProc> = (1..=3)
+        .map(|i| WorkerProc::start(&sup, &format!("w{i}"), 1))
+        .collect();
+    let op = sup.operator();
+    wait_for_workers(&op, 3).await;
+
+    let spec = primes_job("kill-a-worker", 6, 30_000_000);
+    let expected = expected_outputs(&spec);
+    let job = op.submit(&spec).await.unwrap();
+
+    // Wait until some worker is visibly mid-task, then SIGKILL it.
+    let (task, victim_id) = eventually(Duration::from_secs(30), "a task in progress", || async {
+        replicas(&op, &job).await.into_iter().find_map(|(t, reps)| {
+            reps.into_iter()
+                .find(|(_, p)| *p > 0.05)
+                .map(|(w, _)| (t, w))
+        })
+    })
+    .await;
+    let names = worker_names(&op).await;
+    let victim_name = &names[&victim_id];
+    let victim = workers.iter_mut().find(|w| &w.name == victim_name).unwrap();
+    victim.kill9();
+
+    let summary = wait_for_job(&op, &job, Duration::from_secs(60)).await;
+    assert_eq!(summary.state, "completed", "{summary:?}");
+    assert_eq!(results_map(op.results(&job).await.unwrap()), expected);
+    let report = op.report(&job).await.unwrap();
+    let reissue = report
+        .reissues
+        .iter()
+        .find(|r| r.task == task)
+        .unwrap_or_else(|| panic!("{task} not reissued: {report:?}"));
+    assert!(
+        reissue.why.contains(&victim_id) && reissue.why.contains("connection closed"),
+        "{reissue:?}"
+    );
+    assert_ne!(reissue.worker, victim_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_task_runs_on_two_distinct_workers_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &[]);
+    let _workers: Vec<WorkerProc> = (1..=3)
+        .map(|i| WorkerProc::start(&sup, &format!("w{i}"), 1))
+        .collect();
+    let op = sup.operator();
+    wait_for_workers(&op, 3).await;
+
+    let mut spec = primes_job("critical", 3, 20_000_000);
+    spec.tasks[0].critical = true;
+    spec.tasks[0].input = serde_json::json!({ "from": 1_000_000_000u64, "to": 1_080_000_000u64 });
+    let expected = expected_outputs(&spec);
+    let job = op.submit(&spec).await.unwrap();
+    let running_on = eventually(
+        Duration::from_secs(20),
+        "the critical task on two workers",
+        || async {
+            let reps = replicas(&op, &job).await;
+            let on: BTreeSet<String> = reps.get("p00")?.iter().map(|(w, _)| w.clone()).collect();
+            (on.len() >= 2).then_some(on)
+        },
+    )
+    .await;
+    assert_eq!(running_on.len(), 2, "{running_on:?}");
+    let summary = wait_for_job(&op, &job, Duration::from_secs(60)).await;
+    assert_eq!(summary.state, "completed");
+    assert_eq!(results_map(op.results(&job).await.unwrap()), expected);
+    let report = op.report(&job).await.unwrap();
+    // Two replicas of the critical task plus one of each other task; the loser was cancelled.
+    assert_eq!(report.replicas_started, 4, "{report:?}");
+    assert_eq!(report.reissued, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_killed_mid_job_resumes_it_after_restart_without_losing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &["--heartbeat-ms", "200"]);
+    let addr = sup.addr;
+    let _workers: Vec<WorkerProc> = (1..=3)
+        .map(|i| WorkerProc::start(&sup, &format!("w{i}"), 1))
+        .collect();
+    let op = sup.operator();
+    wait_for_workers(&op, 3).await;
+
+    let spec = primes_job("restart", 12, 15_000_000);
+    let expected = expected_outputs(&spec);
+    let job = op.submit(&spec).await.unwrap();
+    let before = eventually(Duration::from_secs(60), "a few results", || async {
+        let r = results_map(op.results(&job).await.ok()?);
+        (r.len() >= 3).then_some(r)
+    })
+    .await;
+    sup.kill9();
+    assert!(
+        before.len() < spec.tasks.len(),
+        "job finished before the kill; make tasks longer"
+    );
+
+    // Same data dir, same port: the workers reconnect by themselves.
+    let sup = SupervisorProc::start(dir.path(), &addr.to_string(), &["--heartbeat-ms", "200"]);
+    let op = sup.operator();
+    let summary = wait_for_job(&op, &job, Duration::from_secs(90)).await;
+    assert_eq!(summary.state, "completed", "{summary:?}");
+    let after = results_map(op.results(&job).await.unwrap());
+    assert_eq!(after, expected);
+    for (task, out) in &before {
+        assert_eq!(
+            after.get(task),
+            Some(out),
+            "result of {task} changed or was lost"
+        );
+    }
+    assert!(
+        sup.log().contains("resuming job after restart"),
+        "{}",
+        sup.log()
+    );
+    let report = op.report(&job).await.unwrap();
+    assert_eq!(report.summary.tasks_done, 12);
+}

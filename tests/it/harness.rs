@@ -1,0 +1,229 @@
+//! Real processes on 127.0.0.1 for the integration tests: an `idlegrid-supervisor serve` and
+//! `idlegrid --headless` workers, with helpers to signal them and to talk to the API.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use idlegrid::operator::Operator;
+use idlegrid::proto::JobId;
+use idlegrid::supervisor::report::JobSummary;
+
+pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_idlegrid-supervisor");
+pub const CLIENT: &str = env!("CARGO_BIN_EXE_idlegrid");
+
+/// A supervisor process.
+pub struct SupervisorProc {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl SupervisorProc {
+    /// Starts `serve` on `listen` (use port 0 for a free one) with extra flags.
+    pub fn start(data_dir: &Path, listen: &str, extra: &[&str]) -> Self {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("supervisor.log"))
+            .unwrap();
+        let mut child = Command::new(SUPERVISOR)
+            .args(["serve", "--listen", listen, "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start supervisor");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("supervisor printed nothing").unwrap();
+        let addr = first
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .parse()
+            .unwrap();
+        // Keep draining stdout so the supervisor never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            addr,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/worker", self.addr)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn worker_token_file(&self) -> PathBuf {
+        self.data_dir.join("worker.token")
+    }
+
+    pub fn operator_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("operator.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    pub fn operator(&self) -> Operator {
+        Operator::new(&self.http_url(), &self.operator_token()).unwrap()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("supervisor.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for SupervisorProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A headless worker process.
+pub struct WorkerProc {
+    child: Child,
+    pub name: String,
+}
+
+impl WorkerProc {
+    pub fn start(sup: &SupervisorProc, name: &str, cpus: u32) -> Self {
+        Self::start_with(
+            &sup.ws_url(),
+            &sup.worker_token_file(),
+            &sup.data_dir,
+            name,
+            cpus,
+        )
+    }
+
+    pub fn start_with(
+        server: &str,
+        token_file: &Path,
+        log_dir: &Path,
+        name: &str,
+        cpus: u32,
+    ) -> Self {
+        let log = std::fs::File::create(log_dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(CLIENT)
+            .args([
+                "--headless",
+                "--server",
+                server,
+                "--name",
+                name,
+                "--cpus",
+                &cpus.to_string(),
+            ])
+            .arg("--token-file")
+            .arg(token_file)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start worker");
+        Self {
+            child,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics after `limit` saying what it waited for.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `n` workers are live.
+pub async fn wait_for_workers(op: &Operator, n: usize) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{n} live workers"),
+        || async {
+            let w = op.workers().await.ok()?;
+            let live = w
+                .as_array()?
+                .iter()
+                .filter(|w| w["state"] == "live")
+                .count();
+            (live >= n).then_some(w)
+        },
+    )
+    .await
+}
+
+/// Waits until the job finishes; returns its summary.
+pub async fn wait_for_job(op: &Operator, job: &JobId, limit: Duration) -> JobSummary {
+    eventually(limit, &format!("job {job} to finish"), || async {
+        let s = op.summary(job).await.ok()?;
+        s.is_finished().then_some(s)
+    })
+    .await
+}
+
+/// The worker name for each worker id, from the API.
+pub async fn worker_names(op: &Operator) -> std::collections::BTreeMap<String, String> {
+    let w = op.workers().await.unwrap();
+    w.as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["worker"].as_str().unwrap().to_owned(),
+                w["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
