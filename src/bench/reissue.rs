@@ -62,11 +62,11 @@ impl Bench {
             .with_context(|| format!("cannot start worker {name}"))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Event::WorkerJoined { worker, name: n } = self.next_event(deadline).await? {
-                if n == name {
-                    self.workers.push((worker, w));
-                    return Ok(());
-                }
+            if let Event::WorkerJoined { worker, name: n } = self.next_event(deadline).await?
+                && n == name
+            {
+                self.workers.push((worker, w));
+                return Ok(());
             }
         }
     }
@@ -100,10 +100,10 @@ impl Bench {
         let job = self.op.submit(&spec).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let holder = loop {
-            if let Event::Assigned { job: j, worker, .. } = self.next_event(deadline).await? {
-                if j == job {
-                    break worker;
-                }
+            if let Event::Assigned { job: j, worker, .. } = self.next_event(deadline).await?
+                && j == job
+            {
+                break worker;
             }
         };
         // Let the worker take the task up and send a heartbeat or two, as in real life.

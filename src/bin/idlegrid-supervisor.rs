@@ -109,8 +109,8 @@ fn main() -> std::process::ExitCode {
     // A server logs what it does; the other commands print their own story and log only trouble.
     init_tracing(match cli.command {
         Command::Serve(_) | Command::Worker(_) => "info",
-        Command::Demo(_) => "error",
-        _ => "warn",
+        Command::Demo(_) | Command::Bench(_) => "error",
+        Command::Submit(_) => "warn",
     });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

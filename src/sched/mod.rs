@@ -32,8 +32,9 @@ use crate::proto::{
 use rng::Rng;
 
 /// Single-core speed of the reference worker, in million kernel steps per second (see
-/// `runtime::bench_mops`). A worker this fast is charged one credit per second of execution.
-pub const REFERENCE_MOPS: f64 = 100.0;
+/// `runtime::bench_mops`): one core of the 2-core CI machine. A worker this fast is charged one
+/// credit per second of execution.
+pub const REFERENCE_MOPS: f64 = 400.0;
 
 /// Scheduling parameters.
 #[derive(Debug, Clone)]
@@ -898,10 +899,9 @@ impl Scheduler {
             .replicas
             .get_mut(&p.replica)
             .filter(|r| &r.worker == worker)
+            && p.fraction.is_finite()
         {
-            if p.fraction.is_finite() {
-                r.progress = p.fraction.clamp(0.0, 1.0);
-            }
+            r.progress = p.fraction.clamp(0.0, 1.0);
         }
     }
 
@@ -942,10 +942,10 @@ impl Scheduler {
                 continue;
             };
             let (seq, ti) = (rep.job, rep.task);
-            if self.live_replicas(seq, ti) == 0 {
-                if let Some(task) = self.jobs.get_mut(&seq).map(|j| &mut j.tasks[ti]) {
-                    task.pending_cause.get_or_insert_with(|| cause.clone());
-                }
+            if self.live_replicas(seq, ti) == 0
+                && let Some(task) = self.jobs.get_mut(&seq).map(|j| &mut j.tasks[ti])
+            {
+                task.pending_cause.get_or_insert_with(|| cause.clone());
             }
             self.refresh_task(seq, ti);
         }
@@ -1033,10 +1033,11 @@ impl Scheduler {
         let live = self.live_replicas(rep.job, rep.task);
         if let Some(task) = self.jobs.get_mut(&rep.job).map(|j| &mut j.tasks[rep.task]) {
             task.replicas.retain(|x| *x != r);
-            if live == 0 && task.output.is_none() {
-                if let Some(cause) = cause {
-                    task.pending_cause.get_or_insert(cause);
-                }
+            if live == 0
+                && task.output.is_none()
+                && let Some(cause) = cause
+            {
+                task.pending_cause.get_or_insert(cause);
             }
         }
         self.refresh_task(rep.job, rep.task);

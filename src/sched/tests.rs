@@ -879,7 +879,7 @@ fn simulate(seed: u64, fail_p: u64) {
             "seed {seed}: job {j} did not complete in {elapsed:?}"
         );
     }
-    for ((job, task), _) in &sim.expected {
+    for (job, task) in sim.expected.keys() {
         assert!(
             sim.done.contains(&(job.clone(), task.clone())),
             "seed {seed}: {job}/{task} lost"

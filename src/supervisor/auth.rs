@@ -79,8 +79,8 @@ pub fn load_or_create_token(path: &Path) -> Result<String, TokenError> {
 pub fn token_matches(presented: &str, expected: &str) -> bool {
     let (a, b) = (presented.as_bytes(), expected.as_bytes());
     let mut diff = a.len() ^ b.len();
-    for i in 0..b.len() {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b[i]);
+    for (i, eb) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ eb);
     }
     diff == 0
 }

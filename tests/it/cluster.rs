@@ -87,22 +87,23 @@ async fn replicas(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_completes_correctly_when_a_worker_is_killed_mid_task() {
     let dir = tempfile::tempdir().unwrap();
-    let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &["--heartbeat-ms", "200"]);
+    let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &["--heartbeat-ms", "50"]);
     let mut workers: Vec<WorkerProc> = (1..=3)
         .map(|i| WorkerProc::start(&sup, &format!("w{i}"), 1))
         .collect();
     let op = sup.operator();
     wait_for_workers(&op, 3).await;
 
-    let spec = primes_job("kill-a-worker", 6, 30_000_000);
-    let expected = expected_outputs(&spec);
+    // Each task takes about half a second here.
+    let spec = primes_job("kill-a-worker", 6, 1_000_000_000);
     let job = op.submit(&spec).await.unwrap();
 
-    // Wait until some worker is visibly mid-task, then SIGKILL it.
+    // Wait until some worker is visibly early in a task (heartbeats every 50 ms carry its
+    // progress), then SIGKILL it.
     let (task, victim_id) = eventually(Duration::from_secs(30), "a task in progress", || async {
         replicas(&op, &job).await.into_iter().find_map(|(t, reps)| {
             reps.into_iter()
-                .find(|(_, p)| *p > 0.05)
+                .find(|(_, p)| *p > 0.02 && *p < 0.5)
                 .map(|(w, _)| (t, w))
         })
     })
@@ -114,7 +115,10 @@ async fn a_job_completes_correctly_when_a_worker_is_killed_mid_task() {
 
     let summary = wait_for_job(&op, &job, Duration::from_secs(60)).await;
     assert_eq!(summary.state, "completed", "{summary:?}");
-    assert_eq!(results_map(op.results(&job).await.unwrap()), expected);
+    assert_eq!(
+        results_map(op.results(&job).await.unwrap()),
+        expected_outputs(&spec)
+    );
     let report = op.report(&job).await.unwrap();
     let reissue = report
         .reissues
@@ -138,10 +142,10 @@ async fn a_critical_task_runs_on_two_distinct_workers_at_once() {
     let op = sup.operator();
     wait_for_workers(&op, 3).await;
 
-    let mut spec = primes_job("critical", 3, 20_000_000);
+    // The critical task takes about a second; the others a tenth of that.
+    let mut spec = primes_job("critical", 3, 150_000_000);
     spec.tasks[0].critical = true;
-    spec.tasks[0].input = serde_json::json!({ "from": 1_000_000_000u64, "to": 1_080_000_000u64 });
-    let expected = expected_outputs(&spec);
+    spec.tasks[0].input = serde_json::json!({ "from": 1_000_000_000u64, "to": 3_000_000_000u64 });
     let job = op.submit(&spec).await.unwrap();
     let running_on = eventually(
         Duration::from_secs(20),
@@ -156,7 +160,10 @@ async fn a_critical_task_runs_on_two_distinct_workers_at_once() {
     assert_eq!(running_on.len(), 2, "{running_on:?}");
     let summary = wait_for_job(&op, &job, Duration::from_secs(60)).await;
     assert_eq!(summary.state, "completed");
-    assert_eq!(results_map(op.results(&job).await.unwrap()), expected);
+    assert_eq!(
+        results_map(op.results(&job).await.unwrap()),
+        expected_outputs(&spec)
+    );
     let report = op.report(&job).await.unwrap();
     // Two replicas of the critical task plus one of each other task; the loser was cancelled.
     assert_eq!(report.replicas_started, 4, "{report:?}");
@@ -174,8 +181,8 @@ async fn a_supervisor_killed_mid_job_resumes_it_after_restart_without_losing_any
     let op = sup.operator();
     wait_for_workers(&op, 3).await;
 
-    let spec = primes_job("restart", 12, 15_000_000);
-    let expected = expected_outputs(&spec);
+    // Twelve tasks of about a fifth of a second each on three workers.
+    let spec = primes_job("restart", 12, 300_000_000);
     let job = op.submit(&spec).await.unwrap();
     let before = eventually(Duration::from_secs(60), "a few results", || async {
         let r = results_map(op.results(&job).await.ok()?);
@@ -194,7 +201,7 @@ async fn a_supervisor_killed_mid_job_resumes_it_after_restart_without_losing_any
     let summary = wait_for_job(&op, &job, Duration::from_secs(90)).await;
     assert_eq!(summary.state, "completed", "{summary:?}");
     let after = results_map(op.results(&job).await.unwrap());
-    assert_eq!(after, expected);
+    assert_eq!(after, expected_outputs(&spec));
     for (task, out) in &before {
         assert_eq!(
             after.get(task),
@@ -209,4 +216,37 @@ async fn a_supervisor_killed_mid_job_resumes_it_after_restart_without_losing_any
     );
     let report = op.report(&job).await.unwrap();
     assert_eq!(report.summary.tasks_done, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_fails_everywhere_fails_its_job_with_the_tasks_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &["--max-failures", "3"]);
+    let _workers: Vec<WorkerProc> = (1..=3)
+        .map(|i| WorkerProc::start(&sup, &format!("w{i}"), 1))
+        .collect();
+    let op = sup.operator();
+    wait_for_workers(&op, 3).await;
+
+    // Valid as a job (the supervisor does not read kernel inputs), wrong for the kernel.
+    let spec = JobSpec {
+        name: "doomed".into(),
+        tasks: vec![primes("backwards", 10, 5, false)],
+    };
+    let job = op.submit(&spec).await.unwrap();
+    let summary = wait_for_job(&op, &job, Duration::from_secs(30)).await;
+    assert_eq!(summary.state, "failed");
+    let error = summary.error.unwrap();
+    assert!(
+        error.starts_with("task backwards failed 3 times"),
+        "{error}"
+    );
+    assert!(error.contains("bad input"), "{error}");
+    let report = op.report(&job).await.unwrap();
+    let tried: BTreeSet<&str> = report.workers.iter().map(|w| w.worker.as_str()).collect();
+    assert_eq!(
+        tried.len(),
+        3,
+        "each retry went to a different worker: {report:?}"
+    );
 }

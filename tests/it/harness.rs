@@ -147,17 +147,9 @@ impl WorkerProc {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
 }
 

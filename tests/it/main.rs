@@ -2,4 +2,5 @@
 
 mod bad_input;
 mod cluster;
+mod demo;
 mod harness;
