@@ -7,6 +7,7 @@
 mod engine;
 mod executor;
 pub mod hardware;
+pub mod idle;
 
 use std::future::Future;
 
