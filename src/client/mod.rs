@@ -8,6 +8,7 @@ mod engine;
 mod executor;
 pub mod hardware;
 pub mod idle;
+pub mod settings;
 
 use std::future::Future;
 
