@@ -4,6 +4,7 @@
 //! `hardware` describes the machine. The desktop window (feature `gui`) and the activity monitor
 //! sit on top of this in later issues; nothing here draws or polls input.
 
+pub mod activity;
 mod engine;
 mod executor;
 pub mod hardware;
