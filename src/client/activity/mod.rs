@@ -8,6 +8,7 @@
 //! engine's idle policy, a pure function of observations and time), it never pauses a task, and it
 //! never talks to the supervisor.
 
+pub mod battery;
 pub mod process;
 pub mod scripted;
 
