@@ -9,6 +9,8 @@
 //! never talks to the supervisor.
 
 pub mod battery;
+#[cfg(feature = "input")]
+pub mod input;
 pub mod process;
 pub mod scripted;
 
