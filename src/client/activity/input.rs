@@ -89,8 +89,8 @@ impl InputTracker {
 /// Reports keyboard, mouse-button and pointer activity on the X display named by `DISPLAY`.
 ///
 /// Cost: one poll is two X round trips (`XQueryKeymap`, `XQueryPointer`). Measured under Xvfb on
-/// the 2-core test container: 27-29 µs on average over 500 polls (printed by the Xvfb test;
-/// STACK.md found about 0.1 ms elsewhere), i.e. 0.3-1% of one core at the 10 ms interval.
+/// the 2-core test container: 27-86 µs on average over 500 polls, depending on load (printed by
+/// the Xvfb test; STACK.md found about 0.1 ms), i.e. under 1% of one core at the 10 ms interval.
 ///
 /// Xlib ends the process if the X server goes away while connected (its default I/O error
 /// handler); device_query gives no way to install another. A session that ends takes the client
@@ -304,19 +304,46 @@ mod tests {
             .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
     }
 
-    /// An Xvfb server, killed when dropped.
+    /// An Xvfb server, stopped when dropped.
     struct Xvfb {
         child: Child,
+        n: u32,
         display: String,
+    }
+
+    fn socket_path(n: u32) -> String {
+        format!("/tmp/.X11-unix/X{n}")
+    }
+
+    fn lock_path(n: u32) -> String {
+        format!("/tmp/.X{n}-lock")
+    }
+
+    /// Whether display `n` belongs to a running server. A lock naming a dead process is stale (a
+    /// server killed without cleaning up): its socket is removed so that it cannot be mistaken
+    /// for the new server's, and Xvfb replaces the stale lock itself.
+    fn display_free(n: u32) -> bool {
+        match std::fs::read_to_string(lock_path(n)) {
+            Ok(text) => match text.trim().parse::<u32>() {
+                Ok(pid) if !Path::new(&format!("/proc/{pid}")).exists() => {
+                    let socket = socket_path(n);
+                    !Path::new(&socket).exists() || std::fs::remove_file(&socket).is_ok()
+                }
+                _ => false,
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                !Path::new(&socket_path(n)).exists()
+            }
+            Err(_) => false,
+        }
     }
 
     impl Xvfb {
         /// Starts Xvfb on the first free display from :90 up. `-noreset` keeps the server's state
         /// when its last client disconnects (between the steps of a test).
         fn start() -> Option<Xvfb> {
-            for n in 90..130 {
-                let socket = format!("/tmp/.X11-unix/X{n}");
-                if Path::new(&socket).exists() || Path::new(&format!("/tmp/.X{n}-lock")).exists() {
+            for n in 90..200 {
+                if !display_free(n) {
                     continue;
                 }
                 let display = format!(":{n}");
@@ -329,10 +356,10 @@ mod tests {
                 else {
                     return None;
                 };
-                let mut xvfb = Xvfb { child, display };
+                let mut xvfb = Xvfb { child, n, display };
                 let t = Instant::now();
                 while t.elapsed() < Duration::from_secs(5) {
-                    if Path::new(&socket).exists() {
+                    if Path::new(&socket_path(n)).exists() {
                         return Some(xvfb);
                     }
                     // Exited: another process took this display number meanwhile; try the next.
@@ -348,8 +375,26 @@ mod tests {
 
     impl Drop for Xvfb {
         fn drop(&mut self) {
+            // SIGTERM, not SIGKILL: Xvfb then removes its socket and lock file. Killed outright
+            // it leaves both behind, and every run would use up one more display number.
+            if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+                // SAFETY: kill(2) takes plain integers; the child is ours and not yet reaped, so
+                // the PID cannot have been reused.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(2) {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
+            let _ = std::fs::remove_file(socket_path(self.n));
+            let _ = std::fs::remove_file(lock_path(self.n));
         }
     }
 
