@@ -324,7 +324,7 @@ fn read_input_file(task: String, file: PathBuf) -> Result<serde_json::Value, Man
 
 /// Reads a whole file, or `None` when it is larger than `limit` bytes. Reads at most one byte
 /// past the limit whatever the file is (a pipe, a device, a file still growing).
-fn read_capped(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
+pub(crate) fn read_capped(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
     let mut bytes = Vec::new();
     File::open(path)?
         .take(limit.saturating_add(1))
@@ -390,7 +390,7 @@ fn toml_to_json(value: toml::Value) -> Result<serde_json::Value, NonFinite> {
 
 /// Line and column of byte `offset` in `text`. Never panics: an offset past the end or inside a
 /// character still gives a position.
-fn position_in(text: &[u8], offset: usize) -> Position {
+pub(crate) fn position_in(text: &[u8], offset: usize) -> Position {
     let before = &text[..offset.min(text.len())];
     let line_start = before
         .iter()

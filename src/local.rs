@@ -19,7 +19,8 @@ pub fn worker_program() -> std::io::Result<(PathBuf, Vec<&'static str>)> {
     let me = std::env::current_exe()?;
     let sibling = me.with_file_name(format!("idlegrid{}", std::env::consts::EXE_SUFFIX));
     if sibling.is_file() {
-        Ok((sibling, vec!["--headless"]))
+        // Local workers share the machine with whoever runs the demo: they compute regardless.
+        Ok((sibling, vec!["--headless", "--run-while-in-use"]))
     } else {
         Ok((me, vec!["worker"]))
     }

@@ -1,45 +1,75 @@
-//! `idlegrid`: the volunteer's client. `--headless` runs it without a window (servers, tests, CI).
-//! Parses the command line and calls into the library.
+//! `idlegrid`: the volunteer's client. `--headless` runs it without a window (servers, tests, CI);
+//! `idlegrid bench ...` measures it. Parses the command line and calls into the library.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
-use idlegrid::{client, supervisor};
+use idlegrid::client::{self, settings};
+use idlegrid::{bench, supervisor};
 
 #[derive(Parser)]
 #[command(
     name = "idlegrid",
     version,
-    about = "Lends this computer's idle time to an idlegrid pool."
+    about = "Lends this computer's idle time to an idlegrid pool, and steps aside the moment you are back."
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Run without a window.
     #[arg(long)]
     headless: bool,
-    /// The supervisor's worker endpoint, ws://HOST:PORT/worker.
+    /// The supervisor's worker endpoint, ws://HOST:PORT/worker (default: from the settings file).
     #[arg(long)]
     server: Option<String>,
-    /// File holding the worker token the supervisor's operator gave you.
+    /// File holding the worker token the pool's operator gave you (default: from the settings file).
     #[arg(long)]
     token_file: Option<PathBuf>,
     /// Name shown to the pool's operators (default: this machine's host name).
     #[arg(long)]
     name: Option<String>,
-    /// Tasks to run at once (default: one per logical CPU).
+    /// Tasks to run at once (default: from the settings file, else one per logical CPU).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
     cpus: Option<u32>,
+    /// Settings file (default: settings.toml in this system's config directory for idlegrid).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Compute even while the machine is in use (for machines dedicated to the pool).
+    #[arg(long)]
+    run_while_in_use: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure the client: prints figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Latency from owner input to the local pause and to the supervisor hearing of it.
+    Activity(bench::activity::ActivityArgs),
+    /// CPU and memory of an idle client watching input.
+    Footprint(bench::footprint::FootprintArgs),
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default_level = if cli.command.is_some() {
+        "error"
+    } else {
+        "info"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -49,19 +79,46 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Before any runtime thread exists: the display must be in the environment first.
+    let display = match &cli.command {
+        // SAFETY: only the main thread runs yet (tracing's writer spawns no thread).
+        Some(Command::Bench(BenchCommand::Activity(_))) => {
+            Some(unsafe { bench::activity::private_display() }?)
+        }
+        _ => None,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match cli.command {
+        Some(Command::Bench(BenchCommand::Activity(args))) => {
+            let display = display.context("no display")?;
+            return runtime.block_on(bench::activity::run(args, display));
+        }
+        Some(Command::Bench(BenchCommand::Footprint(args))) => {
+            return runtime.block_on(bench::footprint::run(args));
+        }
+        None => {}
+    }
     if !cli.headless {
         bail!(
             "the desktop window is not part of this build yet; run `idlegrid --headless --server ws://HOST:PORT/worker --token-file FILE`"
         );
     }
-    let Some(server) = cli.server else {
+    let (mut settings, from) = settings::load(cli.config.as_deref())?;
+    match &from {
+        Some(path) => tracing::info!("settings from {}", path.display()),
+        None => tracing::info!("no settings file; using defaults"),
+    }
+    if cli.run_while_in_use {
+        settings.run_while_in_use = true;
+    }
+    let Some(server) = cli.server.or(settings.server.clone()) else {
         bail!(
-            "--server is required: the supervisor's worker endpoint, e.g. ws://127.0.0.1:7400/worker"
+            "no supervisor given: pass --server ws://HOST:PORT/worker or set `server` in the settings file"
         );
     };
-    let Some(token_file) = cli.token_file else {
+    let Some(token_file) = cli.token_file.or(settings.token_file.clone()) else {
         bail!(
-            "--token-file is required: the file holding the worker token (the supervisor's DATA_DIR/worker.token)"
+            "no token given: pass --token-file FILE (the supervisor's DATA_DIR/worker.token) or set `token_file` in the settings file"
         );
     };
     client::check_server_url(&server)?;
@@ -73,9 +130,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         token,
         worker_id: client::new_worker_id(&name),
         name,
-        slots: cli.cpus.unwrap_or(cores),
+        slots: cli.cpus.or(settings.cpus).unwrap_or(cores),
     };
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(client::run(cfg, idlegrid::shutdown_signal()))?;
+    let watch = client::Watch::from_settings(&settings);
+    runtime.block_on(client::run(cfg, watch, idlegrid::shutdown_signal()))?;
     Ok(())
 }

@@ -174,6 +174,13 @@ impl Operator {
         self.get("/api/workers").await
     }
 
+    /// The newest `Activity` messages the supervisor recorded, newest first.
+    pub async fn activity(
+        &self,
+    ) -> Result<Vec<crate::supervisor::store::ActivityRecord>, OperatorError> {
+        self.get("/api/activity").await
+    }
+
     /// Polls until the job finishes, calling `progress` with each summary; returns the report.
     pub async fn wait(
         &self,

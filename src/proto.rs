@@ -102,6 +102,8 @@ pub enum ActivityKind {
     Touch,
     Voice,
     BusyProcess,
+    /// Not the owner, but a reason to stop all the same: the machine went on battery.
+    OnBattery,
 }
 
 impl ActivityKind {
@@ -113,6 +115,7 @@ impl ActivityKind {
             ActivityKind::Touch => "touch",
             ActivityKind::Voice => "voice",
             ActivityKind::BusyProcess => "busy_process",
+            ActivityKind::OnBattery => "on_battery",
         }
     }
 }
@@ -141,6 +144,10 @@ pub enum WorkerMsg {
         /// finished but not yet reported). The supervisor answers which to keep.
         #[serde(default)]
         held: Vec<ReplicaId>,
+        /// Whether the machine is idle and the worker takes tasks now. A worker that is
+        /// waiting for its owner to leave says false and sends `Available` later.
+        #[serde(default = "yes")]
+        available: bool,
     },
     Heartbeat {
         #[serde(default)]
@@ -170,6 +177,10 @@ pub enum WorkerMsg {
     Available {
         at_ms: u64,
     },
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Messages the supervisor sends.
@@ -274,6 +285,7 @@ mod tests {
                     bench_mops: 120.5,
                 },
                 held: vec![ReplicaId(1 << 32 | 7)],
+                available: false,
             },
             WorkerMsg::Heartbeat {
                 progress: vec![Progress {

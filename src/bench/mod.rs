@@ -2,7 +2,10 @@
 //! 127.0.0.1 and print figures, as a table or one JSON object. Not tests: nothing here fails on
 //! a slow machine.
 
+pub mod activity;
+pub mod footprint;
 pub mod reissue;
+pub mod xvfb;
 
 /// The nearest-rank percentile `p` (0..=100) of `samples`, in the samples' unit.
 pub fn percentile(samples: &[f64], p: f64) -> f64 {

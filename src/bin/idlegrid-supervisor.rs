@@ -35,7 +35,8 @@ enum Command {
     /// Measure the system: prints figures.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Run a headless worker (what the demo starts when no `idlegrid` binary is beside this one).
+    /// Run a headless worker that computes whatever the machine is doing (what the demo starts
+    /// when no `idlegrid` binary is beside this one).
     #[command(hide = true)]
     Worker(WorkerArgs),
 }
@@ -153,7 +154,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
                 name,
                 slots: args.cpus.max(1),
             };
-            client::run(cfg, idlegrid::shutdown_signal()).await?;
+            client::run(cfg, client::Watch::always(), idlegrid::shutdown_signal()).await?;
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

@@ -101,6 +101,7 @@ impl Drop for Executor {
 }
 
 fn task_thread(shared: &Shared, finished: &mpsc::UnboundedSender<Finished>) {
+    lower_priority();
     loop {
         let next = {
             let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -151,5 +152,60 @@ fn task_thread(shared: &Shared, finished: &mpsc::UnboundedSender<Finished>) {
         {
             return;
         }
+    }
+}
+
+/// Puts the calling thread at the lowest priority the OS offers, so that the owner's programs
+/// (and this worker's own heartbeats) always run first: nice 19 and `SCHED_IDLE` on Linux.
+/// Failure is logged, not fatal: a task at normal priority is still a correct task.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid, setpriority and sched_setscheduler only read their arguments; the
+        // sched_param lives on this stack for the duration of the call.
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            if libc::setpriority(libc::PRIO_PROCESS, tid, 19) != 0 {
+                tracing::warn!(
+                    "cannot lower task thread priority: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            let param = libc::sched_param { sched_priority: 0 };
+            if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+                tracing::warn!(
+                    "cannot set SCHED_IDLE on a task thread: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+    // Other systems: the idle priority class on Windows and nice on the BSDs come with their
+    // installers; until then tasks run at normal priority there.
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_threads_run_at_nice_19_under_sched_idle() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let handle = std::thread::spawn(move || {
+            lower_priority();
+            // SAFETY: plain queries about the calling thread.
+            let (nice, policy) = unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                (
+                    libc::getpriority(libc::PRIO_PROCESS, tid),
+                    libc::sched_getscheduler(0),
+                )
+            };
+            tx.send((nice, policy)).unwrap();
+        });
+        handle.join().unwrap();
+        let (nice, policy) = rx.try_recv().unwrap();
+        assert_eq!(nice, 19);
+        assert_eq!(policy, libc::SCHED_IDLE);
     }
 }

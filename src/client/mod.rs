@@ -1,8 +1,11 @@
-//! The worker client: connects to a supervisor, runs the tasks it assigns, and reports back.
+//! The worker client: connects to a supervisor, runs the tasks it assigns while the machine is
+//! idle, and reports back.
 //!
-//! `engine` owns the connection and the replicas' life; `executor` runs kernels on OS threads;
-//! `hardware` describes the machine. The desktop window (feature `gui`) and the activity monitor
-//! sit on top of this in later issues; nothing here draws or polls input.
+//! `engine` owns the connection, the replicas' life and the reaction to the owner; `executor`
+//! runs kernels on low-priority OS threads; `activity` watches input and other processes from
+//! threads of its own; `idle` decides (purely) when the machine counts as idle; `settings` reads
+//! the settings file; `hardware` describes the machine. Nothing here draws (the window comes
+//! with feature `gui`).
 
 pub mod activity;
 mod engine;
@@ -12,10 +15,90 @@ pub mod idle;
 pub mod settings;
 
 use std::future::Future;
+use std::time::Instant;
 
 pub use engine::Engine;
 
 use crate::proto::WorkerId;
+use activity::{Observation, SourceFactory};
+use idle::{Busy, IdleConfig, IdleState};
+
+/// What the worker is doing, for a window, a tray icon or a benchmark.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub connected: bool,
+    pub idle: IdleState,
+    /// Replicas held (running or paused).
+    pub running: usize,
+    /// Activity sources watching for the owner.
+    pub sources: Vec<String>,
+    /// Sources that could not start, and why (e.g. no display).
+    pub source_problems: Vec<String>,
+    pub last_activity: Option<Observation>,
+    /// When tasks were last paused because the machine stopped being idle.
+    pub paused_at: Option<Instant>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Self {
+            connected: false,
+            idle: IdleState::Busy(Busy::Starting),
+            running: 0,
+            sources: Vec::new(),
+            source_problems: Vec::new(),
+            last_activity: None,
+            paused_at: None,
+        }
+    }
+}
+
+/// How the worker watches its machine.
+pub struct Watch {
+    pub idle: IdleConfig,
+    /// Built in their own threads: see [`activity::Monitor`].
+    pub sources: Vec<SourceFactory>,
+    /// Whether to look at the battery.
+    pub power: bool,
+}
+
+impl Watch {
+    /// Compute whatever the owner does: no sources, no battery check. For machines that are
+    /// dedicated to the pool (and for the demo and benchmarks).
+    pub fn always() -> Self {
+        Self {
+            idle: IdleConfig {
+                run_while_in_use: true,
+                run_on_battery: true,
+                ..IdleConfig::default()
+            },
+            sources: Vec::new(),
+            power: false,
+        }
+    }
+
+    /// What the settings ask for: input (where built with feature `input`) and other
+    /// processes' CPU, unless the machine may be used while the worker computes.
+    pub fn from_settings(s: &settings::Settings) -> Self {
+        let mut sources: Vec<SourceFactory> = Vec::new();
+        if !s.run_while_in_use {
+            #[cfg(feature = "input")]
+            sources.push(activity::input::factory(s.input_poll));
+            sources.push(activity::process::factory(
+                activity::process::ProcessConfig {
+                    threshold_percent: s.process_threshold_percent,
+                    sustain: s.process_sustain,
+                    ..activity::process::ProcessConfig::default()
+                },
+            ));
+        }
+        Self {
+            idle: s.idle_config(),
+            sources,
+            power: !s.run_on_battery,
+        }
+    }
+}
 
 /// How a worker connects and what it offers.
 #[derive(Debug, Clone)]
@@ -91,7 +174,17 @@ pub fn host_name() -> String {
 }
 
 /// Runs a headless worker until `shutdown` resolves or the supervisor refuses it.
-pub async fn run(cfg: ClientConfig, shutdown: impl Future<Output = ()>) -> Result<(), ClientError> {
+pub async fn run(
+    cfg: ClientConfig,
+    watch: Watch,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ClientError> {
+    build(cfg, watch).await?.run(shutdown).await
+}
+
+/// Prepares a worker (hardware detection, task threads, activity sources) without connecting
+/// yet, so that a caller can watch its [`Engine::status`] from the start.
+pub async fn build(cfg: ClientConfig, watch: Watch) -> Result<Engine, ClientError> {
     check_server_url(&cfg.server)?;
     let slots = cfg.slots;
     let hw = tokio::task::spawn_blocking(move || hardware::detect(slots, &std::env::temp_dir()))
@@ -104,7 +197,7 @@ pub async fn run(cfg: ClientConfig, shutdown: impl Future<Output = ()>) -> Resul
             slots,
             bench_mops: 0.0,
         });
-    Engine::new(cfg, hw)?.run(shutdown).await
+    Engine::new(cfg, hw, watch)
 }
 
 #[cfg(test)]

@@ -24,8 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,7 +33,7 @@ use toml::{Spanned, Value};
 
 use crate::client::ClientError;
 use crate::client::idle::IdleConfig;
-use crate::job::Position;
+use crate::job::{Position, position_in, read_capped};
 
 /// What the client is allowed to do, as read from the settings file.
 #[derive(Debug, Clone, PartialEq)]
@@ -258,15 +257,6 @@ fn load_from(path: &Path, required: bool) -> Result<(Settings, Option<PathBuf>),
     Ok((settings, Some(path.to_owned())))
 }
 
-/// Reads a whole file, or `None` when it is larger than `limit` bytes.
-fn read_capped(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
-    let mut bytes = Vec::new();
-    File::open(path)?
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)?;
-    Ok((bytes.len() as u64 <= limit).then_some(bytes))
-}
-
 /// Reads settings text; a relative `token_file` is resolved against `base_dir`. Keys not in the
 /// text keep their defaults.
 pub fn parse(text: &str, base_dir: &Path) -> Result<Settings, SettingsError> {
@@ -456,23 +446,6 @@ fn number(value: f64) -> String {
 
 fn toml_string(text: &str) -> String {
     Value::String(text.to_owned()).to_string()
-}
-
-/// Line and column of byte `offset` in `text`, both from 1. Never panics: an offset past the end
-/// or inside a character still gives a position.
-fn position_in(text: &[u8], offset: usize) -> Position {
-    let before = &text[..offset.min(text.len())];
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |newline| newline + 1);
-    Position {
-        line: before.iter().filter(|&&b| b == b'\n').count() + 1,
-        column: String::from_utf8_lossy(&before[line_start..])
-            .chars()
-            .count()
-            + 1,
-    }
 }
 
 /// A settings file that could not be used.

@@ -221,6 +221,8 @@ pub enum WorkerState {
     Live,
     /// Connected, but its owner is using the machine: its replicas are paused.
     Busy(ActivityKind),
+    /// Connected, waiting for its machine to become idle (it joined while not idle).
+    Waiting,
     /// Ran replicas before a supervisor restart; expected back within the loss bound.
     Reconnecting,
     /// Gone. Kept only while replicas that may come back with it are attached.
@@ -232,9 +234,18 @@ impl WorkerState {
         match self {
             WorkerState::Live => "live",
             WorkerState::Busy(_) => "busy",
+            WorkerState::Waiting => "waiting",
             WorkerState::Reconnecting => "reconnecting",
             WorkerState::Lost => "lost",
         }
+    }
+
+    /// Whether the worker is connected (whether or not it takes tasks).
+    fn is_connected(self) -> bool {
+        matches!(
+            self,
+            WorkerState::Live | WorkerState::Busy(_) | WorkerState::Waiting
+        )
     }
 
     /// Whether a replica on a worker in this state counts as running. A reconnecting worker
@@ -436,10 +447,8 @@ impl Scheduler {
         match w.state {
             WorkerState::Lost => None,
             WorkerState::Reconnecting => Some(lost_at),
-            WorkerState::Live | WorkerState::Busy(_) if !w.probe_sent => {
-                Some((w.last_heard + self.cfg.probe_after()).min(lost_at))
-            }
-            WorkerState::Live | WorkerState::Busy(_) => Some(lost_at),
+            _ if !w.probe_sent => Some((w.last_heard + self.cfg.probe_after()).min(lost_at)),
+            _ => Some(lost_at),
         }
     }
 
@@ -483,7 +492,7 @@ impl Scheduler {
     }
 
     /// A worker said hello (authenticated by the shell). `held` are the replicas it still has
-    /// from an earlier connection.
+    /// from an earlier connection; `available` is false while its machine is not idle yet.
     pub fn handle_worker_joined(
         &mut self,
         now: Instant,
@@ -491,6 +500,7 @@ impl Scheduler {
         name: String,
         hardware: Hardware,
         held: &[ReplicaId],
+        available: bool,
     ) {
         let held: BTreeSet<ReplicaId> = held.iter().copied().collect();
         let mut keep = Vec::new();
@@ -521,7 +531,11 @@ impl Scheduler {
         });
         worker.name = name;
         worker.hardware = Some(hardware);
-        worker.state = WorkerState::Live;
+        worker.state = if available {
+            WorkerState::Live
+        } else {
+            WorkerState::Waiting
+        };
         worker.last_heard = now;
         worker.probe_sent = false;
         self.outputs.push_back(Output::Welcome {
@@ -678,7 +692,8 @@ impl Scheduler {
     }
 
     /// The worker's owner came back: its replicas pause, and tasks with no other live replica are
-    /// reissued now. The worker takes no tasks until [`Scheduler::handle_available`].
+    /// reissued now. The worker takes no tasks until [`Scheduler::handle_available`]. For a
+    /// worker still waiting for idle, only the kind is noted.
     pub fn handle_activity(&mut self, now: Instant, id: &WorkerId, kind: ActivityKind) {
         if !self.touch(now, id) {
             return;
@@ -686,10 +701,14 @@ impl Scheduler {
         let Some(w) = self.workers.get_mut(id) else {
             return;
         };
-        if w.state != WorkerState::Live {
+        let was_live = w.state == WorkerState::Live;
+        if !matches!(w.state, WorkerState::Live | WorkerState::Waiting) {
             return;
         }
         w.state = WorkerState::Busy(kind);
+        if !was_live {
+            return;
+        }
         let cause = ReissueCause::OwnerActive {
             worker: id.clone(),
             kind,
@@ -706,7 +725,7 @@ impl Scheduler {
         let Some(w) = self.workers.get_mut(id) else {
             return;
         };
-        if !matches!(w.state, WorkerState::Busy(_)) {
+        if !matches!(w.state, WorkerState::Busy(_) | WorkerState::Waiting) {
             return;
         }
         w.state = WorkerState::Live;
@@ -885,7 +904,7 @@ impl Scheduler {
     /// connected (never joined, or already lost: its messages no longer count).
     fn touch(&mut self, now: Instant, id: &WorkerId) -> bool {
         match self.workers.get_mut(id) {
-            Some(w) if matches!(w.state, WorkerState::Live | WorkerState::Busy(_)) => {
+            Some(w) if w.state.is_connected() => {
                 w.last_heard = now;
                 w.probe_sent = false;
                 true

@@ -72,7 +72,7 @@ fn assigns(out: &[Output]) -> Vec<(WorkerId, Assignment, AssignReason)> {
 }
 
 fn join(s: &mut Scheduler, now: Instant, id: &str, slots: u32, mops: f64) -> Vec<Output> {
-    s.handle_worker_joined(now, w(id), id.into(), hw(slots, mops), &[]);
+    s.handle_worker_joined(now, w(id), id.into(), hw(slots, mops), &[], true);
     drain(s)
 }
 
@@ -237,6 +237,23 @@ fn owner_activity_reissues_only_tasks_without_another_live_replica() {
 }
 
 #[test]
+fn a_worker_that_joins_before_its_machine_is_idle_gets_tasks_only_once_available() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], false)]));
+    s.handle_worker_joined(t0, w("a"), "a".into(), hw(1, 0.0), &[], false);
+    assert!(assigns(&drain(&mut s)).is_empty());
+    assert_eq!(s.workers()[0].state, WorkerState::Waiting);
+    // Activity while waiting changes nothing but the recorded kind.
+    s.handle_activity(t0, &w("a"), ActivityKind::Pointer);
+    assert!(drain(&mut s).is_empty());
+    s.handle_available(t0, &w("a"));
+    let a = assigns(&drain(&mut s));
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].2, AssignReason::First);
+}
+
+#[test]
 fn a_paused_replica_that_finishes_first_after_the_owner_leaves_wins() {
     let t0 = Instant::now();
     let mut s = Scheduler::new(cfg(), 1);
@@ -360,6 +377,7 @@ fn a_reconnecting_worker_keeps_what_it_still_holds_and_drops_the_rest() {
         "a".into(),
         hw(2, 0.0),
         &[a[0].1.replica, stranger],
+        true,
     );
     let out = drain(&mut s);
     assert_eq!(
@@ -398,7 +416,7 @@ fn after_a_restart_tasks_wait_for_their_workers_until_the_loss_bound() {
         assigns(&drain(&mut s)).is_empty(),
         "restored replicas count until the bound"
     );
-    s.handle_worker_joined(t0, w("a"), "a".into(), hw(1, 0.0), &[old]);
+    s.handle_worker_joined(t0, w("a"), "a".into(), hw(1, 0.0), &[old], true);
     assert!(matches!(&drain(&mut s)[0], Output::Welcome { keep, .. } if keep == &vec![old]));
     s.handle_heartbeat(t0 + Duration::from_millis(250), &w("a"), &[]);
     s.handle_heartbeat(t0 + Duration::from_millis(250), &w("b"), &[]);
@@ -544,8 +562,14 @@ impl Sim {
                 running: BTreeMap::new(),
             },
         );
-        self.s
-            .handle_worker_joined(self.now, id.clone(), id.0.clone(), hw(slots, mops), &[]);
+        self.s.handle_worker_joined(
+            self.now,
+            id.clone(),
+            id.0.clone(),
+            hw(slots, mops),
+            &[],
+            true,
+        );
         self.settle();
     }
 
@@ -844,6 +868,7 @@ impl Sim {
                     id.0.clone(),
                     hw(slots, 100.0),
                     &[],
+                    true,
                 );
                 self.settle();
             }

@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use super::report::{JobSummary, Report};
-use super::store::{ReplicaEnd, ReplicaStart, Store, StoreError};
+use super::store::{ActivityRecord, ReplicaEnd, ReplicaStart, Store, StoreError};
 use super::{Config, Event, SupervisorError, unix_ms};
 use crate::job::{self, JobSpec};
 use crate::proto::{
@@ -66,6 +66,10 @@ pub enum ApiRequest {
     Workers {
         reply: oneshot::Sender<Vec<WorkerStatus>>,
     },
+    Activity {
+        worker: Option<String>,
+        reply: oneshot::Sender<Result<Vec<ActivityRecord>, ApiError>>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,15 +121,22 @@ pub struct WorkerStatus {
     pub replicas: usize,
 }
 
+/// What a checked hello says.
+#[derive(Debug)]
+pub struct Hello {
+    pub worker: WorkerId,
+    pub name: String,
+    pub hardware: Hardware,
+    pub held: Vec<ReplicaId>,
+    pub available: bool,
+}
+
 #[derive(Debug)]
 pub enum DriverMsg {
     /// A worker passed the hello checks.
     Joined {
         conn: ConnId,
-        worker: WorkerId,
-        name: String,
-        hardware: Hardware,
-        held: Vec<ReplicaId>,
+        hello: Hello,
         tx: mpsc::UnboundedSender<Outgoing>,
     },
     Frame {
@@ -241,14 +252,14 @@ impl Driver {
     fn handle(&mut self, msg: DriverMsg) {
         let now = Instant::now();
         match msg {
-            DriverMsg::Joined {
-                conn,
-                worker,
-                name,
-                hardware,
-                held,
-                tx,
-            } => {
+            DriverMsg::Joined { conn, hello, tx } => {
+                let Hello {
+                    worker,
+                    name,
+                    hardware,
+                    held,
+                    available,
+                } = hello;
                 if let Some(old) = self.conns.insert(
                     worker.clone(),
                     Conn {
@@ -262,13 +273,13 @@ impl Driver {
                         message: "replaced by a newer connection of the same worker".into(),
                     });
                 }
-                info!(%worker, %name, slots = hardware.slots, cores = hardware.cores, mops = hardware.bench_mops, "worker joined");
+                info!(%worker, %name, slots = hardware.slots, cores = hardware.cores, mops = hardware.bench_mops, available, "worker joined");
                 let _ = self.events.send(Event::WorkerJoined {
                     worker: worker.clone(),
                     name: name.clone(),
                 });
                 self.sched
-                    .handle_worker_joined(now, worker, name, hardware, &held);
+                    .handle_worker_joined(now, worker, name, hardware, &held, available);
             }
             DriverMsg::Frame { conn, worker, msg } => {
                 if self.conns.get(&worker).is_some_and(|c| c.id == conn) {
@@ -363,6 +374,20 @@ impl Driver {
                     at_ms,
                 });
                 self.sched.handle_activity(now, worker, kind);
+                // Reissues go out before the record is written.
+                self.drain();
+                let record = ActivityRecord {
+                    worker: worker.0.clone(),
+                    worker_name: self
+                        .conns
+                        .get(worker)
+                        .map(|c| c.name.clone())
+                        .unwrap_or_default(),
+                    kind: kind.as_str().to_owned(),
+                    at_ms,
+                    received_ms: unix_ms(),
+                };
+                log_store(self.store.record_activity(&record));
             }
             WorkerMsg::Available { .. } => {
                 info!(%worker, "worker idle again");
@@ -404,6 +429,13 @@ impl Driver {
             }
             ApiRequest::Jobs { reply } => {
                 let _ = reply.send(self.store.list_jobs(1000).map_err(Into::into));
+            }
+            ApiRequest::Activity { worker, reply } => {
+                let _ = reply.send(
+                    self.store
+                        .activity(worker.as_deref(), 1000)
+                        .map_err(Into::into),
+                );
             }
             ApiRequest::Workers { reply } => {
                 let workers = self

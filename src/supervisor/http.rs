@@ -15,13 +15,14 @@
 //! | GET | /api/jobs/{id}/files/{task} | the file a task's output carries, decoded |
 //! | POST | /api/jobs/{id}/cancel | stop a running job |
 //! | GET | /api/workers | connected and recently lost workers |
+//! | GET | /api/activity[?worker=ID] | the newest `Activity` messages |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/files/{task}", get(task_file))
         .route("/jobs/{id}/cancel", post(cancel))
         .route("/workers", get(workers))
+        .route("/activity", get(activity))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_operator,
@@ -258,6 +260,22 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Respon
     respond(
         ask(&state, |reply| ApiRequest::Cancel {
             job: JobId(id),
+            reply,
+        })
+        .await,
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct ActivityQuery {
+    worker: Option<String>,
+}
+
+/// The newest `Activity` messages, of one worker (`?worker=ID`) or all.
+async fn activity(State(state): State<AppState>, Query(q): Query<ActivityQuery>) -> Response {
+    respond(
+        ask(&state, |reply| ApiRequest::Activity {
+            worker: q.worker,
             reply,
         })
         .await,

@@ -69,6 +69,17 @@ pub struct StoredJob {
     pub running: Vec<(ReplicaId, TaskId, WorkerId)>,
 }
 
+/// An `Activity` message as recorded: who, what kind, when seen (worker clock) and when
+/// received (supervisor clock), both Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ActivityRecord {
+    pub worker: String,
+    pub worker_name: String,
+    pub kind: String,
+    pub at_ms: u64,
+    pub received_ms: u64,
+}
+
 /// One started replica, as recorded.
 pub struct ReplicaStart<'a> {
     pub replica: ReplicaId,
@@ -140,6 +151,13 @@ impl Store {
                  wall_ms INTEGER,
                  cpu_ms INTEGER,
                  error TEXT);
+             CREATE TABLE IF NOT EXISTS activity (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 worker TEXT NOT NULL,
+                 worker_name TEXT NOT NULL,
+                 kind TEXT NOT NULL,
+                 at_ms INTEGER NOT NULL,
+                 received_ms INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS replicas_by_job ON replicas(job);
              CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);",
         )
@@ -253,6 +271,37 @@ impl Store {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         end_replica(&self.conn, replica, end, exec, error, now_ms)
+    }
+
+    /// Records that a worker's owner came back (or its machine stopped being idle).
+    pub fn record_activity(&mut self, a: &ActivityRecord) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO activity (worker, worker_name, kind, at_ms, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![a.worker, a.worker_name, a.kind, a.at_ms as i64, a.received_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The newest activity records, of one worker or of all, at most `limit`.
+    pub fn activity(
+        &self,
+        worker: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ActivityRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT worker, worker_name, kind, at_ms, received_ms FROM activity
+             WHERE ?1 IS NULL OR worker = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![worker, limit as i64], |r| {
+            Ok(ActivityRecord {
+                worker: r.get(0)?,
+                worker_name: r.get(1)?,
+                kind: r.get(2)?,
+                at_ms: r.get::<_, i64>(3)? as u64,
+                received_ms: r.get::<_, i64>(4)? as u64,
+            })
+        })?;
+        rows.collect::<Result<_, _>>().map_err(Into::into)
     }
 
     /// A replica recorded as lost came back with its worker: it is running again.

@@ -21,8 +21,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 
 use super::auth::token_matches;
-use super::driver::{ConnId, DriverMsg, Outgoing};
-use crate::proto::{self, ErrorCode, Hardware, SupervisorMsg, WorkerId, WorkerMsg};
+use super::driver::{ConnId, DriverMsg, Hello, Outgoing};
+use crate::proto::{self, ErrorCode, SupervisorMsg, WorkerMsg};
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -165,10 +165,7 @@ async fn refuse(ws: &mut Ws, r: Refusal) {
 }
 
 /// Checks a hello's fields; returns what the driver needs.
-fn check_hello(
-    msg: WorkerMsg,
-    worker_token: &str,
-) -> Result<(WorkerId, String, Hardware, Vec<proto::ReplicaId>), Refusal> {
+fn check_hello(msg: WorkerMsg, worker_token: &str) -> Result<Hello, Refusal> {
     let WorkerMsg::Hello {
         protocol,
         worker,
@@ -176,6 +173,7 @@ fn check_hello(
         token,
         hardware,
         held,
+        available,
     } = msg
     else {
         return Err(Refusal::new(
@@ -233,7 +231,13 @@ fn check_hello(
     } else {
         name
     };
-    Ok((worker, name, hardware, held))
+    Ok(Hello {
+        worker,
+        name,
+        hardware,
+        held,
+        available,
+    })
 }
 
 async fn serve(mut ws: Ws, conn: ConnId, worker_token: &str, driver: mpsc::Sender<DriverMsg>) {
@@ -242,7 +246,7 @@ async fn serve(mut ws: Ws, conn: ConnId, worker_token: &str, driver: mpsc::Sende
         Ok(None) => return,
         Ok(Some(msg)) => msg.and_then(|m| check_hello(m, worker_token)),
     };
-    let (worker, name, hardware, held) = match hello {
+    let hello = match hello {
         Ok(h) => h,
         Err(r) => {
             warn!(conn, "refused worker connection: {}", r.message);
@@ -251,14 +255,8 @@ async fn serve(mut ws: Ws, conn: ConnId, worker_token: &str, driver: mpsc::Sende
         }
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let joined = DriverMsg::Joined {
-        conn,
-        worker: worker.clone(),
-        name,
-        hardware,
-        held,
-        tx,
-    };
+    let worker = hello.worker.clone();
+    let joined = DriverMsg::Joined { conn, hello, tx };
     if driver.send(joined).await.is_err() {
         return;
     }

@@ -40,6 +40,7 @@ fn hello(token: &str) -> String {
             bench_mops: 0.0,
         },
         held: vec![],
+        available: true,
     })
 }
 
@@ -81,6 +82,7 @@ fn spin(id: &str, ms: u64) -> TaskSpec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_tokens_and_jobs_get_clear_errors_and_harm_nothing_else() {
+    let _machine = shared_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &[]);
     let _workers: Vec<WorkerProc> = (1..=2)

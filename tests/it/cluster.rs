@@ -86,6 +86,7 @@ async fn replicas(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_completes_correctly_when_a_worker_is_killed_mid_task() {
+    let _machine = shared_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &["--heartbeat-ms", "50"]);
     let mut workers: Vec<WorkerProc> = (1..=3)
@@ -134,6 +135,7 @@ async fn a_job_completes_correctly_when_a_worker_is_killed_mid_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_critical_task_runs_on_two_distinct_workers_at_once() {
+    let _machine = shared_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &[]);
     let _workers: Vec<WorkerProc> = (1..=3)
@@ -172,6 +174,7 @@ async fn a_critical_task_runs_on_two_distinct_workers_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supervisor_killed_mid_job_resumes_it_after_restart_without_losing_anything() {
+    let _machine = shared_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let mut sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &["--heartbeat-ms", "200"]);
     let addr = sup.addr;
@@ -220,6 +223,7 @@ async fn a_supervisor_killed_mid_job_resumes_it_after_restart_without_losing_any
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_that_fails_everywhere_fails_its_job_with_the_tasks_error() {
+    let _machine = shared_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &["--max-failures", "3"]);
     let _workers: Vec<WorkerProc> = (1..=3)

@@ -2,10 +2,11 @@
 
 use idlegrid::runtime::mandelbrot::render_reference;
 
-use crate::harness::SUPERVISOR;
+use crate::harness::{SUPERVISOR, shared_machine};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_writes_the_same_png_as_a_single_machine_render_and_a_report() {
+    let _machine = shared_machine().await;
     let out = tempfile::tempdir().unwrap();
     let run = tokio::process::Command::new(SUPERVISOR)
         .args([

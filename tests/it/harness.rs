@@ -105,37 +105,29 @@ pub struct WorkerProc {
 }
 
 impl WorkerProc {
+    /// A worker that computes regardless of activity on this machine (the tests' machine is
+    /// busy with the tests themselves).
     pub fn start(sup: &SupervisorProc, name: &str, cpus: u32) -> Self {
-        Self::start_with(
-            &sup.ws_url(),
-            &sup.worker_token_file(),
-            &sup.data_dir,
-            name,
-            cpus,
-        )
+        Self::start_args(sup, name, cpus, &["--run-while-in-use"], &[])
     }
 
-    pub fn start_with(
-        server: &str,
-        token_file: &Path,
-        log_dir: &Path,
+    /// A worker with extra flags and environment variables.
+    pub fn start_args(
+        sup: &SupervisorProc,
         name: &str,
         cpus: u32,
+        extra: &[&str],
+        env: &[(&str, &str)],
     ) -> Self {
-        let log = std::fs::File::create(log_dir.join(format!("{name}.log"))).unwrap();
+        let log = std::fs::File::create(sup.data_dir.join(format!("{name}.log"))).unwrap();
         let child = Command::new(CLIENT)
-            .args([
-                "--headless",
-                "--server",
-                server,
-                "--name",
-                name,
-                "--cpus",
-                &cpus.to_string(),
-            ])
+            .args(["--headless", "--server", &sup.ws_url(), "--name", name])
+            .args(["--cpus", &cpus.to_string()])
             .arg("--token-file")
-            .arg(token_file)
+            .arg(sup.worker_token_file())
+            .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -218,4 +210,16 @@ pub async fn worker_names(op: &Operator) -> std::collections::BTreeMap<String, S
             )
         })
         .collect()
+}
+
+/// Tests that measure the machine itself (CPU use of other processes) run alone; the others
+/// share it. Each test takes one of these guards first.
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+pub async fn shared_machine() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().await
+}
+
+pub async fn whole_machine() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().await
 }

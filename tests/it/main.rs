@@ -1,5 +1,6 @@
 //! Integration tests: one binary, a module per area (see STYLE.md).
 
+mod activity;
 mod bad_input;
 mod cluster;
 mod demo;

@@ -249,7 +249,7 @@ fn telling_rank(kind: ActivityKind) -> u8 {
         ActivityKind::Touch => 3,
         ActivityKind::Voice => 2,
         ActivityKind::Pointer => 1,
-        ActivityKind::BusyProcess => 0,
+        ActivityKind::BusyProcess | ActivityKind::OnBattery => 0,
     }
 }
 
