@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tokio::sync::broadcast;
 
 use crate::job::{Estimates, JobSpec, TaskSpec};
 use crate::local::LocalWorker;
@@ -136,7 +135,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut names: BTreeMap<WorkerId, String> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while names.len() < args.workers as usize {
-        match next_event(&mut events, deadline).await? {
+        match supervisor::next_event(&mut events, deadline).await? {
             Event::WorkerJoined { worker, name } => {
                 names.insert(worker, name);
             }
@@ -166,7 +165,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut killed: Option<String> = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     let state = loop {
-        let ev = next_event(&mut events, deadline).await?;
+        let ev = supervisor::next_event(&mut events, deadline).await?;
         let name_of = |w: &WorkerId| names.get(w).cloned().unwrap_or_else(|| w.0.clone());
         match ev {
             Event::Assigned {
@@ -271,19 +270,4 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         w.kill();
     }
     Ok(())
-}
-
-/// The next supervisor event, or an error at `deadline`.
-async fn next_event(
-    events: &mut broadcast::Receiver<Event>,
-    deadline: Instant,
-) -> anyhow::Result<Event> {
-    loop {
-        match tokio::time::timeout_at(deadline.into(), events.recv()).await {
-            Err(_) => bail!("timed out waiting for the supervisor"),
-            Ok(Ok(ev)) => return Ok(ev),
-            Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
-            Ok(Err(broadcast::error::RecvError::Closed)) => bail!("the supervisor stopped"),
-        }
-    }
 }

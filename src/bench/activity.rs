@@ -235,11 +235,11 @@ mod measure {
     ) -> anyhow::Result<(Instant, ActivityKind)> {
         let deadline = after + Duration::from_secs(10);
         loop {
-            match tokio::time::timeout_at(deadline.into(), events.recv()).await {
-                Err(_) => bail!("the supervisor heard of no activity within 10 s"),
-                Ok(Ok(Event::Activity { at, kind, .. })) if at > after => return Ok((at, kind)),
-                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
-                Ok(Err(broadcast::error::RecvError::Closed)) => bail!("the supervisor stopped"),
+            if let Event::Activity { at, kind, .. } =
+                supervisor::next_event(events, deadline).await?
+                && at > after
+            {
+                return Ok((at, kind));
             }
         }
     }

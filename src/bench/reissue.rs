@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::sync::broadcast;
 
 use super::percentile;
@@ -72,14 +72,7 @@ impl Bench {
     }
 
     async fn next_event(&mut self, deadline: Instant) -> anyhow::Result<Event> {
-        loop {
-            match tokio::time::timeout_at(deadline.into(), self.events.recv()).await {
-                Err(_) => bail!("timed out waiting for the supervisor"),
-                Ok(Ok(ev)) => return Ok(ev),
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
-                Ok(Err(broadcast::error::RecvError::Closed)) => bail!("the supervisor stopped"),
-            }
-        }
+        Ok(supervisor::next_event(&mut self.events, deadline).await?)
     }
 
     /// One trial: a long task starts on a worker, the worker is lost, the task moves. Returns

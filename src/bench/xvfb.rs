@@ -107,6 +107,17 @@ impl Xvfb {
 
 impl Drop for Xvfb {
     fn drop(&mut self) {
+        // SIGTERM first: Xvfb then removes its socket and lock file, which SIGKILL would leave
+        // behind to hold the display number.
+        if crate::local::signal_pid(self.child.id(), libc::SIGTERM).is_ok() {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(2) {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

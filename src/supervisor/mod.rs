@@ -124,6 +124,31 @@ pub enum Event {
     },
 }
 
+/// Why no event came.
+#[derive(Debug, thiserror::Error)]
+pub enum EventWaitError {
+    #[error("timed out waiting for the supervisor")]
+    TimedOut,
+    #[error("the supervisor stopped")]
+    Stopped,
+}
+
+/// The next event on a subscription, waiting until `deadline` at most. A subscriber that fell
+/// behind skips what it missed.
+pub async fn next_event(
+    events: &mut broadcast::Receiver<Event>,
+    deadline: Instant,
+) -> Result<Event, EventWaitError> {
+    loop {
+        match tokio::time::timeout_at(deadline.into(), events.recv()).await {
+            Err(_) => return Err(EventWaitError::TimedOut),
+            Ok(Ok(ev)) => return Ok(ev),
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Err(broadcast::error::RecvError::Closed)) => return Err(EventWaitError::Stopped),
+        }
+    }
+}
+
 /// A running supervisor.
 pub struct Supervisor {
     addr: SocketAddr,

@@ -344,12 +344,8 @@ impl Store {
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         for row in rows {
             let (id, spec) = row?;
-            let spec: JobSpec =
-                serde_json::from_str(&spec).map_err(|source| StoreError::Corrupt {
-                    job: id.clone(),
-                    source,
-                })?;
             let id = JobId(id);
+            let spec: JobSpec = parse_stored(&id, &spec)?;
             let done = self.results(&id)?;
             let mut running = Vec::new();
             let mut stmt = self.conn.prepare_cached(
@@ -384,11 +380,7 @@ impl Store {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })? {
             let (task, output) = row?;
-            let value = serde_json::from_str(&output).map_err(|source| StoreError::Corrupt {
-                job: job.0.clone(),
-                source,
-            })?;
-            out.insert(TaskId(task), value);
+            out.insert(TaskId(task), parse_stored(job, &output)?);
         }
         Ok(out)
     }
@@ -407,13 +399,7 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?;
-        text.map(|t| {
-            serde_json::from_str(&t).map_err(|source| StoreError::Corrupt {
-                job: job.0.clone(),
-                source,
-            })
-        })
-        .transpose()
+        text.map(|t| parse_stored(job, &t)).transpose()
     }
 
     /// The spec a job was submitted with.
@@ -424,22 +410,13 @@ impl Store {
                 r.get(0)
             })
             .optional()?;
-        text.map(|t| {
-            serde_json::from_str(&t).map_err(|source| StoreError::Corrupt {
-                job: job.0.clone(),
-                source,
-            })
-        })
-        .transpose()
+        text.map(|t| parse_stored(job, &t)).transpose()
     }
 
     pub fn summary(&self, job: &JobId) -> Result<Option<JobSummary>, StoreError> {
         self.conn
             .query_row(
-                "SELECT j.id, j.name, j.state, j.error, j.submitted_ms, j.finished_ms,
-                        json_array_length(json_extract(j.spec, '$.tasks')),
-                        (SELECT COUNT(*) FROM results r WHERE r.job = j.id)
-                 FROM jobs j WHERE j.id = ?1",
+                &format!("{SUMMARY_SELECT} WHERE j.id = ?1"),
                 [&job.0],
                 summary_row,
             )
@@ -449,12 +426,9 @@ impl Store {
 
     /// The newest jobs first, at most `limit`.
     pub fn list_jobs(&self, limit: usize) -> Result<Vec<JobSummary>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT j.id, j.name, j.state, j.error, j.submitted_ms, j.finished_ms,
-                    json_array_length(json_extract(j.spec, '$.tasks')),
-                    (SELECT COUNT(*) FROM results r WHERE r.job = j.id)
-             FROM jobs j ORDER BY j.seq DESC LIMIT ?1",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{SUMMARY_SELECT} ORDER BY j.seq DESC LIMIT ?1"))?;
         let rows = stmt.query_map([limit as i64], summary_row)?;
         rows.collect::<Result<_, _>>().map_err(Into::into)
     }
@@ -527,6 +501,20 @@ impl Store {
     }
 }
 
+/// The columns [`summary_row`] reads, from `jobs j`.
+const SUMMARY_SELECT: &str = "SELECT j.id, j.name, j.state, j.error, j.submitted_ms, j.finished_ms,
+        json_array_length(json_extract(j.spec, '$.tasks')),
+        (SELECT COUNT(*) FROM results r WHERE r.job = j.id)
+    FROM jobs j";
+
+/// Reads JSON the store wrote; failing, the store was tampered with or damaged.
+fn parse_stored<T: serde::de::DeserializeOwned>(job: &JobId, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|source| StoreError::Corrupt {
+        job: job.0.clone(),
+        source,
+    })
+}
+
 fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobSummary> {
     Ok(JobSummary {
         job_id: r.get(0)?,
@@ -561,4 +549,184 @@ fn end_replica(
         ],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{Estimates, TaskSpec};
+
+    fn spec() -> JobSpec {
+        let task = |id: &str| TaskSpec {
+            id: id.into(),
+            kind: "spin".into(),
+            input: serde_json::json!({ "ms": 1 }),
+            deps: vec![],
+            critical: false,
+            replicas: None,
+            estimates: Estimates::default(),
+        };
+        JobSpec {
+            name: "j".into(),
+            tasks: vec![task("a"), task("b")],
+        }
+    }
+
+    fn start<'a>(
+        r: u64,
+        job: &'a JobId,
+        task: &'a TaskId,
+        worker: &'a WorkerId,
+        rate: f64,
+        at_ms: u64,
+    ) -> ReplicaStart<'a> {
+        ReplicaStart {
+            replica: ReplicaId(r),
+            job,
+            task,
+            worker,
+            worker_name: "w",
+            rate,
+            reason: if r == 3 { "reissue" } else { "first" },
+            detail: (r == 3).then(|| "worker w1 lost (connection closed)".to_owned()),
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn every_boot_gets_a_new_epoch_that_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.next_epoch().unwrap(), 1);
+        assert_eq!(s.next_epoch().unwrap(), 2);
+        drop(s);
+        assert_eq!(Store::open(dir.path()).unwrap().next_epoch().unwrap(), 3);
+    }
+
+    #[test]
+    fn an_unfinished_job_comes_back_with_its_results_and_running_replicas() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let job = s.insert_job(&spec(), 1000).unwrap();
+        assert_eq!(job, JobId::from("job-1"));
+        let (a, b, w1, w2) = (
+            TaskId::from("a"),
+            TaskId::from("b"),
+            WorkerId::from("w1"),
+            WorkerId::from("w2"),
+        );
+        s.record_replica_started(&start(1, &job, &a, &w1, 1.0, 1000))
+            .unwrap();
+        s.record_replica_started(&start(2, &job, &b, &w2, 1.0, 1000))
+            .unwrap();
+        let exec = Execution {
+            wall_ms: 500,
+            cpu_ms: 490,
+        };
+        assert!(
+            s.record_result(ReplicaId(1), &job, &a, &serde_json::json!(7), exec, 1500)
+                .unwrap()
+        );
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        let jobs = s.unfinished().unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].spec, spec());
+        assert_eq!(jobs[0].done, BTreeMap::from([(a, serde_json::json!(7))]));
+        assert_eq!(jobs[0].running, vec![(ReplicaId(2), b, w2)]);
+    }
+
+    #[test]
+    fn the_first_result_of_a_task_stays_and_later_ones_are_late() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let job = s.insert_job(&spec(), 0).unwrap();
+        let (a, w1, w2) = (
+            TaskId::from("a"),
+            WorkerId::from("w1"),
+            WorkerId::from("w2"),
+        );
+        s.record_replica_started(&start(1, &job, &a, &w1, 1.0, 0))
+            .unwrap();
+        s.record_replica_started(&start(2, &job, &a, &w2, 1.0, 0))
+            .unwrap();
+        let exec = Execution::default();
+        assert!(
+            s.record_result(ReplicaId(1), &job, &a, &serde_json::json!(1), exec, 10)
+                .unwrap()
+        );
+        assert!(
+            !s.record_result(ReplicaId(2), &job, &a, &serde_json::json!(2), exec, 20)
+                .unwrap()
+        );
+        assert_eq!(s.result(&job, &a).unwrap(), Some(serde_json::json!(1)));
+    }
+
+    #[test]
+    fn the_report_charges_every_replica_at_its_workers_rate_and_lists_reissues() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let job = s.insert_job(&spec(), 1_000).unwrap();
+        let (a, b) = (TaskId::from("a"), TaskId::from("b"));
+        let (w1, w2) = (WorkerId::from("w1"), WorkerId::from("w2"));
+        // w1 (rate 2) ran a for 1 s, then was lost while running b; w2 (rate 0.5) redid b in 4 s.
+        s.record_replica_started(&start(1, &job, &a, &w1, 2.0, 1_000))
+            .unwrap();
+        s.record_result(
+            ReplicaId(1),
+            &job,
+            &a,
+            &serde_json::json!(1),
+            Execution {
+                wall_ms: 1_000,
+                cpu_ms: 900,
+            },
+            2_000,
+        )
+        .unwrap();
+        s.record_replica_started(&start(2, &job, &b, &w1, 2.0, 2_000))
+            .unwrap();
+        s.record_replica_end(ReplicaId(2), ReplicaEnd::Lost, None, None, 2_500)
+            .unwrap();
+        s.record_replica_started(&start(3, &job, &b, &w2, 0.5, 2_500))
+            .unwrap();
+        s.record_result(
+            ReplicaId(3),
+            &job,
+            &b,
+            &serde_json::json!(2),
+            Execution {
+                wall_ms: 4_000,
+                cpu_ms: 3_900,
+            },
+            6_500,
+        )
+        .unwrap();
+        s.finish_job(&job, "completed", None, 6_500).unwrap();
+        let r = s.report(&job, 99_999).unwrap().unwrap();
+        assert_eq!(r.summary.state, "completed");
+        assert_eq!((r.summary.tasks, r.summary.tasks_done), (2, 2));
+        assert_eq!(r.makespan_ms, 5_500);
+        assert_eq!(r.replicas_started, 3);
+        assert_eq!(r.reissued, 1);
+        assert_eq!(r.reissues[0].why, "worker w1 lost (connection closed)");
+        // w1: 1 s + 0.5 s (measured by the supervisor up to the loss) at 2; w2: 4 s at 0.5.
+        let w1c = r.workers.iter().find(|w| w.worker == "w1").unwrap();
+        assert_eq!((w1c.replicas, w1c.won, w1c.exec_ms), (2, 1, 1_500));
+        assert!((w1c.cost - 3.0).abs() < 1e-9, "{w1c:?}");
+        assert!((r.cost - 5.0).abs() < 1e-9, "{r:?}");
+        assert!(s.unfinished().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_store_from_a_newer_schema_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join("idlegrid.sqlite3")).unwrap();
+        conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema'", [])
+            .unwrap();
+        drop(conn);
+        let err = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("schema version 99"), "{err}");
+    }
 }

@@ -170,3 +170,225 @@ async fn owner_input_and_busy_processes_pause_the_task_and_tell_the_supervisor()
         "one worker: nothing to reissue to, the paused replica resumed"
     );
 }
+
+/// An in-process supervisor and a way to start in-process workers with scripted owners.
+struct Pool {
+    sup: idlegrid::supervisor::Supervisor,
+    cfg: idlegrid::supervisor::Config,
+    _dir: tempfile::TempDir,
+}
+
+impl Pool {
+    async fn start(heartbeat: Duration) -> Pool {
+        let dir = tempfile::tempdir().unwrap();
+        let sched = idlegrid::sched::Config {
+            heartbeat,
+            ..Default::default()
+        };
+        let cfg = idlegrid::supervisor::Config::with_tokens_in(dir.path(), sched).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sup = idlegrid::supervisor::Supervisor::start(listener, cfg.clone())
+            .await
+            .unwrap();
+        Pool {
+            sup,
+            cfg,
+            _dir: dir,
+        }
+    }
+
+    fn operator(&self) -> Operator {
+        Operator::new(
+            &format!("http://{}", self.sup.addr()),
+            &self.cfg.operator_token,
+        )
+        .unwrap()
+    }
+
+    /// A worker whose owner does what `timeline` says (offsets from the worker's start).
+    async fn worker(
+        &self,
+        name: &str,
+        watch: idlegrid::client::Watch,
+    ) -> (
+        tokio::sync::watch::Receiver<idlegrid::client::Status>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let engine = idlegrid::client::build(
+            idlegrid::client::ClientConfig {
+                server: format!("ws://{}/worker", self.sup.addr()),
+                token: self.cfg.worker_token.clone(),
+                name: name.into(),
+                worker_id: idlegrid::client::new_worker_id(name),
+                slots: 1,
+            },
+            watch,
+        )
+        .await
+        .unwrap();
+        let status = engine.status();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(engine.run(async {
+            let _ = stopped.await;
+        }));
+        (status, stop)
+    }
+}
+
+fn scripted(
+    timeline: Vec<(Duration, idlegrid::proto::ActivityKind)>,
+    idle_after: Duration,
+) -> idlegrid::client::Watch {
+    idlegrid::client::Watch {
+        idle: idlegrid::client::idle::IdleConfig {
+            idle_after,
+            run_while_in_use: false,
+            run_on_battery: true,
+        },
+        sources: vec![idlegrid::client::activity::scripted::factory(
+            timeline,
+            Duration::from_millis(5),
+        )],
+        power: false,
+    }
+}
+
+fn spin_job(ms: u64) -> JobSpec {
+    JobSpec {
+        name: "spin".into(),
+        tasks: vec![TaskSpec {
+            id: "spin".into(),
+            kind: "spin".into(),
+            input: serde_json::json!({ "ms": ms }),
+            deps: vec![],
+            critical: false,
+            replicas: None,
+            estimates: Estimates::default(),
+        }],
+    }
+}
+
+async fn next_event(
+    events: &mut tokio::sync::broadcast::Receiver<idlegrid::supervisor::Event>,
+    mut pick: impl FnMut(&idlegrid::supervisor::Event) -> bool,
+) -> idlegrid::supervisor::Event {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ev = idlegrid::supervisor::next_event(events, deadline)
+            .await
+            .unwrap();
+        if pick(&ev) {
+            return ev;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supervisor_hears_of_the_owner_at_once_not_with_the_next_heartbeat_and_the_task_resumes()
+ {
+    let _machine = shared_machine().await;
+    // Heartbeats every 20 s: an Activity that waited for one would come far too late.
+    let pool = Pool::start(Duration::from_secs(20)).await;
+    let mut events = pool.sup.subscribe();
+    let op = pool.operator();
+    let kinds = vec![(
+        Duration::from_millis(1500),
+        idlegrid::proto::ActivityKind::Keyboard,
+    )];
+    let (mut status, _stop) = pool
+        .worker("desk", scripted(kinds, Duration::from_millis(300)))
+        .await;
+    let job = op.submit(&spin_job(2000)).await.unwrap();
+    next_event(&mut events, |e| {
+        matches!(e, idlegrid::supervisor::Event::Assigned { .. })
+    })
+    .await;
+
+    let idlegrid::supervisor::Event::Activity { at, kind, .. } = next_event(&mut events, |e| {
+        matches!(e, idlegrid::supervisor::Event::Activity { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(kind, idlegrid::proto::ActivityKind::Keyboard);
+    let paused_at = status.borrow().paused_at.expect("tasks paused");
+    assert!(at >= paused_at, "told before pausing");
+    assert!(
+        at - paused_at < Duration::from_millis(50),
+        "told {:?} after pausing",
+        at - paused_at
+    );
+
+    // After a quiet 300 ms the task resumes where it stopped and the job completes.
+    let s = status
+        .wait_for(|s| s.idle == idlegrid::client::idle::IdleState::Idle)
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(s.running, 1);
+    let summary = wait_for_job(&op, &job, Duration::from_secs(20)).await;
+    assert_eq!(summary.state, "completed");
+    assert_eq!(
+        op.result(&job, &"spin".into()).await.unwrap(),
+        serde_json::json!({ "spun_ms": 2000 })
+    );
+    let report = op.report(&job).await.unwrap();
+    assert_eq!(report.replicas_started, 1);
+    assert!(
+        report.makespan_ms >= 2300,
+        "the pause did not stop the clock of the task: {report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_task_the_supervisor_cancels_meanwhile_is_dropped_not_resumed() {
+    let _machine = shared_machine().await;
+    let pool = Pool::start(Duration::from_millis(200)).await;
+    let mut events = pool.sup.subscribe();
+    let op = pool.operator();
+    // The desk becomes idle after a quiet 3 s; its owner comes back at 4 s and stays until 7 s,
+    // long enough for the task to finish elsewhere.
+    let kinds = vec![(
+        Duration::from_millis(4000),
+        idlegrid::proto::ActivityKind::Mouse,
+    )];
+    let (mut desk, _stop_desk) = pool
+        .worker("desk", scripted(kinds, Duration::from_secs(3)))
+        .await;
+    desk.wait_for(|s| s.idle == idlegrid::client::idle::IdleState::Idle && s.connected)
+        .await
+        .unwrap();
+    let job = op.submit(&spin_job(2000)).await.unwrap();
+    next_event(&mut events, |e| {
+        matches!(e, idlegrid::supervisor::Event::Assigned { .. })
+    })
+    .await;
+    // A second, dedicated worker joins once the task is on the desk.
+    let (_server, _stop_server) = pool
+        .worker("server", idlegrid::client::Watch::always())
+        .await;
+
+    let idlegrid::supervisor::Event::Assigned { reason, detail, .. } =
+        next_event(&mut events, |e| {
+            matches!(e, idlegrid::supervisor::Event::Assigned { .. })
+        })
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(reason, "reissue");
+    assert!(detail.unwrap().contains("came back (mouse)"));
+    let summary = wait_for_job(&op, &job, Duration::from_secs(20)).await;
+    assert_eq!(summary.state, "completed");
+    // The desk's paused replica was cancelled and dropped while its owner was still there.
+    let s = desk.wait_for(|s| s.running == 0).await.unwrap().clone();
+    assert!(s.paused_at.is_some());
+    assert!(
+        matches!(s.idle, idlegrid::client::idle::IdleState::Busy(_)),
+        "{s:?}"
+    );
+    let report = op.report(&job).await.unwrap();
+    let desk_row = report.workers.iter().find(|w| w.name == "desk").unwrap();
+    assert_eq!(desk_row.won, 0, "{report:?}");
+}

@@ -165,8 +165,7 @@ pub fn factory(poll: Duration) -> SourceFactory {
 mod tests {
     use super::*;
     use crate::client::activity::Monitor;
-    use std::path::Path;
-    use std::process::{Child, Command, Stdio};
+    use std::process::Command;
 
     const NO_BUTTONS: [bool; 6] = [false; 6];
 
@@ -299,112 +298,10 @@ mod tests {
         stdout
     }
 
-    fn on_path(program: &str) -> bool {
-        std::env::var_os("PATH")
-            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
-    }
-
-    /// An Xvfb server, stopped when dropped.
-    struct Xvfb {
-        child: Child,
-        n: u32,
-        display: String,
-    }
-
-    fn socket_path(n: u32) -> String {
-        format!("/tmp/.X11-unix/X{n}")
-    }
-
-    fn lock_path(n: u32) -> String {
-        format!("/tmp/.X{n}-lock")
-    }
-
-    /// Whether display `n` belongs to a running server. A lock naming a dead process is stale (a
-    /// server killed without cleaning up): its socket is removed so that it cannot be mistaken
-    /// for the new server's, and Xvfb replaces the stale lock itself.
-    fn display_free(n: u32) -> bool {
-        match std::fs::read_to_string(lock_path(n)) {
-            Ok(text) => match text.trim().parse::<u32>() {
-                Ok(pid) if !Path::new(&format!("/proc/{pid}")).exists() => {
-                    let socket = socket_path(n);
-                    !Path::new(&socket).exists() || std::fs::remove_file(&socket).is_ok()
-                }
-                _ => false,
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                !Path::new(&socket_path(n)).exists()
-            }
-            Err(_) => false,
-        }
-    }
-
-    impl Xvfb {
-        /// Starts Xvfb on the first free display from :90 up. `-noreset` keeps the server's state
-        /// when its last client disconnects (between the steps of a test).
-        fn start() -> Option<Xvfb> {
-            for n in 90..200 {
-                if !display_free(n) {
-                    continue;
-                }
-                let display = format!(":{n}");
-                let Ok(child) = Command::new("Xvfb")
-                    .args([&display, "-noreset", "-nolisten", "tcp"])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                else {
-                    return None;
-                };
-                let mut xvfb = Xvfb { child, n, display };
-                let t = Instant::now();
-                while t.elapsed() < Duration::from_secs(5) {
-                    if Path::new(&socket_path(n)).exists() {
-                        return Some(xvfb);
-                    }
-                    // Exited: another process took this display number meanwhile; try the next.
-                    if matches!(xvfb.child.try_wait(), Ok(Some(_))) {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-            None
-        }
-    }
-
-    impl Drop for Xvfb {
-        fn drop(&mut self) {
-            // SIGTERM, not SIGKILL: Xvfb then removes its socket and lock file. Killed outright
-            // it leaves both behind, and every run would use up one more display number.
-            if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-                // SAFETY: kill(2) takes plain integers; the child is ours and not yet reaped, so
-                // the PID cannot have been reused.
-                unsafe {
-                    libc::kill(pid, libc::SIGTERM);
-                }
-            }
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(2) {
-                if !matches!(self.child.try_wait(), Ok(None)) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            let _ = std::fs::remove_file(socket_path(self.n));
-            let _ = std::fs::remove_file(lock_path(self.n));
-        }
-    }
-
     #[test]
     fn keys_buttons_and_pointer_moves_are_seen_under_xvfb() {
-        if !on_path("Xvfb") || !on_path("xdotool") {
-            println!("skipped: Xvfb or xdotool is not on PATH");
-            return;
-        }
-        let xvfb = Xvfb::start().expect("start Xvfb on a free display");
+        let xvfb = crate::bench::xvfb::Xvfb::start()
+            .expect("Xvfb runs (install it with setup.sh); xdotool is needed too");
         run_in_child("child_sees_xdotool_input", Some(&xvfb.display));
         drop(xvfb);
     }
