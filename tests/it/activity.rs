@@ -392,3 +392,40 @@ async fn a_paused_task_the_supervisor_cancels_meanwhile_is_dropped_not_resumed()
     let desk_row = report.workers.iter().find(|w| w.name == "desk").unwrap();
     assert_eq!(desk_row.won, 0, "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_display_the_client_says_so_once_and_still_works_watching_processes() {
+    let _machine = shared_machine().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &[]);
+    let settings = dir.path().join("settings.toml");
+    // A high threshold: other tests' processes must not count as this machine's owner.
+    std::fs::write(
+        &settings,
+        "idle_after_secs = 0.5\nprocess_threshold_percent = 100000\n",
+    )
+    .unwrap();
+    let _worker = WorkerProc::start_args(
+        &sup,
+        "headless-box",
+        1,
+        &["--config", settings.to_str().unwrap()],
+        &[("DISPLAY", "")],
+    );
+    let op = sup.operator();
+    wait_for_workers(&op, 1).await;
+    let job = op.submit(&spin_job(200)).await.unwrap();
+    assert_eq!(
+        wait_for_job(&op, &job, Duration::from_secs(20)).await.state,
+        "completed"
+    );
+    let log = std::fs::read_to_string(dir.path().join("headless-box.log")).unwrap();
+    assert_eq!(
+        log.matches("cannot watch input: no X display (DISPLAY is not set)")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("watching for the owner: processes"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}

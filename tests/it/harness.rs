@@ -111,7 +111,7 @@ impl WorkerProc {
         Self::start_args(sup, name, cpus, &["--run-while-in-use"], &[])
     }
 
-    /// A worker with extra flags and environment variables.
+    /// A worker with extra flags and environment variables (an empty value removes one).
     pub fn start_args(
         sup: &SupervisorProc,
         name: &str,
@@ -120,14 +120,18 @@ impl WorkerProc {
         env: &[(&str, &str)],
     ) -> Self {
         let log = std::fs::File::create(sup.data_dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(CLIENT)
+        let mut cmd = Command::new(CLIENT);
+        for (k, _) in env.iter().filter(|(_, v)| v.is_empty()) {
+            cmd.env_remove(k);
+        }
+        let child = cmd
             .args(["--headless", "--server", &sup.ws_url(), "--name", name])
             .args(["--cpus", &cpus.to_string()])
             .arg("--token-file")
             .arg(sup.worker_token_file())
             .args(extra)
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(env.iter().filter(|(_, v)| !v.is_empty()).copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
