@@ -82,9 +82,11 @@ struct SubmitArgs {
     /// The supervisor, http://HOST:PORT.
     #[arg(long, default_value = "http://127.0.0.1:7400")]
     server: String,
-    /// File holding the operator token (the supervisor's DATA_DIR/operator.token).
+    /// File holding the operator token (the supervisor's DATA_DIR/operator.token). Not needed
+    /// for a supervisor on this machine started by the same user: it leaves its token where
+    /// `submit` finds it.
     #[arg(long, env = "IDLEGRID_OPERATOR_TOKEN_FILE")]
-    token_file: PathBuf,
+    token_file: Option<PathBuf>,
     /// Follow the job to its end and print its report.
     #[arg(long)]
     wait: bool,
@@ -179,6 +181,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let operator_token = cfg.operator_token.clone();
     let sup = supervisor::Supervisor::start(listener, cfg).await?;
     // Scripts (and the tests) read this line to find the port when --listen ends in :0.
     println!("idlegrid-supervisor listening on http://{addr} (workers: ws://{addr}/worker)");
@@ -194,6 +197,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or(args.data_dir.join("operator.token"))
             .display()
     );
+    match supervisor::save_local_operator_token(addr.port(), &operator_token) {
+        Ok(path) => println!("operator token for local submits: {}", path.display()),
+        Err(e) => tracing::warn!("local submits will need --token-file: {e}"),
+    }
     idlegrid::shutdown_signal().await;
     tracing::info!("shutting down");
     sup.shutdown().await?;
@@ -205,7 +212,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<std::process::ExitCode> {
     // Refuse an invalid job here, with the same checks the supervisor runs, before any network.
     job::validate(spec.clone(), runtime::is_known_kind)
         .with_context(|| format!("invalid job {}", args.manifest.display()))?;
-    let token = supervisor::read_token(&args.token_file)?;
+    let token = supervisor::read_token(&operator_token_file(&args)?)?;
     let op = Operator::new(&args.server, &token)?;
     let id = op.submit(&spec).await?;
     if !args.wait {
@@ -251,5 +258,30 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<std::process::ExitCode> {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::from(2)
+    })
+}
+
+/// The operator token file for `submit`: the one named, else the one a supervisor on this
+/// machine left for local use.
+fn operator_token_file(args: &SubmitArgs) -> anyhow::Result<PathBuf> {
+    if let Some(f) = &args.token_file {
+        return Ok(f.clone());
+    }
+    let url = reqwest::Url::parse(&args.server).with_context(|| {
+        format!(
+            "invalid --server {:?}: expected http://HOST:PORT",
+            args.server
+        )
+    })?;
+    let local = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    let found = match (local, url.port_or_known_default()) {
+        (true, Some(port)) => supervisor::local_operator_token_path(port).filter(|p| p.is_file()),
+        _ => None,
+    };
+    found.with_context(|| {
+        format!(
+            "no operator token for {}: pass --token-file (the supervisor's DATA_DIR/operator.token)",
+            args.server
+        )
     })
 }

@@ -75,6 +75,48 @@ pub fn load_or_create_token(path: &Path) -> Result<String, TokenError> {
     Ok(token)
 }
 
+/// Where a supervisor serving on `port` of this machine leaves its operator token for local
+/// use (the same user's `submit` finds it there, as `docker` finds its local context):
+/// `local-PORT.token` in idlegrid's per-user data directory. `None` if the system has no home.
+pub fn local_operator_token_path(port: u16) -> Option<PathBuf> {
+    let dirs = directories::ProjectDirs::from("org", "idlegrid", "idlegrid")?;
+    Some(
+        dirs.data_local_dir()
+            .join("operators")
+            .join(format!("local-{port}.token")),
+    )
+}
+
+/// Leaves the operator token for local `submit`s (see [`local_operator_token_path`]), readable by
+/// this user only.
+pub fn save_local_operator_token(port: u16, token: &str) -> Result<PathBuf, TokenError> {
+    let path = local_operator_token_path(port).ok_or_else(|| TokenError::Write {
+        path: PathBuf::from("~/.local/share/idlegrid"),
+        source: std::io::Error::other("no home directory"),
+    })?;
+    let write_err = |source| TokenError::Write {
+        path: path.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(write_err)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp).map_err(write_err)?;
+    writeln!(file, "{token}").map_err(write_err)?;
+    // Renamed into place, so a concurrent reader never sees half a token.
+    std::fs::rename(&tmp, &path).map_err(write_err)?;
+    Ok(path)
+}
+
 /// Compares a presented token with the expected one in time independent of where they differ.
 pub fn token_matches(presented: &str, expected: &str) -> bool {
     let (a, b) = (presented.as_bytes(), expected.as_bytes());

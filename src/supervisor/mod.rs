@@ -25,7 +25,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-pub use auth::{TokenError, generate_token, load_or_create_token, read_token};
+pub use auth::{
+    TokenError, generate_token, load_or_create_token, local_operator_token_path, read_token,
+    save_local_operator_token,
+};
 use driver::DriverMsg;
 
 use crate::proto::{ActivityKind, JobId, ReplicaId, TaskId, WorkerId};

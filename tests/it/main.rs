@@ -2,6 +2,7 @@
 
 mod activity;
 mod bad_input;
+mod cli;
 mod cluster;
 mod demo;
 mod harness;

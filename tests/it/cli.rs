@@ -1,0 +1,67 @@
+//! The command-line contract of DESIGN.md, as a user's script would call it.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_json_on_the_supervisors_machine_needs_no_token_flag_and_prints_the_report() {
+    let _machine = shared_machine().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &[]);
+    let _workers: Vec<WorkerProc> = (1..=2)
+        .map(|i| WorkerProc::start(&sup, &format!("w{i}"), 1))
+        .collect();
+    wait_for_workers(&sup.operator(), 2).await;
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/jobs/primes.toml");
+    let run = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(SUPERVISOR)
+            .args([
+                "submit",
+                manifest,
+                "--server",
+                &sup.http_url(),
+                "--wait",
+                "--json",
+            ])
+            .env_remove("IDLEGRID_OPERATOR_TOKEN_FILE")
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    for key in [
+        "job_id",
+        "state",
+        "tasks",
+        "makespan_ms",
+        "replicas_started",
+        "reissued",
+        "cost",
+    ] {
+        assert!(report.get(key).is_some(), "no {key} in {report}");
+    }
+    assert_eq!(report["state"], "completed");
+    assert_eq!(report["tasks"], 8);
+    let results = sup
+        .operator()
+        .results(&report["job_id"].as_str().unwrap().into())
+        .await
+        .unwrap();
+    let total: u64 = results
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    // There are 539 777 primes below 8 000 000.
+    assert_eq!(total, 539_777);
+}
