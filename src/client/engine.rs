@@ -233,41 +233,43 @@ impl Engine {
                 (self.idle.handle_power(now, on_battery), now)
             }
         };
-        let msg = match transition? {
+        // The reason for being busy may change without a transition (starting -> owner).
+        let state = self.idle.state();
+        self.status
+            .send_if_modified(|s| std::mem::replace(&mut s.idle, state) != state);
+        match transition? {
             Transition::BecameBusy(why) => {
                 for ctl in self.running.values() {
                     ctl.pause();
                 }
                 let paused_at = Instant::now();
+                self.status.send_modify(|s| s.paused_at = Some(paused_at));
                 let kind = match why {
                     Busy::Owner(kind) => kind,
                     Busy::OnBattery => ActivityKind::OnBattery,
-                    // Not a transition the policy makes after start, but harmless.
-                    Busy::Starting => ActivityKind::Pointer,
+                    // The policy starts busy rather than becoming so; the hello said it.
+                    Busy::Starting => return None,
                 };
                 info!(
                     kind = kind.as_str(),
                     tasks = self.running.len(),
                     "owner active: tasks paused"
                 );
-                self.status.send_modify(|s| s.paused_at = Some(paused_at));
-                WorkerMsg::Activity {
+                Some(WorkerMsg::Activity {
                     kind,
                     at_ms: unix_ms_at(at),
-                }
+                })
             }
             Transition::BecameIdle => {
                 for ctl in self.running.values() {
                     ctl.resume();
                 }
                 info!(tasks = self.running.len(), "machine idle: computing");
-                WorkerMsg::Available {
+                Some(WorkerMsg::Available {
                     at_ms: unix_ms_at(now),
-                }
+                })
             }
-        };
-        self.status.send_modify(|s| s.idle = self.idle.state());
-        Some(msg)
+        }
     }
 
     fn is_idle(&self) -> bool {
