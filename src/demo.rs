@@ -45,52 +45,40 @@ pub struct DemoArgs {
 
 /// The demo job: plan, tiles, assemble.
 pub fn mandelbrot_job(width: u32, height: u32, tiles: u32, max_iter: u32) -> JobSpec {
+    let view = serde_json::json!({
+        "width": width, "height": height,
+        "center_re": -0.743_643_887_037_151, "center_im": 0.131_825_904_205_33,
+        "span_re": 0.012, "max_iter": max_iter, "tiles": tiles,
+    });
+    let estimates = |cpu_s, mem_mb| Estimates {
+        cpu_s,
+        mem_mb,
+        ..Estimates::default()
+    };
     let mut tasks = vec![TaskSpec {
-        id: "seed".into(),
-        kind: "mandelbrot_view".into(),
-        input: serde_json::json!({
-            "width": width, "height": height,
-            "center_re": -0.743_643_887_037_151, "center_im": 0.131_825_904_205_33,
-            "span_re": 0.012, "max_iter": max_iter, "tiles": tiles,
-        }),
-        deps: vec![],
         critical: true,
-        replicas: None,
-        estimates: Estimates {
-            cpu_s: 0.01,
-            ..Estimates::default()
-        },
+        estimates: estimates(0.01, 0),
+        ..TaskSpec::new("seed", "mandelbrot_view", view)
     }];
     let tile_ids: Vec<TaskId> = (0..tiles).map(|i| TaskId(format!("tile-{i:02}"))).collect();
     for (i, id) in tile_ids.iter().enumerate() {
         tasks.push(TaskSpec {
-            id: id.clone(),
-            kind: "mandelbrot".into(),
-            input: serde_json::json!({ "index": i }),
             deps: vec!["seed".into()],
-            critical: false,
-            replicas: None,
-            estimates: Estimates {
-                cpu_s: 0.5,
-                mem_mb: 16,
-                ..Estimates::default()
-            },
+            estimates: estimates(0.5, 16),
+            ..TaskSpec::new(id.clone(), "mandelbrot", serde_json::json!({ "index": i }))
         });
     }
     let mut deps = vec![TaskId::from("seed")];
     deps.extend(tile_ids);
     tasks.push(TaskSpec {
-        id: "assemble".into(),
-        kind: "mandelbrot_assemble".into(),
-        input: serde_json::json!({ "file": "mandelbrot.png" }),
         deps,
         critical: true,
-        replicas: None,
-        estimates: Estimates {
-            cpu_s: 0.2,
-            mem_mb: 64,
-            ..Estimates::default()
-        },
+        estimates: estimates(0.2, 64),
+        ..TaskSpec::new(
+            "assemble",
+            "mandelbrot_assemble",
+            serde_json::json!({ "file": "mandelbrot.png" }),
+        )
     });
     JobSpec {
         name: "mandelbrot".into(),

@@ -76,6 +76,21 @@ pub struct TaskSpec {
     pub estimates: Estimates,
 }
 
+impl TaskSpec {
+    /// A task with no dependencies, not critical, without estimates.
+    pub fn new(id: impl Into<TaskId>, kind: &str, input: serde_json::Value) -> Self {
+        Self {
+            id: id.into(),
+            kind: kind.to_owned(),
+            input,
+            deps: Vec::new(),
+            critical: false,
+            replicas: None,
+            estimates: Estimates::default(),
+        }
+    }
+}
+
 /// The author's estimate of what a task needs. All optional; zero means unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

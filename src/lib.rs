@@ -12,4 +12,4 @@ pub mod sched;
 mod signal;
 pub mod supervisor;
 
-pub use signal::shutdown_signal;
+pub use signal::{init_logging, shutdown_signal};

@@ -1,4 +1,14 @@
-//! Process signals shared by both binaries.
+//! What both binaries share around the library: logging set-up and shutdown signals.
+
+/// Logs to stderr at `default_level` unless `RUST_LOG` says otherwise.
+pub fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

@@ -111,15 +111,11 @@ mod measure {
         let op = Operator::new(&format!("http://{addr}"), &operator_token)?;
         let spec = JobSpec {
             name: "activity-bench".into(),
-            tasks: vec![TaskSpec {
-                id: "spin".into(),
-                kind: "spin".into(),
-                input: serde_json::json!({ "ms": 3_600_000 }),
-                deps: vec![],
-                critical: false,
-                replicas: None,
-                estimates: Default::default(),
-            }],
+            tasks: vec![TaskSpec::new(
+                "spin",
+                "spin",
+                serde_json::json!({ "ms": 3_600_000 }),
+            )],
         };
         op.submit(&spec).await?;
 

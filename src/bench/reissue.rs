@@ -80,15 +80,11 @@ impl Bench {
     async fn trial(&mut self, loss: Loss) -> anyhow::Result<f64> {
         let spec = JobSpec {
             name: "reissue-bench".into(),
-            tasks: vec![TaskSpec {
-                id: "spin".into(),
-                kind: "spin".into(),
-                input: serde_json::json!({ "ms": 600_000 }),
-                deps: vec![],
-                critical: false,
-                replicas: None,
-                estimates: Default::default(),
-            }],
+            tasks: vec![TaskSpec::new(
+                "spin",
+                "spin",
+                serde_json::json!({ "ms": 600_000 }),
+            )],
         };
         let job = self.op.submit(&spec).await?;
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -110,7 +110,7 @@ struct WorkerArgs {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // A server logs what it does; the other commands print their own story and log only trouble.
-    init_tracing(match cli.command {
+    idlegrid::init_logging(match cli.command {
         Command::Serve(_) | Command::Worker(_) => "info",
         Command::Demo(_) | Command::Bench(_) => "error",
         Command::Submit(_) => "warn",
@@ -129,15 +129,6 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 async fn dispatch(cmd: Command) -> anyhow::Result<std::process::ExitCode> {

@@ -554,18 +554,10 @@ fn end_replica(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{Estimates, TaskSpec};
+    use crate::job::TaskSpec;
 
     fn spec() -> JobSpec {
-        let task = |id: &str| TaskSpec {
-            id: id.into(),
-            kind: "spin".into(),
-            input: serde_json::json!({ "ms": 1 }),
-            deps: vec![],
-            critical: false,
-            replicas: None,
-            estimates: Estimates::default(),
-        };
+        let task = |id: &str| TaskSpec::new(id, "spin", serde_json::json!({ "ms": 1 }));
         JobSpec {
             name: "j".into(),
             tasks: vec![task("a"), task("b")],

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use idlegrid::bench::xvfb::Xvfb;
-use idlegrid::job::{Estimates, JobSpec, TaskSpec};
+use idlegrid::job::{JobSpec, TaskSpec};
 use idlegrid::operator::Operator;
 use idlegrid::proto::JobId;
 use idlegrid::runtime::{self, TaskControl};
@@ -109,15 +109,11 @@ async fn owner_input_and_busy_processes_pause_the_task_and_tell_the_supervisor()
     // One task of about three seconds of computing.
     let spec = JobSpec {
         name: "patient".into(),
-        tasks: vec![TaskSpec {
-            id: "count".into(),
-            kind: "primes".into(),
-            input: serde_json::json!({ "from": 1_000_000_000u64, "to": 6_000_000_000u64 }),
-            deps: vec![],
-            critical: false,
-            replicas: None,
-            estimates: Estimates::default(),
-        }],
+        tasks: vec![TaskSpec::new(
+            "count",
+            "primes",
+            serde_json::json!({ "from": 1_000_000_000u64, "to": 6_000_000_000u64 }),
+        )],
     };
     let job = op.submit(&spec).await.unwrap();
     eventually(Duration::from_secs(10), "the task under way", || async {
@@ -256,15 +252,11 @@ fn scripted(
 fn spin_job(ms: u64) -> JobSpec {
     JobSpec {
         name: "spin".into(),
-        tasks: vec![TaskSpec {
-            id: "spin".into(),
-            kind: "spin".into(),
-            input: serde_json::json!({ "ms": ms }),
-            deps: vec![],
-            critical: false,
-            replicas: None,
-            estimates: Estimates::default(),
-        }],
+        tasks: vec![TaskSpec::new(
+            "spin",
+            "spin",
+            serde_json::json!({ "ms": ms }),
+        )],
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use idlegrid::job::{Estimates, JobSpec, TaskSpec};
+use idlegrid::job::{JobSpec, TaskSpec};
 use idlegrid::operator::{Operator, OperatorError};
 use idlegrid::proto::{self, ErrorCode, Hardware, SupervisorMsg, WorkerMsg};
 use tokio_tungstenite::tungstenite::Message;
@@ -69,15 +69,7 @@ async fn expect_error(ws: &mut Ws) -> (ErrorCode, String) {
 }
 
 fn spin(id: &str, ms: u64) -> TaskSpec {
-    TaskSpec {
-        id: id.into(),
-        kind: "spin".into(),
-        input: serde_json::json!({ "ms": ms }),
-        deps: vec![],
-        critical: false,
-        replicas: None,
-        estimates: Estimates::default(),
-    }
+    TaskSpec::new(id, "spin", serde_json::json!({ "ms": ms }))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

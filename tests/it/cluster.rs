@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use idlegrid::job::{Estimates, JobSpec, TaskSpec};
+use idlegrid::job::{JobSpec, TaskSpec};
 use idlegrid::proto::JobId;
 use idlegrid::runtime::{self, TaskControl};
 
@@ -13,13 +13,8 @@ use crate::harness::*;
 /// A prime-counting task over `[from, to)`.
 fn primes(id: &str, from: u64, to: u64, critical: bool) -> TaskSpec {
     TaskSpec {
-        id: id.into(),
-        kind: "primes".into(),
-        input: serde_json::json!({ "from": from, "to": to }),
-        deps: vec![],
         critical,
-        replicas: None,
-        estimates: Estimates::default(),
+        ..TaskSpec::new(id, "primes", serde_json::json!({ "from": from, "to": to }))
     }
 }
 
