@@ -139,7 +139,22 @@ fn respond<T: serde::Serialize>(r: Result<Result<T, ApiError>, Response>) -> Res
     }
 }
 
-async fn submit(State(state): State<AppState>, body: Bytes) -> Response {
+async fn submit(
+    State(state): State<AppState>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                e.status(),
+                format!(
+                    "invalid job: {} (limit {MAX_BODY_BYTES} bytes)",
+                    e.body_text()
+                ),
+            );
+        }
+    };
     let spec: JobSpec = match serde_json::from_slice(&body) {
         Ok(s) => s,
         Err(e) => {

@@ -244,3 +244,24 @@ async fn bad_frames_tokens_and_jobs_get_clear_errors_and_harm_nothing_else() {
     );
     assert_eq!(report.reissued, 0, "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_job_is_refused_by_its_size_before_it_is_read() {
+    let _machine = shared_machine().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &[]);
+    let body = format!(
+        "{{\"name\":\"big\",\"tasks\":[],\"pad\":\"{}\"}}",
+        "x".repeat(17 << 20)
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/jobs", sup.http_url()))
+        .bearer_auth(sup.operator_token())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("limit 16777216 bytes"), "{text}");
+}
