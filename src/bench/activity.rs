@@ -53,8 +53,8 @@ mod measure {
     use anyhow::{Context, bail};
     use tokio::sync::{broadcast, watch};
 
-    use super::super::percentile;
     use super::super::xvfb::Xvfb;
+    use super::super::{Latency, print_latency_table};
     use crate::client::idle::{IdleConfig, IdleState};
     use crate::client::{self, ClientConfig, Status, Watch};
     use crate::job::{JobSpec, TaskSpec};
@@ -165,17 +165,19 @@ mod measure {
             .filter(|(want, got)| want != got)
             .map(|(want, got)| format!("{} seen as {}", want.as_str(), got.as_str()))
             .collect();
-        let fig = |s: &[f64], p| (percentile(s, p) * 100.0).round() / 100.0;
+        let (pause, notify) = (Latency::of(&pause), Latency::of(&notify));
         if args.json {
             println!(
                 "{}",
                 serde_json::json!({
                     "trials": args.trials,
                     "poll_ms": args.poll_ms,
-                    "pause_p50_ms": fig(&pause, 50.0),
-                    "pause_p99_ms": fig(&pause, 99.0),
-                    "notify_p50_ms": fig(&notify, 50.0),
-                    "notify_p99_ms": fig(&notify, 99.0),
+                    "pause_p50_ms": pause.p50,
+                    "pause_p99_ms": pause.p99,
+                    "pause_max_ms": pause.max,
+                    "notify_p50_ms": notify.p50,
+                    "notify_p99_ms": notify.p99,
+                    "notify_max_ms": notify.max,
                     "wrong_kind": wrong.len(),
                 })
             );
@@ -185,24 +187,12 @@ mod measure {
                 "{} inputs, half pointer moves, half key presses (held 20 ms); input poll {} ms",
                 args.trials, args.poll_ms
             );
-            println!(
-                "{:<26} {:>10} {:>10} {:>10}",
-                "", "p50 ms", "p99 ms", "max ms"
-            );
-            let max = |s: &[f64]| s.iter().copied().fold(0.0, f64::max);
-            println!(
-                "{:<26} {:>10.2} {:>10.2} {:>10.2}",
-                "input -> local pause",
-                fig(&pause, 50.0),
-                fig(&pause, 99.0),
-                max(&pause)
-            );
-            println!(
-                "{:<26} {:>10.2} {:>10.2} {:>10.2}",
-                "input -> supervisor told",
-                fig(&notify, 50.0),
-                fig(&notify, 99.0),
-                max(&notify)
+            print_latency_table(
+                "",
+                &[
+                    ("input -> local pause", pause),
+                    ("input -> supervisor told", notify),
+                ],
             );
             if !wrong.is_empty() {
                 println!("kinds reported wrongly: {}", wrong.join(", "));

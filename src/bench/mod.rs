@@ -18,6 +18,39 @@ pub fn percentile(samples: &[f64], p: f64) -> f64 {
     s[rank.clamp(1, s.len()) - 1]
 }
 
+/// The figures of a set of latency samples, in milliseconds rounded to 0.01 ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    pub fn of(samples_ms: &[f64]) -> Self {
+        let round = |v: f64| (v * 100.0).round() / 100.0;
+        Self {
+            p50: round(percentile(samples_ms, 50.0)),
+            p99: round(percentile(samples_ms, 99.0)),
+            max: round(samples_ms.iter().copied().fold(0.0, f64::max)),
+        }
+    }
+}
+
+/// Prints a table of latencies: a header naming the first column, then a row per measure.
+pub fn print_latency_table(first_column: &str, rows: &[(&str, Latency)]) {
+    println!(
+        "{first_column:<28} {:>10} {:>10} {:>10}",
+        "p50 ms", "p99 ms", "max ms"
+    );
+    for (label, l) in rows {
+        println!(
+            "{label:<28} {:>10.2} {:>10.2} {:>10.2}",
+            l.p50, l.p99, l.max
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::percentile;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::broadcast;
 
-use super::percentile;
+use super::{Latency, print_latency_table};
 use crate::job::{JobSpec, TaskSpec};
 use crate::local::LocalWorker;
 use crate::operator::Operator;
@@ -165,8 +165,7 @@ pub async fn run(args: ReissueArgs) -> anyhow::Result<()> {
     }
     bench.sup.shutdown().await?;
 
-    let fig = |s: &[f64], p| (percentile(s, p) * 100.0).round() / 100.0;
-    let max = |s: &[f64]| s.iter().copied().fold(0.0, f64::max);
+    let (crash, silent) = (Latency::of(&crash), Latency::of(&silent));
     if args.json {
         println!(
             "{}",
@@ -174,12 +173,12 @@ pub async fn run(args: ReissueArgs) -> anyhow::Result<()> {
                 "trials": args.trials,
                 "heartbeat_ms": args.heartbeat_ms,
                 "miss_limit": args.miss_limit,
-                "crash_p50_ms": fig(&crash, 50.0),
-                "crash_p99_ms": fig(&crash, 99.0),
-                "crash_max_ms": max(&crash),
-                "silent_p50_ms": fig(&silent, 50.0),
-                "silent_p99_ms": fig(&silent, 99.0),
-                "silent_max_ms": max(&silent),
+                "crash_p50_ms": crash.p50,
+                "crash_p99_ms": crash.p99,
+                "crash_max_ms": crash.max,
+                "silent_p50_ms": silent.p50,
+                "silent_p99_ms": silent.p99,
+                "silent_max_ms": silent.max,
                 "silent_bound_ms": bound_ms,
             })
         );
@@ -189,23 +188,9 @@ pub async fn run(args: ReissueArgs) -> anyhow::Result<()> {
             "{} trials each; heartbeat {} ms, miss limit {} (silent bound {bound_ms} ms)",
             args.trials, args.heartbeat_ms, args.miss_limit
         );
-        println!(
-            "{:<28} {:>10} {:>10} {:>10}",
-            "loss", "p50 ms", "p99 ms", "max ms"
-        );
-        println!(
-            "{:<28} {:>10.2} {:>10.2} {:>10.2}",
-            "crash (SIGKILL)",
-            fig(&crash, 50.0),
-            fig(&crash, 99.0),
-            max(&crash)
-        );
-        println!(
-            "{:<28} {:>10.2} {:>10.2} {:>10.2}",
-            "silent (SIGSTOP)",
-            fig(&silent, 50.0),
-            fig(&silent, 99.0),
-            max(&silent)
+        print_latency_table(
+            "loss",
+            &[("crash (SIGKILL)", crash), ("silent (SIGSTOP)", silent)],
         );
     }
     Ok(())

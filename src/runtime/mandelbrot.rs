@@ -61,25 +61,14 @@ const PIXELS_PER_CHECK: usize = 16_384;
 
 const DEFAULT_FILE: &str = "mandelbrot.png";
 
-const VIEW_FIELDS: &[&str] = &[
-    "width",
-    "height",
-    "center_re",
-    "center_im",
-    "span_re",
-    "max_iter",
-    "tiles",
-];
-const PLAN_FIELDS: &[&str] = &[
-    "width",
-    "height",
-    "center_re",
-    "center_im",
-    "span_re",
-    "max_iter",
-    "tiles",
-    "rows",
-];
+/// The fields of a view, then any more: a plan is a view plus its row bands.
+macro_rules! view_fields {
+    ($($more:literal),*) => {
+        &["width", "height", "center_re", "center_im", "span_re", "max_iter", "tiles", $($more),*]
+    };
+}
+const VIEW_FIELDS: &[&str] = view_fields!();
+const PLAN_FIELDS: &[&str] = view_fields!("rows");
 const TILE_FIELDS: &[&str] = &["index", "y0", "y1", "width", "data"];
 
 /// A checked view: what the plan task outputs and every later stage re-checks, since it comes
