@@ -77,11 +77,8 @@ async fn bad_frames_tokens_and_jobs_get_clear_errors_and_harm_nothing_else() {
     let _machine = shared_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &[]);
-    let _workers: Vec<WorkerProc> = (1..=2)
-        .map(|i| WorkerProc::start(&sup, &format!("w{i}"), 2))
-        .collect();
+    let _workers = start_workers(&sup, 2, 2).await;
     let op = sup.operator();
-    wait_for_workers(&op, 2).await;
     let before = worker_names(&op).await;
     // A job that keeps both workers' four slots busy while the bad input arrives.
     let spec = JobSpec {

@@ -9,10 +9,7 @@ async fn submit_wait_json_on_the_supervisors_machine_needs_no_token_flag_and_pri
     let _machine = shared_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &[]);
-    let _workers: Vec<WorkerProc> = (1..=2)
-        .map(|i| WorkerProc::start(&sup, &format!("w{i}"), 1))
-        .collect();
-    wait_for_workers(&sup.operator(), 2).await;
+    let _workers = start_workers(&sup, 2, 1).await;
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/jobs/primes.toml");
     let run = tokio::time::timeout(
         Duration::from_secs(60),

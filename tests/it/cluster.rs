@@ -84,11 +84,8 @@ async fn a_job_completes_correctly_when_a_worker_is_killed_mid_task() {
     let _machine = shared_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &["--heartbeat-ms", "50"]);
-    let mut workers: Vec<WorkerProc> = (1..=3)
-        .map(|i| WorkerProc::start(&sup, &format!("w{i}"), 1))
-        .collect();
+    let mut workers = start_workers(&sup, 3, 1).await;
     let op = sup.operator();
-    wait_for_workers(&op, 3).await;
 
     // Each task takes about half a second here.
     let spec = primes_job("kill-a-worker", 6, 1_000_000_000);
@@ -133,11 +130,8 @@ async fn a_critical_task_runs_on_two_distinct_workers_at_once() {
     let _machine = shared_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &[]);
-    let _workers: Vec<WorkerProc> = (1..=3)
-        .map(|i| WorkerProc::start(&sup, &format!("w{i}"), 1))
-        .collect();
+    let _workers = start_workers(&sup, 3, 1).await;
     let op = sup.operator();
-    wait_for_workers(&op, 3).await;
 
     // The critical task takes about a second; the others a tenth of that.
     let mut spec = primes_job("critical", 3, 150_000_000);
@@ -173,11 +167,8 @@ async fn a_supervisor_killed_mid_job_resumes_it_after_restart_without_losing_any
     let dir = tempfile::tempdir().unwrap();
     let mut sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &["--heartbeat-ms", "200"]);
     let addr = sup.addr;
-    let _workers: Vec<WorkerProc> = (1..=3)
-        .map(|i| WorkerProc::start(&sup, &format!("w{i}"), 1))
-        .collect();
+    let _workers = start_workers(&sup, 3, 1).await;
     let op = sup.operator();
-    wait_for_workers(&op, 3).await;
 
     // Twelve tasks of about a fifth of a second each on three workers.
     let spec = primes_job("restart", 12, 300_000_000);
@@ -221,11 +212,8 @@ async fn a_task_that_fails_everywhere_fails_its_job_with_the_tasks_error() {
     let _machine = shared_machine().await;
     let dir = tempfile::tempdir().unwrap();
     let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &["--max-failures", "3"]);
-    let _workers: Vec<WorkerProc> = (1..=3)
-        .map(|i| WorkerProc::start(&sup, &format!("w{i}"), 1))
-        .collect();
+    let _workers = start_workers(&sup, 3, 1).await;
     let op = sup.operator();
-    wait_for_workers(&op, 3).await;
 
     // Valid as a job (the supervisor does not read kernel inputs), wrong for the kernel.
     let spec = JobSpec {

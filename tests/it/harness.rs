@@ -192,6 +192,15 @@ pub async fn wait_for_workers(op: &Operator, n: usize) -> serde_json::Value {
     .await
 }
 
+/// Starts `n` workers named w1..wN running `cpus` tasks each, and waits until all are live.
+pub async fn start_workers(sup: &SupervisorProc, n: usize, cpus: u32) -> Vec<WorkerProc> {
+    let workers = (1..=n)
+        .map(|i| WorkerProc::start(sup, &format!("w{i}"), cpus))
+        .collect();
+    wait_for_workers(&sup.operator(), n).await;
+    workers
+}
+
 /// Waits until the job finishes; returns its summary.
 pub async fn wait_for_job(op: &Operator, job: &JobId, limit: Duration) -> JobSummary {
     eventually(limit, &format!("job {job} to finish"), || async {
