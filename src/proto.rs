@@ -12,11 +12,22 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. A worker announces it in [`WorkerMsg::Hello`]; the supervisor refuses
 /// a worker whose version it does not speak.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame either side accepts, in bytes. Larger frames are refused by the WebSocket layer
 /// before they are buffered whole.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
+
+/// Payloads (results, dependency outputs) whose JSON text is larger than this travel out of band,
+/// over HTTP on the supervisor's port, so that the WebSocket always carries heartbeats and
+/// `Activity` promptly. Smaller ones go inline.
+pub const BULK_THRESHOLD_BYTES: usize = 256 << 10;
+
+/// Largest task output (JSON text) a supervisor accepts unless configured otherwise.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 64 << 20;
+
+/// Longest error string a worker may report for a failed replica; longer ones are cut.
+pub const MAX_ERROR_CHARS: usize = 2000;
 
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -60,16 +71,78 @@ string_id!(
 );
 
 /// One execution of one task on one worker. A task may have several replicas at once (critical
-/// tasks, reissues); the first to finish wins. Unique across supervisor restarts: the high 32 bits
-/// are the supervisor's boot epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ReplicaId(pub u64);
+/// tasks, reissues); the first to finish wins. Unique across supervisor restarts: `epoch` is the
+/// supervisor's boot count, `seq` counts replicas within one boot (64 bits: it never wraps).
+///
+/// On the wire and in the store it is the text `"EPOCH.SEQ"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplicaId {
+    pub epoch: u32,
+    pub seq: u64,
+}
+
+impl ReplicaId {
+    pub const fn new(epoch: u32, seq: u64) -> Self {
+        Self { epoch, seq }
+    }
+
+    /// The `"EPOCH.SEQ"` form used on the wire and in the store.
+    pub fn key(&self) -> String {
+        format!("{}.{}", self.epoch, self.seq)
+    }
+
+    /// Parses the `"EPOCH.SEQ"` form.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (e, n) = s.split_once('.')?;
+        let digits =
+            |t: &str| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(e) || !digits(n) {
+            return None;
+        }
+        Some(Self {
+            epoch: e.parse().ok()?,
+            seq: n.parse().ok()?,
+        })
+    }
+}
 
 impl fmt::Display for ReplicaId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "r{}.{}", self.0 >> 32, self.0 & 0xffff_ffff)
+        write!(f, "r{}.{}", self.epoch, self.seq)
     }
+}
+
+impl Serialize for ReplicaId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}.{}", self.epoch, self.seq))
+    }
+}
+
+impl<'de> Deserialize<'de> for ReplicaId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ReplicaId::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("replica id {s:?} is not EPOCH.SEQ")))
+    }
+}
+
+/// A payload moved out of band (see [`BULK_THRESHOLD_BYTES`]): its JSON text's length and
+/// SHA-256, so the receiver can resume a transfer and check what it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub bytes: u64,
+    /// Lower-case hex SHA-256 of the JSON text.
+    pub sha256: String,
+}
+
+/// A task output or dependency output: inline JSON, or a reference to an out-of-band transfer.
+/// Results go up with `PUT /worker/uploads/{replica}`; dependency outputs come down with
+/// `GET /worker/outputs/{job}/{task}` (both resumable, see `supervisor::http`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Payload {
+    Inline(serde_json::Value),
+    Blob(BlobRef),
 }
 
 /// What a worker's machine offers, sent once in [`WorkerMsg::Hello`].
@@ -163,9 +236,11 @@ pub enum WorkerMsg {
         nonce: u64,
     },
     Progress(Progress),
+    /// A replica finished. The worker keeps it until a [`SupervisorMsg::ResultAck`] and sends it
+    /// again on its next connection if none came; the supervisor accepts a repeat idempotently.
     Result {
         replica: ReplicaId,
-        output: serde_json::Value,
+        output: Payload,
         execution: Execution,
     },
     Failure {
@@ -202,6 +277,13 @@ pub enum SupervisorMsg {
         keep: Vec<ReplicaId>,
         /// ...and those to stop and forget.
         drop: Vec<ReplicaId>,
+        /// Largest output (JSON text) this supervisor accepts; a larger one is a failure.
+        max_output_bytes: u64,
+    },
+    /// The outcome (result or failure) of this replica is stored, or no longer wanted: the worker
+    /// may forget it.
+    ResultAck {
+        replica: ReplicaId,
     },
     Assign(Assignment),
     Cancel {
@@ -228,9 +310,9 @@ pub struct Assignment {
     pub task: TaskId,
     pub kind: String,
     pub input: serde_json::Value,
-    /// Outputs of the task's dependencies, by task id.
+    /// Outputs of the task's dependencies, by task id; large ones out of band.
     #[serde(default)]
-    pub deps: BTreeMap<TaskId, serde_json::Value>,
+    pub deps: BTreeMap<TaskId, Payload>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -290,30 +372,30 @@ mod tests {
                     slots: 4,
                     bench_mops: 120.5,
                 },
-                held: vec![ReplicaId(1 << 32 | 7)],
+                held: vec![ReplicaId::new(1, 7)],
                 available: false,
             },
             WorkerMsg::Heartbeat {
                 progress: vec![Progress {
-                    replica: ReplicaId(3),
+                    replica: ReplicaId::new(0, 3),
                     fraction: 0.5,
                 }],
             },
             WorkerMsg::StatusAck { nonce: 9 },
             WorkerMsg::Progress(Progress {
-                replica: ReplicaId(3),
+                replica: ReplicaId::new(0, 3),
                 fraction: 0.25,
             }),
             WorkerMsg::Result {
-                replica: ReplicaId(3),
-                output: serde_json::json!({"count": 78498}),
+                replica: ReplicaId::new(0, 3),
+                output: Payload::Inline(serde_json::json!({"count": 78498})),
                 execution: Execution {
                     wall_ms: 10,
                     cpu_ms: 9,
                 },
             },
             WorkerMsg::Failure {
-                replica: ReplicaId(3),
+                replica: ReplicaId::new(0, 3),
                 error: "boom".into(),
                 execution: Execution::default(),
             },
@@ -334,19 +416,32 @@ mod tests {
             SupervisorMsg::Welcome {
                 protocol: PROTOCOL_VERSION,
                 heartbeat_ms: 1000,
-                keep: vec![ReplicaId(1)],
-                drop: vec![ReplicaId(2)],
+                keep: vec![ReplicaId::new(0, 1)],
+                drop: vec![ReplicaId::new(0, 2)],
+                max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            },
+            SupervisorMsg::ResultAck {
+                replica: ReplicaId::new(7, u64::MAX),
             },
             SupervisorMsg::Assign(Assignment {
-                replica: ReplicaId(5),
+                replica: ReplicaId::new(0, 5),
                 job: "j1".into(),
                 task: "t1".into(),
                 kind: "primes".into(),
                 input: serde_json::json!({"from": 0, "to": 10}),
-                deps: BTreeMap::from([(TaskId::from("seed"), serde_json::json!(1))]),
+                deps: BTreeMap::from([
+                    (TaskId::from("seed"), Payload::Inline(serde_json::json!(1))),
+                    (
+                        TaskId::from("big"),
+                        Payload::Blob(BlobRef {
+                            bytes: 1 << 20,
+                            sha256: "ab".repeat(32),
+                        }),
+                    ),
+                ]),
             }),
             SupervisorMsg::Cancel {
-                replica: ReplicaId(5),
+                replica: ReplicaId::new(0, 5),
                 reason: "won elsewhere".into(),
             },
             SupervisorMsg::StatusRequest { nonce: 3 },
@@ -378,7 +473,26 @@ mod tests {
     }
 
     #[test]
-    fn replica_ids_show_their_epoch() {
-        assert_eq!(ReplicaId(3 << 32 | 12).to_string(), "r3.12");
+    fn replica_ids_show_their_epoch_and_never_wrap_at_32_bits() {
+        let r = ReplicaId::new(3, 12);
+        assert_eq!(r.to_string(), "r3.12");
+        assert_eq!(encode(&r), "\"3.12\"");
+        let big = ReplicaId::new(u32::MAX, u64::from(u32::MAX) + 1);
+        assert_eq!(
+            serde_json::from_str::<ReplicaId>(&encode(&big)).unwrap(),
+            big
+        );
+        assert!(big > ReplicaId::new(u32::MAX, u64::from(u32::MAX)));
+        for bad in [
+            "\"3\"",
+            "\"3.\"",
+            "\".4\"",
+            "\"a.b\"",
+            "\"1.-2\"",
+            "7",
+            "\"99999999999.1\"",
+        ] {
+            assert!(serde_json::from_str::<ReplicaId>(bad).is_err(), "{bad}");
+        }
     }
 }

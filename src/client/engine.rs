@@ -419,7 +419,7 @@ impl Engine {
                 debug!(replica = %done.replica, wall_ms = done.execution.wall_ms, "replica finished");
                 Some(WorkerMsg::Result {
                     replica: done.replica,
-                    output,
+                    output: proto::Payload::Inline(output),
                     execution: done.execution,
                 })
             }
@@ -475,6 +475,7 @@ impl Engine {
                 }
             }
             SupervisorMsg::Welcome { .. } => debug!("ignoring a second welcome"),
+            SupervisorMsg::ResultAck { replica } => debug!(%replica, "result acknowledged"),
         }
         None
     }

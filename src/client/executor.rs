@@ -4,14 +4,14 @@
 //!
 //! Owns the threads and the queue; knows nothing about the connection.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::mpsc;
 
-use crate::proto::{Assignment, Execution, ReplicaId};
+use crate::proto::{Assignment, Execution, Payload, ReplicaId, TaskId};
 use crate::runtime::{self, TaskControl, TaskError};
 
 /// A replica that stopped running, one way or another.
@@ -120,8 +120,9 @@ fn task_thread(shared: &Shared, finished: &mpsc::UnboundedSender<Finished>) {
         let result = if ctl.is_cancelled() {
             Err(TaskError::Cancelled)
         } else {
-            std::panic::catch_unwind(AssertUnwindSafe(|| {
-                runtime::run(&assignment.kind, &assignment.input, &assignment.deps, &ctl)
+            std::panic::catch_unwind(AssertUnwindSafe(|| match inline_deps(&assignment) {
+                Ok(deps) => runtime::run(&assignment.kind, &assignment.input, &deps, &ctl),
+                Err(e) => Err(e),
             }))
             .unwrap_or_else(|panic| {
                 let msg = panic
@@ -153,6 +154,20 @@ fn task_thread(shared: &Shared, finished: &mpsc::UnboundedSender<Finished>) {
             return;
         }
     }
+}
+
+/// The dependency outputs as values. Out-of-band ones must have been fetched (and replaced by
+/// their value) before the replica was queued.
+fn inline_deps(a: &Assignment) -> Result<BTreeMap<TaskId, serde_json::Value>, TaskError> {
+    a.deps
+        .iter()
+        .map(|(k, p)| match p {
+            Payload::Inline(v) => Ok((k.clone(), v.clone())),
+            Payload::Blob(_) => Err(TaskError::BadInput(format!(
+                "the output of dependency {k} was not fetched"
+            ))),
+        })
+        .collect()
 }
 
 /// Puts the calling thread at the lowest priority the OS offers, so that the owner's programs

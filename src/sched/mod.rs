@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::job::Job;
 use crate::proto::{
-    ActivityKind, Assignment, Hardware, JobId, Progress, ReplicaId, TaskId, WorkerId,
+    ActivityKind, Assignment, Hardware, JobId, Payload, Progress, ReplicaId, TaskId, WorkerId,
 };
 use rng::Rng;
 
@@ -339,7 +339,7 @@ pub struct Scheduler {
     cfg: Config,
     rng: Rng,
     epoch: u32,
-    next_replica: u32,
+    next_replica: u64,
     next_job_seq: u64,
     next_nonce: u64,
     workers: BTreeMap<WorkerId, Worker>,
@@ -1185,8 +1185,8 @@ impl Scheduler {
     }
 
     fn start_replica(&mut self, seq: u64, ti: usize, worker: WorkerId) {
-        self.next_replica = self.next_replica.wrapping_add(1);
-        let replica = ReplicaId(u64::from(self.epoch) << 32 | u64::from(self.next_replica));
+        self.next_replica += 1;
+        let replica = ReplicaId::new(self.epoch, self.next_replica);
         let had_live = self.live_replicas(seq, ti) > 0;
         let job = self.jobs.get_mut(&seq).expect("scheduled job exists");
         let spec = &job.job.tasks()[ti];
@@ -1195,7 +1195,7 @@ impl Scheduler {
             .iter()
             .filter_map(|d| {
                 let di = job.job.index_of(d)?;
-                Some((d.clone(), job.tasks[di].output.clone()?))
+                Some((d.clone(), Payload::Inline(job.tasks[di].output.clone()?)))
             })
             .collect();
         let assignment = Assignment {

@@ -19,6 +19,14 @@ fn hw(slots: u32, mops: f64) -> Hardware {
     }
 }
 
+/// The value of an inline payload (the scheduler never makes any other kind).
+fn inline(p: &Payload) -> &serde_json::Value {
+    match p {
+        Payload::Inline(v) => v,
+        Payload::Blob(_) => panic!("the scheduler sent a blob reference"),
+    }
+}
+
 fn task(id: &str, deps: &[&str], critical: bool) -> TaskSpec {
     TaskSpec {
         id: id.into(),
@@ -346,10 +354,10 @@ fn dependents_start_only_after_their_deps_and_receive_their_outputs() {
         } else {
             assert_eq!(next.len(), 1);
             assert_eq!(next[0].1.task, TaskId::from("z"));
-            let deps: BTreeMap<TaskId, serde_json::Value> = a
+            let deps: BTreeMap<TaskId, Payload> = a
                 .iter()
                 .enumerate()
-                .map(|(j, (_, x, _))| (x.task.clone(), serde_json::json!(j)))
+                .map(|(j, (_, x, _))| (x.task.clone(), Payload::Inline(serde_json::json!(j))))
                 .collect();
             assert_eq!(next[0].1.deps, deps);
         }
@@ -370,7 +378,7 @@ fn a_reconnecting_worker_keeps_what_it_still_holds_and_drops_the_rest() {
     s.handle_worker_left(t0, &w("a"));
     drain(&mut s);
     // It comes back holding x's replica and one the scheduler never issued.
-    let stranger = ReplicaId(99 << 32 | 1);
+    let stranger = ReplicaId::new(99, 1);
     s.handle_worker_joined(
         t0,
         w("a"),
@@ -398,8 +406,8 @@ fn a_reconnecting_worker_keeps_what_it_still_holds_and_drops_the_rest() {
 fn after_a_restart_tasks_wait_for_their_workers_until_the_loss_bound() {
     let t0 = Instant::now();
     let mut s = Scheduler::new(cfg(), 2);
-    let old = ReplicaId(1 << 32 | 5);
-    let old2 = ReplicaId(1 << 32 | 6);
+    let old = ReplicaId::new(1, 5);
+    let old2 = ReplicaId::new(1, 6);
     s.restore_job(
         t0,
         "j".into(),
@@ -428,13 +436,9 @@ fn after_a_restart_tasks_wait_for_their_workers_until_the_loss_bound() {
     assert_eq!(re[0].1.task, TaskId::from("y"));
     assert_eq!(
         re[0].1.deps,
-        BTreeMap::from([(TaskId::from("done"), serde_json::json!(7))])
+        BTreeMap::from([(TaskId::from("done"), Payload::Inline(serde_json::json!(7)))])
     );
-    assert_eq!(
-        re[0].1.replica.0 >> 32,
-        2,
-        "replica ids carry the new epoch"
-    );
+    assert_eq!(re[0].1.replica.epoch, 2, "replica ids carry the new epoch");
 }
 
 #[test]
@@ -599,7 +603,11 @@ impl Sim {
     /// got the wrong inputs computes a wrong value.
     fn output_of(&self, a: &Assignment) -> i64 {
         let n: i64 = a.task.0[1..].parse().unwrap();
-        n + a.deps.values().map(|v| v.as_i64().unwrap()).sum::<i64>()
+        n + a
+            .deps
+            .values()
+            .map(|v| inline(v).as_i64().unwrap())
+            .sum::<i64>()
     }
 
     /// Carries out the scheduler's outputs and checks the invariants.
@@ -627,7 +635,7 @@ impl Sim {
                     assert_eq!(want, got, "task started before its deps were done");
                     for (d, v) in &assignment.deps {
                         assert_eq!(
-                            Some(v.as_i64().unwrap()),
+                            Some(inline(v).as_i64().unwrap()),
                             self.expected
                                 .get(&(assignment.job.clone(), d.clone()))
                                 .copied(),

@@ -314,7 +314,7 @@ impl Driver {
             WorkerMsg::Progress(p) => self.sched.handle_progress(now, worker, p),
             WorkerMsg::Result {
                 replica,
-                output,
+                output: proto::Payload::Inline(output),
                 execution,
             } => {
                 match self.sched.result_target(worker, replica) {
@@ -347,6 +347,12 @@ impl Driver {
                         self.sched.handle_heartbeat(now, worker, &[]);
                     }
                 }
+            }
+            WorkerMsg::Result {
+                output: proto::Payload::Blob(_),
+                ..
+            } => {
+                warn!(%worker, "out-of-band results are not accepted yet");
             }
             WorkerMsg::Failure {
                 replica,
@@ -558,6 +564,7 @@ impl Driver {
                         heartbeat_ms: hb,
                         keep,
                         drop,
+                        max_output_bytes: proto::DEFAULT_MAX_OUTPUT_BYTES,
                     },
                 );
             }

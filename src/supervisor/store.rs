@@ -15,7 +15,8 @@ use super::report::{JobSummary, Reissue, Report, WorkerCost};
 use crate::job::JobSpec;
 use crate::proto::{Execution, JobId, ReplicaId, TaskId, WorkerId};
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: replica ids are `EPOCH.SEQ` text (64-bit per-boot counters).
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -133,11 +134,11 @@ impl Store {
                  job TEXT NOT NULL REFERENCES jobs(id),
                  task TEXT NOT NULL,
                  output TEXT NOT NULL,
-                 replica INTEGER NOT NULL,
+                 replica TEXT NOT NULL,
                  done_ms INTEGER NOT NULL,
                  PRIMARY KEY (job, task));
              CREATE TABLE IF NOT EXISTS replicas (
-                 id INTEGER PRIMARY KEY,
+                 id TEXT PRIMARY KEY,
                  job TEXT NOT NULL REFERENCES jobs(id),
                  task TEXT NOT NULL,
                  worker TEXT NOT NULL,
@@ -220,7 +221,7 @@ impl Store {
             "INSERT OR REPLACE INTO replicas (id, job, task, worker, worker_name, rate, reason, detail, started_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
-                s.replica.0 as i64,
+                s.replica.key(),
                 s.job.0,
                 s.task.0,
                 s.worker.0,
@@ -249,7 +250,7 @@ impl Store {
         let tx = self.conn.transaction()?;
         let first = tx.execute(
             "INSERT OR IGNORE INTO results (job, task, output, replica, done_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![job.0, task.0, output.to_string(), replica.0 as i64, now_ms as i64],
+            params![job.0, task.0, output.to_string(), replica.key(), now_ms as i64],
         )? == 1;
         let end = if first {
             ReplicaEnd::Won
@@ -308,7 +309,7 @@ impl Store {
     pub fn reopen_replica(&mut self, replica: ReplicaId) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE replicas SET ended_ms = NULL, outcome = NULL WHERE id = ?1 AND outcome = 'lost'",
-            [replica.0 as i64],
+            [replica.key()],
         )?;
         Ok(())
     }
@@ -353,7 +354,7 @@ impl Store {
             )?;
             for r in stmt.query_map([&id.0], |r| {
                 Ok((
-                    ReplicaId(r.get::<_, i64>(0)? as u64),
+                    stored_replica_id(r, 0)?,
                     TaskId(r.get(1)?),
                     WorkerId(r.get(2)?),
                 ))
@@ -528,6 +529,18 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobSummary> {
     })
 }
 
+/// A replica id the store wrote, from column `i`.
+fn stored_replica_id(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<ReplicaId> {
+    let text: String = r.get(i)?;
+    ReplicaId::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("replica id {text:?} is not EPOCH.SEQ").into(),
+        )
+    })
+}
+
 fn end_replica(
     conn: &Connection,
     replica: ReplicaId,
@@ -540,7 +553,7 @@ fn end_replica(
         "UPDATE replicas SET ended_ms = ?2, outcome = ?3, wall_ms = ?4, cpu_ms = ?5, error = ?6
          WHERE id = ?1 AND ended_ms IS NULL",
         params![
-            replica.0 as i64,
+            replica.key(),
             now_ms as i64,
             end.as_str(),
             exec.map(|e| e.wall_ms as i64),
@@ -573,7 +586,7 @@ mod tests {
         at_ms: u64,
     ) -> ReplicaStart<'a> {
         ReplicaStart {
-            replica: ReplicaId(r),
+            replica: ReplicaId::new(0, r),
             job,
             task,
             worker,
@@ -616,8 +629,15 @@ mod tests {
             cpu_ms: 490,
         };
         assert!(
-            s.record_result(ReplicaId(1), &job, &a, &serde_json::json!(7), exec, 1500)
-                .unwrap()
+            s.record_result(
+                ReplicaId::new(0, 1),
+                &job,
+                &a,
+                &serde_json::json!(7),
+                exec,
+                1500
+            )
+            .unwrap()
         );
         drop(s);
         let s = Store::open(dir.path()).unwrap();
@@ -625,7 +645,7 @@ mod tests {
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].spec, spec());
         assert_eq!(jobs[0].done, BTreeMap::from([(a, serde_json::json!(7))]));
-        assert_eq!(jobs[0].running, vec![(ReplicaId(2), b, w2)]);
+        assert_eq!(jobs[0].running, vec![(ReplicaId::new(0, 2), b, w2)]);
     }
 
     #[test]
@@ -644,12 +664,26 @@ mod tests {
             .unwrap();
         let exec = Execution::default();
         assert!(
-            s.record_result(ReplicaId(1), &job, &a, &serde_json::json!(1), exec, 10)
-                .unwrap()
+            s.record_result(
+                ReplicaId::new(0, 1),
+                &job,
+                &a,
+                &serde_json::json!(1),
+                exec,
+                10
+            )
+            .unwrap()
         );
         assert!(
-            !s.record_result(ReplicaId(2), &job, &a, &serde_json::json!(2), exec, 20)
-                .unwrap()
+            !s.record_result(
+                ReplicaId::new(0, 2),
+                &job,
+                &a,
+                &serde_json::json!(2),
+                exec,
+                20
+            )
+            .unwrap()
         );
         assert_eq!(s.result(&job, &a).unwrap(), Some(serde_json::json!(1)));
     }
@@ -665,7 +699,7 @@ mod tests {
         s.record_replica_started(&start(1, &job, &a, &w1, 2.0, 1_000))
             .unwrap();
         s.record_result(
-            ReplicaId(1),
+            ReplicaId::new(0, 1),
             &job,
             &a,
             &serde_json::json!(1),
@@ -678,12 +712,12 @@ mod tests {
         .unwrap();
         s.record_replica_started(&start(2, &job, &b, &w1, 2.0, 2_000))
             .unwrap();
-        s.record_replica_end(ReplicaId(2), ReplicaEnd::Lost, None, None, 2_500)
+        s.record_replica_end(ReplicaId::new(0, 2), ReplicaEnd::Lost, None, None, 2_500)
             .unwrap();
         s.record_replica_started(&start(3, &job, &b, &w2, 0.5, 2_500))
             .unwrap();
         s.record_result(
-            ReplicaId(3),
+            ReplicaId::new(0, 3),
             &job,
             &b,
             &serde_json::json!(2),
