@@ -334,6 +334,18 @@ pub enum ProtoError {
     Binary,
 }
 
+/// Lower-case hex SHA-256 of `bytes`: the digest in a [`BlobRef`].
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
 /// Decodes one text frame from a worker.
 pub fn decode_worker(frame: &str) -> Result<WorkerMsg, ProtoError> {
     Ok(serde_json::from_str(frame)?)

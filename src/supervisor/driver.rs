@@ -6,18 +6,21 @@
 //! acknowledged; a result is stored before the scheduler hears of it; an Assign is sent before
 //! its record is written, so a store write never delays a reissue.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use super::report::{JobSummary, Report};
-use super::store::{ActivityRecord, ReplicaEnd, ReplicaStart, Store, StoreError};
+use super::http::output_path;
+use super::store::{ActivityRecord, Record, ReplicaEnd, ReplicaStart, Store, StoreError};
 use super::{Config, Event, SupervisorError, unix_ms};
 use crate::job::{self, JobSpec};
 use crate::proto::{
-    self, ErrorCode, Hardware, JobId, ReplicaId, SupervisorMsg, TaskId, WorkerId, WorkerMsg,
+    self, BlobRef, ErrorCode, Execution, Hardware, JobId, Payload, ReplicaId, SupervisorMsg,
+    TaskId, WorkerId, WorkerMsg,
 };
 use crate::runtime;
 use crate::sched::{AssignReason, JobOutcome, Output, Scheduler};
@@ -70,6 +73,30 @@ pub enum ApiRequest {
         worker: Option<String>,
         reply: oneshot::Sender<Result<Vec<ActivityRecord>, ApiError>>,
     },
+    /// May this worker upload the result of this replica (is it running there)?
+    MayUpload {
+        worker: WorkerId,
+        replica: ReplicaId,
+        reply: oneshot::Sender<bool>,
+    },
+    Stats {
+        reply: oneshot::Sender<Stats>,
+    },
+}
+
+/// Counters of what the driver refused or could not do, and of reissues by cause.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Stats {
+    /// Reports (result, failure, progress, status_ack) refused because the replica or nonce
+    /// was not that worker's, by kind.
+    pub refused: BTreeMap<&'static str, u64>,
+    /// Results that could not be stored (their replica was detached and the task reissued).
+    pub not_stored: u64,
+    /// Assignments that could not be sent (too large for a frame).
+    pub undeliverable: u64,
+    /// Replicas started again after their task lost its last live one, by cause label.
+    pub reissues: BTreeMap<&'static str, u64>,
+    pub workers_lost: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +170,12 @@ pub enum DriverMsg {
         conn: ConnId,
         worker: WorkerId,
         msg: WorkerMsg,
+        /// For a result uploaded out of band (already checked and read by the connection
+        /// task): the upload file and its reference.
+        upload: Option<(PathBuf, BlobRef)>,
     },
+    /// The server accepts connections now: the restart grace starts.
+    Serving,
     Closed {
         conn: ConnId,
         worker: WorkerId,
@@ -163,6 +195,17 @@ struct Driver {
     store: Store,
     conns: HashMap<WorkerId, Conn>,
     events: broadcast::Sender<Event>,
+    max_output_bytes: u64,
+    uploads: PathBuf,
+    outputs: PathBuf,
+    /// Store writes of this turn, written in one transaction after its frames have left.
+    pending: Vec<Record>,
+    /// Dependency outputs by (job, task): `Some` for those that travel out of band (their file
+    /// is in `outputs`), `None` for those small enough to go inline.
+    out_of_band: HashMap<(JobId, TaskId), Option<BlobRef>>,
+    stats: Stats,
+    /// Refusals already logged, so a lying worker cannot flood the log.
+    refusals_logged: HashSet<(WorkerId, &'static str)>,
 }
 
 /// Opens the store, resumes unfinished jobs, and runs the driver on its own thread.
@@ -174,13 +217,30 @@ pub fn spawn(
     let mut store = Store::open(&cfg.data_dir)?;
     let epoch = store.next_epoch()?;
     let sched = Scheduler::new(cfg.sched.clone(), epoch);
+    let (uploads, outputs) = bulk_dirs(&cfg.data_dir);
+    // Out-of-band copies of outputs are a cache of the store: made again when needed.
+    let _ = std::fs::remove_dir_all(&outputs);
+    for dir in [&uploads, &outputs] {
+        std::fs::create_dir_all(dir).map_err(|source| SupervisorError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
     let mut driver = Driver {
         sched,
         store,
         conns: HashMap::new(),
         events,
+        max_output_bytes: cfg.max_output_bytes,
+        uploads,
+        outputs,
+        pending: Vec::new(),
+        out_of_band: HashMap::new(),
+        stats: Stats::default(),
+        refusals_logged: HashSet::new(),
     };
     driver.resume()?;
+    driver.forget_stale_uploads();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -191,7 +251,47 @@ pub fn spawn(
         .map_err(SupervisorError::Thread)
 }
 
+/// Where uploads arrive and where outputs for dependents are kept, in the data dir.
+pub fn bulk_dirs(data_dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    (data_dir.join("uploads"), data_dir.join("outputs"))
+}
+
+/// Cuts a worker's error text to the protocol's bound.
+fn bounded(error: String) -> String {
+    if error.chars().count() <= proto::MAX_ERROR_CHARS {
+        return error;
+    }
+    let mut cut: String = error.chars().take(proto::MAX_ERROR_CHARS).collect();
+    cut.push_str(" [cut]");
+    cut
+}
+
 impl Driver {
+    /// Deletes uploads whose replica has ended: nobody will send their result any more.
+    fn forget_stale_uploads(&mut self) {
+        let Ok(dir) = std::fs::read_dir(&self.uploads) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(replica) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".part"))
+                .and_then(ReplicaId::parse)
+            else {
+                continue;
+            };
+            let ended = match self.store.replica_info(replica) {
+                Ok(Some(info)) => info.outcome.is_some_and(|o| o != "lost"),
+                Ok(None) => true,
+                Err(_) => false,
+            };
+            if ended {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// Hands every unfinished stored job back to the scheduler.
     fn resume(&mut self) -> Result<(), SupervisorError> {
         let now = Instant::now();
@@ -236,7 +336,12 @@ impl Driver {
                     Some(DriverMsg::Shutdown) | None => break,
                     Some(msg) => self.handle(msg),
                 },
-                () = sleep => self.sched.handle_timeout(Instant::now()),
+                () = sleep => {}
+            }
+            // Deadlines are checked on every turn, so a busy queue never hides a lost worker.
+            let now = Instant::now();
+            if self.sched.poll_timeout().is_some_and(|t| t <= now) {
+                self.sched.handle_timeout(now);
             }
             self.drain();
         }
@@ -281,11 +386,20 @@ impl Driver {
                 self.sched
                     .handle_worker_joined(now, worker, name, hardware, &held, available);
             }
-            DriverMsg::Frame { conn, worker, msg } => {
+            DriverMsg::Frame {
+                conn,
+                worker,
+                msg,
+                upload,
+            } => {
                 if self.conns.get(&worker).is_some_and(|c| c.id == conn) {
-                    self.handle_frame(now, &worker, msg);
+                    self.handle_frame(now, &worker, msg, upload);
+                } else if let Some((path, _)) = upload {
+                    // From a connection that no longer counts: the worker sends it again.
+                    debug!(%worker, "result from a replaced connection ignored: {}", path.display());
                 }
             }
+            DriverMsg::Serving => self.sched.begin_restart_grace(now),
             DriverMsg::Closed { conn, worker } => {
                 if self.conns.get(&worker).is_some_and(|c| c.id == conn) {
                     self.conns.remove(&worker);
@@ -297,7 +411,13 @@ impl Driver {
         }
     }
 
-    fn handle_frame(&mut self, now: Instant, worker: &WorkerId, msg: WorkerMsg) {
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        worker: &WorkerId,
+        msg: WorkerMsg,
+        upload: Option<(PathBuf, BlobRef)>,
+    ) {
         match msg {
             WorkerMsg::Hello { .. } => {
                 self.close(
@@ -308,69 +428,39 @@ impl Driver {
                 self.sched.handle_worker_left(now, worker);
             }
             WorkerMsg::Heartbeat { progress } => {
-                self.sched.handle_heartbeat(now, worker, &progress)
-            }
-            WorkerMsg::StatusAck { .. } => self.sched.handle_status_ack(now, worker),
-            WorkerMsg::Progress(p) => self.sched.handle_progress(now, worker, p),
-            WorkerMsg::Result {
-                replica,
-                output: proto::Payload::Inline(output),
-                execution,
-            } => {
-                match self.sched.result_target(worker, replica) {
-                    Some((job, task)) => {
-                        // Durable first: once the scheduler marks the task done, a crash must
-                        // not lose the result.
-                        match self.store.record_result(
-                            replica,
-                            &job,
-                            &task,
-                            &output,
-                            execution,
-                            unix_ms(),
-                        ) {
-                            Ok(_) => self.sched.handle_result(now, worker, replica, output),
-                            Err(e) => {
-                                error!(%job, %task, %replica, "cannot store result, task stays open: {e}")
-                            }
-                        }
-                    }
-                    None => {
-                        debug!(%worker, %replica, "result of a replica that no longer counts");
-                        log_store(self.store.record_replica_end(
-                            replica,
-                            ReplicaEnd::Late,
-                            Some(execution),
-                            None,
-                            unix_ms(),
-                        ));
-                        self.sched.handle_heartbeat(now, worker, &[]);
-                    }
+                self.sched.handle_heartbeat(now, worker, &[]);
+                for p in progress {
+                    self.progress(now, worker, p);
                 }
             }
+            WorkerMsg::StatusAck { nonce } => {
+                if !self.sched.handle_status_ack(now, worker, nonce) {
+                    self.refused(worker, "status_ack", &format!("nonce {nonce} was not asked for"));
+                }
+            }
+            WorkerMsg::Progress(p) => {
+                self.sched.handle_heartbeat(now, worker, &[]);
+                self.progress(now, worker, p);
+            }
             WorkerMsg::Result {
-                output: proto::Payload::Blob(_),
+                replica,
+                output: Payload::Inline(output),
+                execution,
+            } => self.result(now, worker, replica, output, execution, upload),
+            WorkerMsg::Result {
+                replica,
+                output: Payload::Blob(_),
                 ..
             } => {
-                warn!(%worker, "out-of-band results are not accepted yet");
+                // The connection task resolves uploads; one it could not is sent again later.
+                self.sched.handle_heartbeat(now, worker, &[]);
+                warn!(%worker, %replica, "unresolved out-of-band result ignored");
             }
             WorkerMsg::Failure {
                 replica,
                 error,
                 execution,
-            } => {
-                if self.sched.result_target(worker, replica).is_some() {
-                    warn!(%worker, %replica, "replica failed: {error}");
-                }
-                log_store(self.store.record_replica_end(
-                    replica,
-                    ReplicaEnd::Failed,
-                    Some(execution),
-                    Some(&error),
-                    unix_ms(),
-                ));
-                self.sched.handle_failure(now, worker, replica, error);
-            }
+            } => self.failure(now, worker, replica, bounded(error), execution),
             WorkerMsg::Activity { kind, at_ms } => {
                 info!(%worker, kind = kind.as_str(), "owner activity: worker paused");
                 let _ = self.events.send(Event::Activity {
@@ -380,9 +470,8 @@ impl Driver {
                     at_ms,
                 });
                 self.sched.handle_activity(now, worker, kind);
-                // Reissues go out before the record is written.
-                self.drain();
-                let record = ActivityRecord {
+                // Reissues go out before the record is written (drain sends, then writes).
+                self.pending.push(Record::Activity(ActivityRecord {
                     worker: worker.0.clone(),
                     worker_name: self
                         .conns
@@ -392,14 +481,218 @@ impl Driver {
                     kind: kind.as_str().to_owned(),
                     at_ms,
                     received_ms: unix_ms(),
-                };
-                log_store(self.store.record_activity(&record));
+                }));
             }
             WorkerMsg::Available { .. } => {
                 info!(%worker, "worker idle again");
                 self.sched.handle_available(now, worker);
             }
         }
+    }
+
+    fn progress(&mut self, now: Instant, worker: &WorkerId, p: proto::Progress) {
+        if self.sched.replica_holder(p.replica) == Some(worker) {
+            self.sched.handle_progress(now, worker, p);
+        } else if !self.was_assigned_to(worker, p.replica) {
+            // A replica this worker never ran. (Progress of one it ran but no longer runs,
+            // crossing a cancel on the wire, is harmless and ignored.)
+            self.refused(worker, "progress", &format!("progress for {} which it does not run", p.replica));
+        }
+    }
+
+    /// Whether the store says this replica was ever assigned to this worker.
+    fn was_assigned_to(&self, worker: &WorkerId, replica: ReplicaId) -> bool {
+        matches!(self.store.replica_info(replica), Ok(Some(info)) if info.worker == *worker)
+    }
+
+    /// Counts a refused report and logs the first of its kind from each worker.
+    fn refused(&mut self, worker: &WorkerId, kind: &'static str, what: &str) {
+        *self.stats.refused.entry(kind).or_default() += 1;
+        if self.refusals_logged.insert((worker.clone(), kind)) {
+            warn!(%worker, "refused a report: {what} (further refusals of this kind from this worker are counted, not logged)");
+        }
+    }
+
+    /// Caps a reported execution at what the supervisor saw: no replica computes longer than it
+    /// has been assigned, nor uses more CPU time than that on its one thread.
+    fn clamp(&self, replica: ReplicaId, exec: Execution) -> Execution {
+        let observed = match self.store.replica_info(replica) {
+            Ok(Some(info)) => unix_ms().saturating_sub(info.started_ms),
+            _ => 0,
+        };
+        Execution {
+            wall_ms: exec.wall_ms.min(observed),
+            cpu_ms: exec.cpu_ms.min(observed),
+        }
+    }
+
+    fn ack(&self, worker: &WorkerId, replica: ReplicaId) {
+        self.send(worker, &SupervisorMsg::ResultAck { replica });
+    }
+
+    fn result(
+        &mut self,
+        now: Instant,
+        worker: &WorkerId,
+        replica: ReplicaId,
+        output: serde_json::Value,
+        execution: Execution,
+        upload: Option<(PathBuf, BlobRef)>,
+    ) {
+        // Any frame is a sign of life.
+        self.sched.handle_heartbeat(now, worker, &[]);
+        let execution = self.clamp(replica, execution);
+        let Some((job, task)) = self.sched.result_target(worker, replica) else {
+            self.outcome_not_running(worker, replica, "result", ReplicaEnd::Late, execution, None);
+            if let Some((path, _)) = upload {
+                let _ = std::fs::remove_file(path);
+            }
+            return;
+        };
+        let text = output.to_string();
+        if text.len() as u64 > self.max_output_bytes {
+            let error = format!(
+                "output of {} bytes exceeds this pool's limit of {} bytes",
+                text.len(),
+                self.max_output_bytes
+            );
+            self.failure(now, worker, replica, error, execution);
+            return;
+        }
+        // Durable first: once the scheduler marks the task done, a crash must not lose the
+        // result; and the worker forgets it only once it is stored.
+        match self
+            .store
+            .record_result(replica, &job, &task, &text, execution, unix_ms())
+        {
+            Ok(_) => {
+                self.keep_for_dependents(&job, &task, &text, upload);
+                self.sched.handle_result(now, worker, replica, output);
+                self.ack(worker, replica);
+            }
+            Err(e) => {
+                error!(%job, %task, %replica, "cannot store result; its task is reissued: {e}");
+                self.stats.not_stored += 1;
+                if let Some((path, _)) = upload {
+                    let _ = std::fs::remove_file(path);
+                }
+                self.sched
+                    .handle_not_stored(now, worker, replica, e.to_string());
+            }
+        }
+    }
+
+    fn failure(
+        &mut self,
+        now: Instant,
+        worker: &WorkerId,
+        replica: ReplicaId,
+        error: String,
+        execution: Execution,
+    ) {
+        self.sched.handle_heartbeat(now, worker, &[]);
+        let execution = self.clamp(replica, execution);
+        if self.sched.result_target(worker, replica).is_none() {
+            self.outcome_not_running(
+                worker,
+                replica,
+                "failure",
+                ReplicaEnd::Failed,
+                execution,
+                Some(error),
+            );
+            return;
+        }
+        warn!(%worker, %replica, "replica failed: {error}");
+        self.pending.push(Record::Ended {
+            replica,
+            end: ReplicaEnd::Failed,
+            exec: Some(execution),
+            error: Some(error.clone()),
+            at_ms: unix_ms(),
+        });
+        self.sched.handle_failure(now, worker, replica, error);
+        self.ack(worker, replica);
+    }
+
+    /// An outcome for a replica the scheduler does not count as running on this worker: a
+    /// repeat of one already stored, a late one (its task is done, or it was cancelled), or one
+    /// this worker never ran. The first two are recorded (if not yet) and acknowledged so the
+    /// worker forgets them; the last is refused and acknowledged all the same (nothing the
+    /// worker can do with it).
+    fn outcome_not_running(
+        &mut self,
+        worker: &WorkerId,
+        replica: ReplicaId,
+        kind: &'static str,
+        end: ReplicaEnd,
+        exec: Execution,
+        error: Option<String>,
+    ) {
+        match self.store.replica_info(replica) {
+            Ok(Some(info)) if info.worker == *worker => {
+                debug!(%worker, %replica, "{kind} of a replica that no longer counts");
+                if info.outcome.is_none() {
+                    self.pending.push(Record::Ended {
+                        replica,
+                        end,
+                        exec: Some(exec),
+                        error,
+                        at_ms: unix_ms(),
+                    });
+                }
+                self.ack(worker, replica);
+            }
+            Ok(_) => {
+                self.refused(worker, kind, &format!("{kind} for {replica} which it never ran"));
+                self.ack(worker, replica);
+            }
+            // Not acknowledged: the worker sends it again on its next connection.
+            Err(e) => error!(%worker, %replica, "cannot look up a replica: {e}"),
+        }
+    }
+
+    /// After a result is stored: a large output is kept as a file for the workers that need it
+    /// as a dependency (the upload itself, when it came that way).
+    fn keep_for_dependents(
+        &mut self,
+        job: &JobId,
+        task: &TaskId,
+        text: &str,
+        upload: Option<(PathBuf, BlobRef)>,
+    ) {
+        let key = (job.clone(), task.clone());
+        if text.len() <= proto::BULK_THRESHOLD_BYTES {
+            if let Some((path, _)) = upload {
+                let _ = std::fs::remove_file(path);
+            }
+            self.out_of_band.insert(key, None);
+            return;
+        }
+        let dest = output_path(&self.outputs, job, task);
+        let blob = match upload {
+            Some((path, blob)) if std::fs::rename(&path, &dest).is_ok() => Some(blob),
+            _ => write_output_file(&dest, text),
+        };
+        // Without a file (a write error) the output goes inline, if it fits.
+        self.out_of_band.insert(key, blob);
+    }
+
+    /// The out-of-band reference for a dependency output, making its file if needed; `None`
+    /// when it goes inline.
+    fn dep_ref(&mut self, job: &JobId, task: &TaskId, value: &serde_json::Value) -> Option<BlobRef> {
+        let key = (job.clone(), task.clone());
+        if let Some(known) = self.out_of_band.get(&key) {
+            return known.clone();
+        }
+        let text = value.to_string();
+        let blob = if text.len() > proto::BULK_THRESHOLD_BYTES {
+            write_output_file(&output_path(&self.outputs, job, task), &text)
+        } else {
+            None
+        };
+        self.out_of_band.insert(key, blob.clone());
+        blob
     }
 
     fn handle_api(&mut self, now: Instant, req: ApiRequest) {
@@ -442,6 +735,16 @@ impl Driver {
                         .activity(worker.as_deref(), 1000)
                         .map_err(Into::into),
                 );
+            }
+            ApiRequest::MayUpload {
+                worker,
+                replica,
+                reply,
+            } => {
+                let _ = reply.send(self.sched.result_target(&worker, replica).is_some());
+            }
+            ApiRequest::Stats { reply } => {
+                let _ = reply.send(self.stats.clone());
             }
             ApiRequest::Workers { reply } => {
                 let workers = self
@@ -543,18 +846,21 @@ impl Driver {
         }
     }
 
-    /// Carries out everything the scheduler decided.
+    /// Carries out everything the scheduler decided: frames first, then the records of it all
+    /// in one transaction, so that no store write delays an Assign.
     fn drain(&mut self) {
         while let Some(out) = self.sched.poll_output() {
             self.carry_out(out);
         }
+        let records = std::mem::take(&mut self.pending);
+        log_store(self.store.write_batch(&records));
     }
 
     fn carry_out(&mut self, out: Output) {
         match out {
             Output::Welcome { worker, keep, drop } => {
                 for r in &keep {
-                    log_store(self.store.reopen_replica(*r));
+                    self.pending.push(Record::Reopened(*r));
                 }
                 let hb = self.sched.config().heartbeat.as_millis() as u64;
                 self.send(
@@ -564,22 +870,48 @@ impl Driver {
                         heartbeat_ms: hb,
                         keep,
                         drop,
-                        max_output_bytes: proto::DEFAULT_MAX_OUTPUT_BYTES,
+                        max_output_bytes: self.max_output_bytes,
                     },
                 );
             }
             Output::Assign {
                 worker,
-                assignment,
+                mut assignment,
                 reason,
                 rate,
             } => {
-                self.send(&worker, &SupervisorMsg::Assign(assignment.clone()));
+                let job = assignment.job.clone();
+                for (dep, payload) in &mut assignment.deps {
+                    if let Payload::Inline(value) = payload
+                        && let Some(blob) = self.dep_ref(&job, dep, value)
+                    {
+                        *payload = Payload::Blob(blob);
+                    }
+                }
+                let frame = proto::encode(&SupervisorMsg::Assign(assignment.clone()));
+                if frame.len() > proto::MAX_FRAME_BYTES {
+                    let error = format!(
+                        "its assignment is {} bytes, more than the frame limit of {} bytes",
+                        frame.len(),
+                        proto::MAX_FRAME_BYTES
+                    );
+                    warn!(job = %assignment.job, task = %assignment.task, "cannot assign: {error}");
+                    self.stats.undeliverable += 1;
+                    self.sched
+                        .handle_undeliverable(Instant::now(), assignment.replica, error);
+                    return;
+                }
+                if let Some(conn) = self.conns.get(&worker) {
+                    let _ = conn.tx.send(Outgoing::Frame(frame));
+                }
                 let at = Instant::now();
                 let (label, detail) = match &reason {
                     AssignReason::First => ("first", None),
                     AssignReason::Redundant => ("redundant", None),
-                    AssignReason::Reissue(cause) => ("reissue", Some(cause.to_string())),
+                    AssignReason::Reissue(cause) => {
+                        *self.stats.reissues.entry(cause.label()).or_default() += 1;
+                        ("reissue", Some(cause.to_string()))
+                    }
                 };
                 if let Some(d) = &detail {
                     info!(job = %assignment.job, task = %assignment.task, to = %worker, "reissued: {d}");
@@ -598,12 +930,12 @@ impl Driver {
                     .get(&worker)
                     .map(|c| c.name.clone())
                     .unwrap_or_default();
-                log_store(self.store.record_replica_started(&ReplicaStart {
+                self.pending.push(Record::Started(ReplicaStart {
                     replica: assignment.replica,
-                    job: &assignment.job,
-                    task: &assignment.task,
-                    worker: &worker,
-                    worker_name: &worker_name,
+                    job: assignment.job,
+                    task: assignment.task,
+                    worker,
+                    worker_name,
                     rate,
                     reason: label,
                     detail,
@@ -616,13 +948,13 @@ impl Driver {
                 reason,
             } => {
                 self.send(&worker, &SupervisorMsg::Cancel { replica, reason });
-                log_store(self.store.record_replica_end(
+                self.pending.push(Record::Ended {
                     replica,
-                    ReplicaEnd::Cancelled,
-                    None,
-                    None,
-                    unix_ms(),
-                ));
+                    end: ReplicaEnd::Cancelled,
+                    exec: None,
+                    error: None,
+                    at_ms: unix_ms(),
+                });
             }
             Output::StatusRequest { worker, nonce } => {
                 self.send(&worker, &SupervisorMsg::StatusRequest { nonce });
@@ -633,15 +965,15 @@ impl Driver {
                 replicas,
             } => {
                 warn!(%worker, "worker lost: {cause}");
-                for r in replicas {
-                    log_store(self.store.record_replica_end(
-                        r,
-                        ReplicaEnd::Lost,
-                        None,
-                        None,
-                        unix_ms(),
-                    ));
-                }
+                self.stats.workers_lost += 1;
+                let at_ms = unix_ms();
+                self.pending.extend(replicas.into_iter().map(|replica| Record::Ended {
+                    replica,
+                    end: ReplicaEnd::Lost,
+                    exec: None,
+                    error: None,
+                    at_ms,
+                }));
                 // A silent worker's connection may still be open: close it, so the worker (if it
                 // wakes up) reconnects and says what it still holds.
                 self.close(
@@ -663,11 +995,27 @@ impl Driver {
             Output::JobFinished { job, outcome } => {
                 let (state, error) = match &outcome {
                     JobOutcome::Completed => ("completed", None),
-                    JobOutcome::Failed { error, .. } => ("failed", Some(error.as_str())),
+                    JobOutcome::Failed { error, .. } => ("failed", Some(error.clone())),
                     JobOutcome::Cancelled => ("cancelled", None),
                 };
-                info!(%job, state, "job finished{}", error.map(|e| format!(": {e}")).unwrap_or_default());
-                log_store(self.store.finish_job(&job, state, error, unix_ms()));
+                info!(%job, state, "job finished{}", error.as_ref().map(|e| format!(": {e}")).unwrap_or_default());
+                self.pending.push(Record::JobFinished {
+                    job: job.clone(),
+                    state,
+                    error,
+                    at_ms: unix_ms(),
+                });
+                // Its outputs are no one's dependencies any more.
+                let outputs = &self.outputs;
+                self.out_of_band.retain(|(j, t), blob| {
+                    if *j != job {
+                        return true;
+                    }
+                    if blob.is_some() {
+                        let _ = std::fs::remove_file(output_path(outputs, j, t));
+                    }
+                    false
+                });
                 let _ = self.events.send(Event::JobFinished { job, state });
             }
         }
@@ -685,6 +1033,21 @@ impl Driver {
                 code,
                 message: message.to_owned(),
             });
+        }
+    }
+}
+
+/// Writes an output's JSON text where dependents fetch it; its reference, or `None` (logged)
+/// when the file cannot be written.
+fn write_output_file(path: &std::path::Path, text: &str) -> Option<BlobRef> {
+    match std::fs::write(path, text) {
+        Ok(()) => Some(BlobRef {
+            bytes: text.len() as u64,
+            sha256: proto::sha256_hex(text.as_bytes()),
+        }),
+        Err(e) => {
+            error!("cannot write {}: {e}", path.display());
+            None
         }
     }
 }

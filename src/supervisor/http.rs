@@ -16,6 +16,16 @@
 //! | POST | /api/jobs/{id}/cancel | stop a running job |
 //! | GET | /api/workers | connected and recently lost workers |
 //! | GET | /api/activity[?worker=ID] | the newest `Activity` messages |
+//! | GET | /api/stats | counters: refused worker reports, reissues by cause |
+//!
+//! Bulk transfers for workers (worker token as `Authorization: Bearer`, the worker id in
+//! `X-Idlegrid-Worker`), so that large payloads never hold up the WebSocket:
+//!
+//! | method | path | answer |
+//! | --- | --- | --- |
+//! | GET | /worker/uploads/{replica} | `{"received": N}`: bytes of that replica's result uploaded so far |
+//! | PUT | /worker/uploads/{replica}?offset=N | appends the body at N (409 with `received` if N is not that) |
+//! | GET | /worker/outputs/{job}/{task} | a dependency output's JSON text; `Range: bytes=N-` resumes |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,14 +46,19 @@ use super::auth::token_matches;
 use super::driver::{ApiError, ApiRequest, DriverMsg};
 use super::ws;
 use crate::job::JobSpec;
-use crate::proto::{JobId, TaskId};
+use crate::proto::{JobId, ReplicaId, TaskId, WorkerId};
 
 #[derive(Clone)]
 pub struct AppState {
     pub driver: mpsc::Sender<DriverMsg>,
-    pub worker_token: Arc<str>,
+    pub conn: Arc<ws::ConnContext>,
     pub operator_token: Arc<str>,
     pub next_conn: Arc<AtomicU64>,
+    /// Where dependency outputs sent out of band are kept (`outputs/` in the data dir).
+    pub outputs: Arc<std::path::Path>,
+    pub max_output_bytes: u64,
+    /// Replicas whose upload is being written now: one request at a time per replica.
+    pub uploading: Arc<std::sync::Mutex<std::collections::HashSet<ReplicaId>>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -57,13 +72,22 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/cancel", post(cancel))
         .route("/workers", get(workers))
         .route("/activity", get(activity))
+        .route("/stats", get(stats))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_operator,
         ))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API endpoint") });
+    let bulk = Router::new()
+        .route(
+            "/worker/uploads/{replica}",
+            get(upload_status).put(upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/worker/outputs/{job}/{task}", get(output))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_worker));
     Router::new()
         .route("/worker", get(worker_socket))
+        .merge(bulk)
         .route("/healthz", get(|| async { "ok\n" }))
         .nest("/api", api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -108,7 +132,307 @@ async fn require_operator(
 
 async fn worker_socket(State(state): State<AppState>, req: Request) -> Response {
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
-    ws::upgrade(req, conn, state.worker_token.clone(), state.driver.clone())
+    ws::upgrade(req, conn, state.conn.clone(), state.driver.clone())
+}
+
+/// The worker a bulk request comes from, once its token checked out.
+#[derive(Clone)]
+struct BulkWorker(WorkerId);
+
+/// Bulk transfers carry the worker token (`Authorization: Bearer`) and the worker's id
+/// (`X-Idlegrid-Worker`).
+async fn require_worker(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|t| token_matches(t.trim(), &state.conn.worker_token)) {
+        return error(StatusCode::UNAUTHORIZED, "invalid worker token");
+    }
+    let Some(worker) = headers
+        .get(WORKER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|w| ws::valid_worker_id(w))
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("missing or invalid {WORKER_HEADER} header"),
+        );
+    };
+    req.extensions_mut()
+        .insert(BulkWorker(WorkerId(worker.to_owned())));
+    next.run(req).await
+}
+
+/// Header naming the worker on bulk transfers.
+pub const WORKER_HEADER: &str = "x-idlegrid-worker";
+
+/// Where the upload of a replica's result is written.
+pub fn upload_path(dir: &std::path::Path, replica: ReplicaId) -> std::path::PathBuf {
+    dir.join(format!("{}.part", replica.key()))
+}
+
+/// Where a task's output is kept for workers that need it as a dependency. The name is a digest
+/// of the ids, so no task id can name a path outside the directory.
+pub fn output_path(dir: &std::path::Path, job: &JobId, task: &TaskId) -> std::path::PathBuf {
+    let digest = crate::proto::sha256_hex(format!("{job}/{task}").as_bytes());
+    dir.join(format!("{}.json", &digest[..32]))
+}
+
+fn parse_replica(key: &str) -> Result<ReplicaId, Response> {
+    ReplicaId::parse(key)
+        .ok_or_else(|| error(StatusCode::BAD_REQUEST, format!("{key:?} is not a replica id")))
+}
+
+fn received(status: StatusCode, n: u64, message: Option<String>) -> Response {
+    let body = match message {
+        Some(m) => json!({ "received": n, "error": m }),
+        None => json!({ "received": n }),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn upload_status(
+    State(_state): State<AppState>,
+    axum::Extension(_worker): axum::Extension<BulkWorker>,
+    Path(key): Path<String>,
+) -> Response {
+    let replica = match parse_replica(&key) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let len = tokio::fs::metadata(upload_path(&_state.conn.uploads, replica))
+        .await
+        .map_or(0, |m| m.len());
+    received(StatusCode::OK, len, None)
+}
+
+#[derive(serde::Deserialize)]
+struct OffsetQuery {
+    #[serde(default)]
+    offset: u64,
+}
+
+/// Appends the body to a replica's upload at `offset`, which must be what was received so far:
+/// an interrupted upload resumes where the server's copy ends.
+async fn upload(
+    State(state): State<AppState>,
+    axum::Extension(BulkWorker(worker)): axum::Extension<BulkWorker>,
+    Path(key): Path<String>,
+    Query(q): Query<OffsetQuery>,
+    body: Body,
+) -> Response {
+    let replica = match parse_replica(&key) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match ask(&state, |reply| ApiRequest::MayUpload {
+        worker: worker.clone(),
+        replica,
+        reply,
+    })
+    .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("replica {replica} is not running on worker {worker}"),
+            );
+        }
+        Err(resp) => return resp,
+    }
+    let Some(_guard) = UploadGuard::take(&state.uploading, replica) else {
+        return error(
+            StatusCode::CONFLICT,
+            format!("replica {replica} is being uploaded by another request"),
+        );
+    };
+    let path = upload_path(&state.conn.uploads, replica);
+    match append_upload(&path, q.offset, state.max_output_bytes, body).await {
+        Ok(total) => received(StatusCode::OK, total, None),
+        Err(UploadError::Offset(have)) => received(
+            StatusCode::CONFLICT,
+            have,
+            Some(format!(
+                "offset {} is not the {have} bytes received so far",
+                q.offset
+            )),
+        ),
+        Err(UploadError::TooLarge) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the result of {replica} exceeds this pool's output limit of {} bytes",
+                    state.max_output_bytes
+                ),
+            )
+        }
+        Err(UploadError::Io(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot store the upload of {replica}: {e}"),
+        ),
+        Err(UploadError::Body(e)) => {
+            // The transfer broke off; what arrived is kept and the worker resumes from there.
+            let have = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+            received(
+                StatusCode::BAD_REQUEST,
+                have,
+                Some(format!("the upload broke off: {e}")),
+            )
+        }
+    }
+}
+
+/// Marks a replica as being uploaded for the life of one request.
+struct UploadGuard {
+    set: Arc<std::sync::Mutex<std::collections::HashSet<ReplicaId>>>,
+    replica: ReplicaId,
+}
+
+impl UploadGuard {
+    fn take(
+        set: &Arc<std::sync::Mutex<std::collections::HashSet<ReplicaId>>>,
+        replica: ReplicaId,
+    ) -> Option<Self> {
+        let mut s = set.lock().unwrap_or_else(|p| p.into_inner());
+        s.insert(replica).then(|| Self {
+            set: set.clone(),
+            replica,
+        })
+    }
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        let mut s = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        s.remove(&self.replica);
+    }
+}
+
+enum UploadError {
+    Offset(u64),
+    TooLarge,
+    Io(std::io::Error),
+    Body(String),
+}
+
+async fn append_upload(
+    path: &std::path::Path,
+    offset: u64,
+    limit: u64,
+    body: Body,
+) -> Result<u64, UploadError> {
+    use futures_util::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+        .map_err(UploadError::Io)?;
+    let mut have = file.metadata().await.map_err(UploadError::Io)?.len();
+    if have != offset {
+        return Err(UploadError::Offset(have));
+    }
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = file.flush().await;
+                return Err(UploadError::Body(e.to_string()));
+            }
+        };
+        have += chunk.len() as u64;
+        if have > limit {
+            return Err(UploadError::TooLarge);
+        }
+        file.write_all(&chunk).await.map_err(UploadError::Io)?;
+    }
+    file.flush().await.map_err(UploadError::Io)?;
+    Ok(have)
+}
+
+/// A dependency output kept out of band, from `Range: bytes=N-` on when given, so an
+/// interrupted download resumes.
+async fn output(
+    State(state): State<AppState>,
+    Path((job, task)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+    let path = output_path(&state.outputs, &JobId(job.clone()), &TaskId(task.clone()));
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(_) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no out-of-band output for task {task} of job {job}"),
+            );
+        }
+    };
+    let len = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let from = match headers.get(header::RANGE).map(|v| v.to_str().map(parse_range_start)) {
+        None => None,
+        Some(Ok(Some(n))) if n <= len => Some(n),
+        Some(_) => {
+            return error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("only `Range: bytes=N-` with N <= {len} is served"),
+            );
+        }
+    };
+    let start = from.unwrap_or(0);
+    if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    }
+    let stream = futures_util::stream::unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 256 << 10];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = (len - start).to_string().parse() {
+        h.insert(header::CONTENT_LENGTH, v);
+    }
+    if from.is_some() {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let range = if len == 0 {
+            format!("bytes */{len}")
+        } else {
+            format!("bytes {start}-{}/{len}", len.saturating_sub(1))
+        };
+        if let Ok(v) = range.parse() {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    resp
+}
+
+/// `bytes=N-` -> N.
+fn parse_range_start(v: &str) -> Option<u64> {
+    v.trim().strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok()
 }
 
 /// Sends a request to the driver and waits for its answer.
@@ -300,6 +624,13 @@ async fn activity(State(state): State<AppState>, Query(q): Query<ActivityQuery>)
 async fn workers(State(state): State<AppState>) -> Response {
     match ask(&state, |reply| ApiRequest::Workers { reply }).await {
         Ok(w) => axum::Json(w).into_response(),
+        Err(resp) => resp,
+    }
+}
+
+async fn stats(State(state): State<AppState>) -> Response {
+    match ask(&state, |reply| ApiRequest::Stats { reply }).await {
+        Ok(s) => axum::Json(s).into_response(),
         Err(resp) => resp,
     }
 }

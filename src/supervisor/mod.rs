@@ -49,6 +49,8 @@ pub struct Config {
     pub worker_token: String,
     /// Token operators present as `Authorization: Bearer ...`.
     pub operator_token: String,
+    /// Largest task output (JSON text) accepted; a larger one fails its replica.
+    pub max_output_bytes: u64,
 }
 
 impl Config {
@@ -63,6 +65,7 @@ impl Config {
             data_dir: data_dir.to_owned(),
             worker_token: load_or_create_token(&data_dir.join("worker.token"))?,
             operator_token: load_or_create_token(&data_dir.join("operator.token"))?,
+            max_output_bytes: crate::proto::DEFAULT_MAX_OUTPUT_BYTES,
             sched,
         })
     }
@@ -176,11 +179,18 @@ impl Supervisor {
         let (events, _) = broadcast::channel(4096);
         let (driver_tx, driver_rx) = mpsc::channel(4096);
         let driver = driver::spawn(&cfg, driver_rx, events.clone())?;
+        let (uploads, outputs) = driver::bulk_dirs(&cfg.data_dir);
         let state = http::AppState {
             driver: driver_tx.clone(),
-            worker_token: cfg.worker_token.clone().into(),
+            conn: std::sync::Arc::new(ws::ConnContext {
+                worker_token: cfg.worker_token.clone().into(),
+                uploads,
+            }),
             operator_token: cfg.operator_token.clone().into(),
             next_conn: Default::default(),
+            outputs: outputs.into(),
+            max_output_bytes: cfg.max_output_bytes,
+            uploading: Default::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let app = http::router(state);
@@ -197,6 +207,9 @@ impl Supervisor {
                 })
                 .await
         });
+        // Workers that ran replicas before a restart get their grace from now on, when their
+        // reconnects can be accepted, not from when the store was read.
+        let _ = driver_tx.send(DriverMsg::Serving).await;
         Ok(Supervisor {
             addr,
             events,

@@ -61,6 +61,40 @@ impl ReplicaEnd {
     }
 }
 
+/// A write the driver defers until the frames of a decision have left (see
+/// [`Store::write_batch`]).
+#[derive(Debug, Clone)]
+pub enum Record {
+    Started(ReplicaStart),
+    Ended {
+        replica: ReplicaId,
+        end: ReplicaEnd,
+        exec: Option<Execution>,
+        error: Option<String>,
+        at_ms: u64,
+    },
+    /// A replica recorded as lost came back with its worker.
+    Reopened(ReplicaId),
+    Activity(ActivityRecord),
+    JobFinished {
+        job: JobId,
+        state: &'static str,
+        error: Option<String>,
+        at_ms: u64,
+    },
+}
+
+/// One replica as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaInfo {
+    pub job: JobId,
+    pub task: TaskId,
+    pub worker: WorkerId,
+    pub started_ms: u64,
+    /// `won`, `late`, `failed`, `cancelled`, `lost`, or none while it runs.
+    pub outcome: Option<String>,
+}
+
 /// A job to resume after a restart.
 #[derive(Debug)]
 pub struct StoredJob {
@@ -82,15 +116,16 @@ pub struct ActivityRecord {
 }
 
 /// One started replica, as recorded.
-pub struct ReplicaStart<'a> {
+#[derive(Debug, Clone)]
+pub struct ReplicaStart {
     pub replica: ReplicaId,
-    pub job: &'a JobId,
-    pub task: &'a TaskId,
-    pub worker: &'a WorkerId,
-    pub worker_name: &'a str,
+    pub job: JobId,
+    pub task: TaskId,
+    pub worker: WorkerId,
+    pub worker_name: String,
     pub rate: f64,
     /// `first`, `redundant` or `reissue`.
-    pub reason: &'a str,
+    pub reason: &'static str,
     /// For a reissue: why.
     pub detail: Option<String>,
     pub at_ms: u64,
@@ -216,41 +251,27 @@ impl Store {
         Ok(id)
     }
 
-    pub fn record_replica_started(&mut self, s: &ReplicaStart<'_>) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO replicas (id, job, task, worker, worker_name, rate, reason, detail, started_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                s.replica.key(),
-                s.job.0,
-                s.task.0,
-                s.worker.0,
-                s.worker_name,
-                s.rate,
-                s.reason,
-                s.detail,
-                s.at_ms as i64
-            ],
-        )?;
-        Ok(())
+    pub fn record_replica_started(&mut self, s: &ReplicaStart) -> Result<(), StoreError> {
+        insert_replica(&self.conn, s)
     }
 
     /// Stores a task's result and the execution record of the replica that produced it, in one
     /// transaction. If the task already has a result, only the execution record is kept (as
     /// late). Returns whether this result was the task's first.
+    /// `output` is the output's JSON text.
     pub fn record_result(
         &mut self,
         replica: ReplicaId,
         job: &JobId,
         task: &TaskId,
-        output: &serde_json::Value,
+        output: &str,
         exec: Execution,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
         let first = tx.execute(
             "INSERT OR IGNORE INTO results (job, task, output, replica, done_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![job.0, task.0, output.to_string(), replica.key(), now_ms as i64],
+            params![job.0, task.0, output, replica.key(), now_ms as i64],
         )? == 1;
         let end = if first {
             ReplicaEnd::Won
@@ -274,13 +295,89 @@ impl Store {
         end_replica(&self.conn, replica, end, exec, error, now_ms)
     }
 
+    /// Writes a batch of records in one transaction (one fsync for all of them).
+    pub fn write_batch(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        for r in records {
+            match r {
+                Record::Started(s) => insert_replica(&tx, s)?,
+                Record::Ended {
+                    replica,
+                    end,
+                    exec,
+                    error,
+                    at_ms,
+                } => end_replica(&tx, *replica, *end, *exec, error.as_deref(), *at_ms)?,
+                Record::Reopened(replica) => {
+                    tx.execute(
+                        "UPDATE replicas SET ended_ms = NULL, outcome = NULL WHERE id = ?1 AND outcome = 'lost'",
+                        [replica.key()],
+                    )?;
+                }
+                Record::Activity(a) => insert_activity(&tx, a)?,
+                Record::JobFinished {
+                    job,
+                    state,
+                    error,
+                    at_ms,
+                } => finish_job(&tx, job, state, error.as_deref(), *at_ms)?,
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// What the store knows of one replica: where it ran, when it started, how it ended.
+    pub fn replica_info(&self, replica: ReplicaId) -> Result<Option<ReplicaInfo>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT job, task, worker, started_ms, outcome FROM replicas WHERE id = ?1",
+                [replica.key()],
+                |r| {
+                    Ok(ReplicaInfo {
+                        job: JobId(r.get(0)?),
+                        task: TaskId(r.get(1)?),
+                        worker: WorkerId(r.get(2)?),
+                        started_ms: r.get::<_, i64>(3)? as u64,
+                        outcome: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(Into::into)
+    }
+
+    /// The replica whose result a task stored, if it has one.
+    pub fn result_replica(&self, job: &JobId, task: &TaskId) -> Result<Option<ReplicaId>, StoreError> {
+        let key: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT replica FROM results WHERE job = ?1 AND task = ?2",
+                params![job.0, task.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(key.and_then(|k| ReplicaId::parse(&k)))
+    }
+
+    /// The JSON text of a task's stored output.
+    pub fn result_text(&self, job: &JobId, task: &TaskId) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT output FROM results WHERE job = ?1 AND task = ?2",
+                params![job.0, task.0],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(Into::into)
+    }
+
     /// Records that a worker's owner came back (or its machine stopped being idle).
     pub fn record_activity(&mut self, a: &ActivityRecord) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO activity (worker, worker_name, kind, at_ms, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![a.worker, a.worker_name, a.kind, a.at_ms as i64, a.received_ms as i64],
-        )?;
-        Ok(())
+        insert_activity(&self.conn, a)
     }
 
     /// The newest activity records, of one worker or of all, at most `limit`.
@@ -307,11 +404,7 @@ impl Store {
 
     /// A replica recorded as lost came back with its worker: it is running again.
     pub fn reopen_replica(&mut self, replica: ReplicaId) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE replicas SET ended_ms = NULL, outcome = NULL WHERE id = ?1 AND outcome = 'lost'",
-            [replica.key()],
-        )?;
-        Ok(())
+        self.write_batch(&[Record::Reopened(replica)])
     }
 
     /// Marks a job finished: `completed`, `failed` or `cancelled`.
@@ -323,15 +416,7 @@ impl Store {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "UPDATE jobs SET state = ?2, error = ?3, finished_ms = ?4 WHERE id = ?1 AND state = 'running'",
-            params![job.0, state, error, now_ms as i64],
-        )?;
-        // Replicas still open when their job ends were stopped by it.
-        tx.execute(
-            "UPDATE replicas SET ended_ms = ?2, outcome = 'cancelled' WHERE job = ?1 AND ended_ms IS NULL",
-            params![job.0, now_ms as i64],
-        )?;
+        finish_job(&tx, job, state, error, now_ms)?;
         tx.commit()?;
         Ok(())
     }
@@ -529,6 +614,52 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobSummary> {
     })
 }
 
+fn insert_replica(conn: &Connection, s: &ReplicaStart) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR REPLACE INTO replicas (id, job, task, worker, worker_name, rate, reason, detail, started_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            s.replica.key(),
+            s.job.0,
+            s.task.0,
+            s.worker.0,
+            s.worker_name,
+            s.rate,
+            s.reason,
+            s.detail,
+            s.at_ms as i64
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert_activity(conn: &Connection, a: &ActivityRecord) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO activity (worker, worker_name, kind, at_ms, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![a.worker, a.worker_name, a.kind, a.at_ms as i64, a.received_ms as i64],
+    )?;
+    Ok(())
+}
+
+fn finish_job(
+    conn: &Connection,
+    job: &JobId,
+    state: &str,
+    error: Option<&str>,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE jobs SET state = ?2, error = ?3, finished_ms = ?4 WHERE id = ?1 AND state = 'running'",
+        params![job.0, state, error, now_ms as i64],
+    )?;
+    // Replicas still open when their job ends were stopped by it.
+    conn.execute(
+        "UPDATE replicas SET ended_ms = ?2, outcome = 'cancelled' WHERE job = ?1 AND ended_ms IS NULL",
+        params![job.0, now_ms as i64],
+    )?;
+    Ok(())
+}
+
 /// A replica id the store wrote, from column `i`.
 fn stored_replica_id(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<ReplicaId> {
     let text: String = r.get(i)?;
@@ -577,20 +708,20 @@ mod tests {
         }
     }
 
-    fn start<'a>(
+    fn start(
         r: u64,
-        job: &'a JobId,
-        task: &'a TaskId,
-        worker: &'a WorkerId,
+        job: &JobId,
+        task: &TaskId,
+        worker: &WorkerId,
         rate: f64,
         at_ms: u64,
-    ) -> ReplicaStart<'a> {
+    ) -> ReplicaStart {
         ReplicaStart {
             replica: ReplicaId::new(0, r),
-            job,
-            task,
-            worker,
-            worker_name: "w",
+            job: job.clone(),
+            task: task.clone(),
+            worker: worker.clone(),
+            worker_name: "w".into(),
             rate,
             reason: if r == 3 { "reissue" } else { "first" },
             detail: (r == 3).then(|| "worker w1 lost (connection closed)".to_owned()),
@@ -633,7 +764,7 @@ mod tests {
                 ReplicaId::new(0, 1),
                 &job,
                 &a,
-                &serde_json::json!(7),
+                "7",
                 exec,
                 1500
             )
@@ -668,7 +799,7 @@ mod tests {
                 ReplicaId::new(0, 1),
                 &job,
                 &a,
-                &serde_json::json!(1),
+                "1",
                 exec,
                 10
             )
@@ -679,7 +810,7 @@ mod tests {
                 ReplicaId::new(0, 2),
                 &job,
                 &a,
-                &serde_json::json!(2),
+                "2",
                 exec,
                 20
             )
@@ -702,7 +833,7 @@ mod tests {
             ReplicaId::new(0, 1),
             &job,
             &a,
-            &serde_json::json!(1),
+            "1",
             Execution {
                 wall_ms: 1_000,
                 cpu_ms: 900,
@@ -720,7 +851,7 @@ mod tests {
             ReplicaId::new(0, 3),
             &job,
             &b,
-            &serde_json::json!(2),
+            "2",
             Execution {
                 wall_ms: 4_000,
                 cpu_ms: 3_900,

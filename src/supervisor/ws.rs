@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::auth::token_matches;
 use super::driver::{ConnId, DriverMsg, Hello, Outgoing};
-use crate::proto::{self, ErrorCode, SupervisorMsg, WorkerMsg};
+use crate::proto::{self, BlobRef, ErrorCode, Payload, SupervisorMsg, WorkerMsg};
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,7 +35,7 @@ type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 pub fn upgrade(
     mut req: Request<Body>,
     conn: ConnId,
-    worker_token: Arc<str>,
+    ctx: Arc<ConnContext>,
     driver: mpsc::Sender<DriverMsg>,
 ) -> Response<Body> {
     let headers = req.headers();
@@ -67,7 +67,7 @@ pub fn upgrade(
                     Some(config),
                 )
                 .await;
-                serve(ws, conn, &worker_token, driver).await;
+                serve(ws, conn, ctx, driver).await;
             }
             Err(e) => debug!("websocket upgrade failed: {e}"),
         }
@@ -106,7 +106,10 @@ impl Refusal {
 
 /// Reads the next message as a worker message, or says why it is refused. `None` when the peer
 /// closed the connection.
-async fn next_msg(ws: &mut Ws) -> Option<Result<WorkerMsg, Refusal>> {
+async fn next_msg<S>(ws: &mut S) -> Option<Result<WorkerMsg, Refusal>>
+where
+    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
     loop {
         let frame = match ws.next().await? {
             Ok(f) => f,
@@ -137,13 +140,17 @@ async fn next_msg(ws: &mut Ws) -> Option<Result<WorkerMsg, Refusal>> {
     }
 }
 
-async fn refuse(ws: &mut Ws, r: Refusal) {
+/// Sends the refusal as an `Error` message and a close frame.
+async fn send_refusal<S>(sink: &mut S, r: &Refusal)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
     let msg = SupervisorMsg::Error {
         code: r.code,
         message: r.message.clone(),
         fatal: true,
     };
-    let _ = ws.send(Message::text(proto::encode(&msg))).await;
+    let _ = sink.send(Message::text(proto::encode(&msg))).await;
     let close_code = match r.code {
         ErrorCode::TooLarge => CloseCode::Size,
         ErrorCode::Malformed => CloseCode::Invalid,
@@ -151,17 +158,30 @@ async fn refuse(ws: &mut Ws, r: Refusal) {
     };
     // Close reasons are limited to 123 bytes by the protocol.
     let reason: String = r.message.chars().take(100).collect();
-    let _ = ws
+    let _ = sink
         .send(Message::Close(Some(CloseFrame {
             code: close_code,
             reason: reason.into(),
         })))
         .await;
-    // Give the peer a moment to read the error before the socket goes away.
+}
+
+/// Refuses a connection before it joined: error, close, and a moment for the peer to read it.
+async fn refuse(ws: &mut Ws, r: Refusal) {
+    send_refusal(ws, &r).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while let Some(Ok(_)) = ws.next().await {}
     })
     .await;
+}
+
+/// Whether `id` is a worker id this supervisor accepts: 1-64 of A-Z a-z 0-9 - _ .
+pub fn valid_worker_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// Checks a hello's fields; returns what the driver needs.
@@ -196,13 +216,7 @@ fn check_hello(msg: WorkerMsg, worker_token: &str) -> Result<Hello, Refusal> {
             "invalid worker token",
         ));
     }
-    let id_ok = !worker.0.is_empty()
-        && worker.0.len() <= 64
-        && worker
-            .0
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if !id_ok {
+    if !valid_worker_id(&worker.0) {
         return Err(Refusal::new(
             ErrorCode::Protocol,
             format!(
@@ -231,6 +245,13 @@ fn check_hello(msg: WorkerMsg, worker_token: &str) -> Result<Hello, Refusal> {
     } else {
         name
     };
+    // A worker never runs more tasks at once than it has cores, whatever it asks for.
+    let mut hardware = hardware;
+    let cores = hardware.cores.max(1);
+    if hardware.slots > cores {
+        info!(%worker, slots = hardware.slots, cores, "slots capped by the worker's cores");
+        hardware.slots = cores;
+    }
     Ok(Hello {
         worker,
         name,
@@ -240,11 +261,11 @@ fn check_hello(msg: WorkerMsg, worker_token: &str) -> Result<Hello, Refusal> {
     })
 }
 
-async fn serve(mut ws: Ws, conn: ConnId, worker_token: &str, driver: mpsc::Sender<DriverMsg>) {
+async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Sender<DriverMsg>) {
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_msg(&mut ws)).await {
         Err(_) => Err(Refusal::new(ErrorCode::Protocol, "no hello within 10 s")),
         Ok(None) => return,
-        Ok(Some(msg)) => msg.and_then(|m| check_hello(m, worker_token)),
+        Ok(Some(msg)) => msg.and_then(|m| check_hello(m, &ctx.worker_token)),
     };
     let hello = match hello {
         Ok(h) => h,
@@ -254,20 +275,38 @@ async fn serve(mut ws: Ws, conn: ConnId, worker_token: &str, driver: mpsc::Sende
             return;
         }
     };
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     let worker = hello.worker.clone();
-    let joined = DriverMsg::Joined { conn, hello, tx };
+    let joined = DriverMsg::Joined {
+        conn,
+        hello,
+        tx: tx.clone(),
+    };
     if driver.send(joined).await.is_err() {
         return;
     }
+    // Reader and writer are separate tasks: a frame that is slow to leave (a throttled link, a
+    // worker that reads slowly) never stops us from reading heartbeats and Activity, and a
+    // frame being read never delays an Assign.
+    let (sink, mut stream) = ws.split();
+    let mut writer = tokio::spawn(write_frames(sink, rx, worker.clone()));
     // Why the connection ends on our side, if it does.
     let mut refusal = None;
     loop {
         tokio::select! {
-            incoming = next_msg(&mut ws) => match incoming {
+            incoming = next_msg(&mut stream) => match incoming {
                 None => break,
                 Some(Ok(msg)) => {
-                    if driver.send(DriverMsg::Frame { conn, worker: worker.clone(), msg }).await.is_err() {
+                    let (msg, upload) = match resolve_blob(msg, &ctx).await {
+                        Ok(resolved) => resolved,
+                        Err(r) => {
+                            warn!(%worker, "closing connection: {}", r.message);
+                            refusal = Some(r);
+                            break;
+                        }
+                    };
+                    let frame = DriverMsg::Frame { conn, worker: worker.clone(), msg, upload };
+                    if driver.send(frame).await.is_err() {
                         break;
                     }
                 }
@@ -277,27 +316,131 @@ async fn serve(mut ws: Ws, conn: ConnId, worker_token: &str, driver: mpsc::Sende
                     break;
                 }
             },
-            out = rx.recv() => match out {
-                Some(Outgoing::Frame(text)) => {
-                    // A worker that stops reading (frozen, or its network cut) must not pin this
-                    // task forever once the socket buffers are full.
-                    match tokio::time::timeout(SEND_TIMEOUT, ws.send(Message::text(text))).await {
-                        Ok(Ok(())) => {}
-                        _ => break,
-                    }
-                }
-                Some(Outgoing::Close { code, message }) => {
-                    info!(%worker, "closing connection: {message}");
-                    refusal = Some(Refusal { code, message });
-                    break;
-                }
-                None => break,
-            },
+            // The writer ends when the driver closes this connection or a send fails.
+            _ = &mut writer => {
+                // Let the peer's answer to our close frame arrive, briefly.
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    while let Some(Ok(_)) = stream.next().await {}
+                })
+                .await;
+                break;
+            }
         }
     }
     // The driver hears first, so that a reissue never waits for the goodbye below.
     let _ = driver.send(DriverMsg::Closed { conn, worker }).await;
-    if let Some(r) = refusal {
-        let _ = tokio::time::timeout(SEND_TIMEOUT, refuse(&mut ws, r)).await;
+    if !writer.is_finished() {
+        if let Some(Refusal { code, message }) = refusal {
+            let _ = tx.send(Outgoing::Close { code, message });
+        } else {
+            let _ = tx.send(Outgoing::Close {
+                code: ErrorCode::Protocol,
+                message: "connection closed".into(),
+            });
+        }
+        drop(tx);
+        if tokio::time::timeout(SEND_TIMEOUT, &mut writer).await.is_err() {
+            writer.abort();
+        }
     }
+}
+
+/// Sends what the driver queues for this connection, in order, until it asks to close or a send
+/// fails or stalls.
+async fn write_frames(
+    mut sink: futures_util::stream::SplitSink<Ws, Message>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    worker: crate::proto::WorkerId,
+) {
+    while let Some(out) = rx.recv().await {
+        match out {
+            Outgoing::Frame(text) => {
+                // A worker that stops reading (frozen, or its network cut) must not pin this
+                // task forever once the socket buffers are full.
+                match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::text(text))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        debug!(%worker, "send failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        warn!(%worker, "a frame waited {} s to be sent: closing", SEND_TIMEOUT.as_secs());
+                        return;
+                    }
+                }
+            }
+            Outgoing::Close { code, message } => {
+                info!(%worker, "closing connection: {message}");
+                let r = Refusal { code, message };
+                let _ = tokio::time::timeout(SEND_TIMEOUT, send_refusal(&mut sink, &r)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// What a connection task needs besides the socket.
+pub struct ConnContext {
+    pub worker_token: Arc<str>,
+    /// Where out-of-band result uploads land (`uploads/` in the data dir).
+    pub uploads: std::path::PathBuf,
+}
+
+/// A result whose output was uploaded out of band is checked (length, SHA-256) and read here,
+/// off the driver thread, so the driver only ever sees inline values. Returns the message and
+/// the upload file it came from. A result that does not match its upload closes the connection;
+/// the upload is deleted so the worker sends it again from the start.
+async fn resolve_blob(
+    msg: WorkerMsg,
+    ctx: &ConnContext,
+) -> Result<(WorkerMsg, Option<(std::path::PathBuf, BlobRef)>), Refusal> {
+    let WorkerMsg::Result {
+        replica,
+        output: Payload::Blob(blob),
+        execution,
+    } = msg
+    else {
+        return Ok((msg, None));
+    };
+    let path = super::http::upload_path(&ctx.uploads, replica);
+    let checked = {
+        let path = path.clone();
+        let blob = blob.clone();
+        tokio::task::spawn_blocking(move || read_upload(&path, &blob))
+            .await
+            .unwrap_or_else(|e| Err(format!("checking the upload failed: {e}")))
+    };
+    match checked {
+        Ok(value) => Ok((
+            WorkerMsg::Result {
+                replica,
+                output: Payload::Inline(value),
+                execution,
+            },
+            Some((path, blob)),
+        )),
+        Err(why) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            Err(Refusal::new(
+                ErrorCode::Protocol,
+                format!("result of {replica} does not match its upload: {why}; upload it again"),
+            ))
+        }
+    }
+}
+
+fn read_upload(path: &std::path::Path, blob: &BlobRef) -> Result<serde_json::Value, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("no complete upload ({e})"))?;
+    if bytes.len() as u64 != blob.bytes {
+        return Err(format!(
+            "{} bytes received, the result says {}",
+            bytes.len(),
+            blob.bytes
+        ));
+    }
+    let digest = proto::sha256_hex(&bytes);
+    if digest != blob.sha256 {
+        return Err(format!("SHA-256 {digest}, the result says {}", blob.sha256));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))
 }
