@@ -49,6 +49,14 @@ pub struct Config {
     pub max_failures: u32,
     /// Seed of the tie-breaking randomness.
     pub seed: u64,
+    /// After a supervisor restart, how long workers that ran replicas have to reconnect, counted
+    /// from [`Scheduler::begin_restart_grace`]. Longer than the loss bound: clients back off
+    /// between attempts (up to ~6.25 s), and a restart must not double every task.
+    pub restart_grace: Duration,
+    /// A worker whose connection closes within this long after a replica was assigned to it
+    /// counts as a failure of that task: a task that crashes (or gets OOM-killed with) every
+    /// worker it runs on must fail its job at `max_failures`, not roam the pool forever.
+    pub poison_window: Duration,
 }
 
 impl Default for Config {
@@ -59,6 +67,8 @@ impl Default for Config {
             critical_replicas: 2,
             max_failures: 3,
             seed: 0,
+            restart_grace: Duration::from_secs(10),
+            poison_window: Duration::from_secs(10),
         }
     }
 }
@@ -118,16 +128,23 @@ pub enum ReissueCause {
     Dropped {
         worker: WorkerId,
     },
+    /// The worker's result could not be committed to the store.
+    NotStored {
+        worker: WorkerId,
+        error: String,
+    },
 }
 
 impl ReissueCause {
-    /// A short machine-friendly label: `worker_lost`, `owner_active`, `failed`, `dropped`.
+    /// A short machine-friendly label: `worker_lost`, `owner_active`, `failed`, `dropped`,
+    /// `not_stored`.
     pub fn label(&self) -> &'static str {
         match self {
             ReissueCause::WorkerLost { .. } => "worker_lost",
             ReissueCause::OwnerActive { .. } => "owner_active",
             ReissueCause::Failed { .. } => "failed",
             ReissueCause::Dropped { .. } => "dropped",
+            ReissueCause::NotStored { .. } => "not_stored",
         }
     }
 }
@@ -146,6 +163,12 @@ impl fmt::Display for ReissueCause {
             }
             ReissueCause::Dropped { worker } => {
                 write!(f, "worker {worker} reconnected without it")
+            }
+            ReissueCause::NotStored { worker, error } => {
+                write!(
+                    f,
+                    "result from worker {worker} could not be stored: {error}"
+                )
             }
         }
     }
@@ -223,7 +246,7 @@ pub enum WorkerState {
     Busy(ActivityKind),
     /// Connected, waiting for its machine to become idle (it joined while not idle).
     Waiting,
-    /// Ran replicas before a supervisor restart; expected back within the loss bound.
+    /// Ran replicas before a supervisor restart; expected back within the restart grace.
     Reconnecting,
     /// Gone. Kept only while replicas that may come back with it are attached.
     Lost,
@@ -249,7 +272,8 @@ impl WorkerState {
     }
 
     /// Whether a replica on a worker in this state counts as running. A reconnecting worker
-    /// counts until its deadline, so that a supervisor restart does not double every task.
+    /// counts until the restart grace ends, so that a supervisor restart does not double every
+    /// task.
     fn hosts_live_replicas(self) -> bool {
         matches!(self, WorkerState::Live | WorkerState::Reconnecting)
     }
@@ -269,23 +293,46 @@ fn capacity(hw: Option<&Hardware>) -> f64 {
     }
 }
 
+/// How many replicas a worker runs at once: its configured slots, but never more than its cores
+/// (a slot without a core only makes every task on the machine slower, and the owner's too).
+fn slot_cap(hw: &Hardware) -> usize {
+    hw.slots.min(hw.cores.max(1)) as usize
+}
+
 #[derive(Debug)]
 struct Worker {
     name: String,
     hardware: Option<Hardware>,
     state: WorkerState,
     last_heard: Instant,
+    /// A status request went out since the worker was last heard from.
     probe_sent: bool,
+    /// The nonce of the last status request not yet acknowledged.
+    probe_nonce: Option<u64>,
+    /// While `Reconnecting`: when it is lost if it has not reconnected. `None` until the restart
+    /// grace begins (the server is not accepting connections yet, so nobody could reconnect).
+    reconnect_by: Option<Instant>,
     /// Replicas attached to this worker, whatever its state.
     replicas: BTreeSet<ReplicaId>,
 }
 
 impl Worker {
+    fn new(now: Instant, state: WorkerState) -> Self {
+        Worker {
+            name: String::new(),
+            hardware: None,
+            state,
+            last_heard: now,
+            probe_sent: false,
+            probe_nonce: None,
+            reconnect_by: None,
+            replicas: BTreeSet::new(),
+        }
+    }
+
     fn free_slots(&self) -> usize {
         match (&self.state, &self.hardware) {
-            (WorkerState::Live, Some(hw)) => {
-                (hw.slots as usize).saturating_sub(self.replicas.len())
-            }
+            (WorkerState::Live, Some(hw)) => slot_cap(hw).saturating_sub(self.replicas.len()),
             _ => 0,
         }
     }
@@ -297,6 +344,8 @@ struct Replica {
     task: usize,
     worker: WorkerId,
     progress: f32,
+    /// When it was assigned (for a restored replica: when it was restored).
+    started: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -342,6 +391,11 @@ pub struct Scheduler {
     next_replica: u64,
     next_job_seq: u64,
     next_nonce: u64,
+    /// When the restart grace ends, once [`Scheduler::begin_restart_grace`] was called.
+    grace_until: Option<Instant>,
+    /// The latest `now` seen by `schedule`: [`Scheduler::cancel_job`] takes no time, yet the
+    /// replicas it makes room for need an assignment instant.
+    last_scheduled: Option<Instant>,
     workers: BTreeMap<WorkerId, Worker>,
     jobs: BTreeMap<u64, JobState>,
     job_seq: HashMap<JobId, u64>,
@@ -415,6 +469,8 @@ impl Scheduler {
             next_replica: 0,
             next_job_seq: 0,
             next_nonce: 0,
+            grace_until: None,
+            last_scheduled: None,
             workers: BTreeMap::new(),
             jobs: BTreeMap::new(),
             job_seq: HashMap::new(),
@@ -446,7 +502,7 @@ impl Scheduler {
         let lost_at = w.last_heard + self.cfg.loss_after();
         match w.state {
             WorkerState::Lost => None,
-            WorkerState::Reconnecting => Some(lost_at),
+            WorkerState::Reconnecting => w.reconnect_by,
             _ if !w.probe_sent => Some((w.last_heard + self.cfg.probe_after()).min(lost_at)),
             _ => Some(lost_at),
         }
@@ -457,38 +513,38 @@ impl Scheduler {
         let mut lost = Vec::new();
         let mut probe = Vec::new();
         for (id, w) in &self.workers {
-            if w.state == WorkerState::Lost {
-                continue;
+            match w.state {
+                WorkerState::Lost => continue,
+                WorkerState::Reconnecting => {
+                    if w.reconnect_by.is_some_and(|t| now >= t) {
+                        lost.push((id.clone(), LossCause::NotReconnected));
+                    }
+                    continue;
+                }
+                _ => {}
             }
             let silent = now.saturating_duration_since(w.last_heard);
             if silent >= self.cfg.loss_after() {
-                let cause = if w.state == WorkerState::Reconnecting {
-                    LossCause::NotReconnected
-                } else {
-                    LossCause::Silent(silent)
-                };
-                lost.push((id.clone(), cause));
-            } else if !w.probe_sent
-                && w.state != WorkerState::Reconnecting
-                && silent >= self.cfg.probe_after()
-            {
+                lost.push((id.clone(), LossCause::Silent(silent)));
+            } else if !w.probe_sent && silent >= self.cfg.probe_after() {
                 probe.push(id.clone());
             }
         }
         for id in probe {
+            self.next_nonce += 1;
             if let Some(w) = self.workers.get_mut(&id) {
                 w.probe_sent = true;
+                w.probe_nonce = Some(self.next_nonce);
             }
-            self.next_nonce += 1;
             self.outputs.push_back(Output::StatusRequest {
                 worker: id,
                 nonce: self.next_nonce,
             });
         }
         for (id, cause) in lost {
-            self.lose(&id, cause);
+            self.lose(now, &id, cause);
         }
-        self.schedule();
+        self.schedule(now);
     }
 
     /// A worker said hello (authenticated by the shell). `held` are the replicas it still has
@@ -521,14 +577,10 @@ impl Scheduler {
                 drop.push(*r);
             }
         }
-        let worker = self.workers.entry(id.clone()).or_insert_with(|| Worker {
-            name: String::new(),
-            hardware: None,
-            state: WorkerState::Live,
-            last_heard: now,
-            probe_sent: false,
-            replicas: BTreeSet::new(),
-        });
+        let worker = self
+            .workers
+            .entry(id.clone())
+            .or_insert_with(|| Worker::new(now, WorkerState::Live));
         worker.name = name;
         worker.hardware = Some(hardware);
         worker.state = if available {
@@ -538,6 +590,8 @@ impl Scheduler {
         };
         worker.last_heard = now;
         worker.probe_sent = false;
+        worker.probe_nonce = None;
+        worker.reconnect_by = None;
         self.outputs.push_back(Output::Welcome {
             worker: id.clone(),
             keep: keep.clone(),
@@ -546,18 +600,18 @@ impl Scheduler {
         for r in keep {
             self.refresh_replica_task(r);
         }
-        self.schedule();
+        self.schedule(now);
     }
 
     /// The worker's connection closed.
-    pub fn handle_worker_left(&mut self, _now: Instant, id: &WorkerId) {
+    pub fn handle_worker_left(&mut self, now: Instant, id: &WorkerId) {
         if self
             .workers
             .get(id)
             .is_some_and(|w| w.state != WorkerState::Lost)
         {
-            self.lose(id, LossCause::Disconnected);
-            self.schedule();
+            self.lose(now, id, LossCause::Disconnected);
+            self.schedule(now);
         }
     }
 
@@ -570,8 +624,19 @@ impl Scheduler {
         }
     }
 
-    pub fn handle_status_ack(&mut self, now: Instant, id: &WorkerId) {
-        self.touch(now, id);
+    /// The worker acknowledged a status request. True if `nonce` is that of the outstanding
+    /// request, which it then answers; a stale or made-up nonce leaves the request outstanding,
+    /// though the frame itself still shows the worker is alive.
+    pub fn handle_status_ack(&mut self, now: Instant, id: &WorkerId, nonce: u64) -> bool {
+        let Some(w) = self.workers.get_mut(id).filter(|w| w.state.is_connected()) else {
+            return false;
+        };
+        if w.probe_nonce != Some(nonce) {
+            w.last_heard = now;
+            return false;
+        }
+        w.probe_nonce = None;
+        self.touch(now, id)
     }
 
     pub fn handle_progress(&mut self, now: Instant, id: &WorkerId, progress: Progress) {
@@ -643,7 +708,7 @@ impl Scheduler {
         if self.jobs[&seq].remaining == 0 {
             self.finish_job(seq, JobOutcome::Completed);
         }
-        self.schedule();
+        self.schedule(now);
     }
 
     /// A replica failed. The task is retried elsewhere until it has failed `max_failures` times.
@@ -668,27 +733,58 @@ impl Scheduler {
                 error: error.clone(),
             }),
         );
-        let Some(job) = self.jobs.get_mut(&seq) else {
+        self.count_failure(seq, ti, id, &error);
+        self.schedule(now);
+    }
+
+    /// The shell could not send this replica's `Assign` (the frame exceeds the size limit, say).
+    /// The replica is detached without a `Cancel` (the worker never had it) and counts as a
+    /// failure of its task on that worker: a task that cannot be sent to anyone fails its job at
+    /// `max_failures` instead of being reissued forever.
+    pub fn handle_undeliverable(&mut self, now: Instant, replica: ReplicaId, error: String) {
+        let Some(r) = self.replicas.get(&replica) else {
             return;
         };
-        let task = &mut job.tasks[ti];
-        task.failures += 1;
-        task.failed_on.insert(id.clone());
-        if task.failures >= self.cfg.max_failures {
-            let task_id = job.job.tasks()[ti].id.clone();
-            let error = format!(
-                "task {task_id} failed {} times, last on worker {id}: {error}",
-                task.failures
-            );
-            self.finish_job(
-                seq,
-                JobOutcome::Failed {
-                    task: task_id,
-                    error,
-                },
-            );
+        let (seq, ti, worker) = (r.job, r.task, r.worker.clone());
+        self.remove_replica(
+            replica,
+            Some(ReissueCause::Failed {
+                worker: worker.clone(),
+                error: error.clone(),
+            }),
+        );
+        self.count_failure(seq, ti, &worker, &error);
+        self.schedule(now);
+    }
+
+    /// The worker's result for `replica` could not be committed to the store. Nobody's fault, so
+    /// not a failure: the worker is told to forget the replica and the task is reissued at once
+    /// (a task is done only once its result is stored).
+    pub fn handle_not_stored(
+        &mut self,
+        now: Instant,
+        worker: &WorkerId,
+        replica: ReplicaId,
+        error: String,
+    ) {
+        // The result frame arrived: a sign of life, whatever becomes of it.
+        self.touch(now, worker);
+        if self.result_target(worker, replica).is_none() {
+            return;
         }
-        self.schedule();
+        self.remove_replica(
+            replica,
+            Some(ReissueCause::NotStored {
+                worker: worker.clone(),
+                error: error.clone(),
+            }),
+        );
+        self.outputs.push_back(Output::Cancel {
+            worker: worker.clone(),
+            replica,
+            reason: format!("result could not be stored: {error}"),
+        });
+        self.schedule(now);
     }
 
     /// The worker's owner came back: its replicas pause, and tasks with no other live replica are
@@ -714,7 +810,7 @@ impl Scheduler {
             kind,
         };
         self.worker_stopped_hosting(id, cause);
-        self.schedule();
+        self.schedule(now);
     }
 
     /// The worker's machine is idle again: its paused replicas count again and it takes tasks.
@@ -733,7 +829,7 @@ impl Scheduler {
         for r in replicas {
             self.refresh_replica_task(r);
         }
-        self.schedule();
+        self.schedule(now);
     }
 
     /// Accepts a new (stored) job.
@@ -742,8 +838,9 @@ impl Scheduler {
     }
 
     /// Re-creates a job after a supervisor restart at `now`: `done` are the outputs already
-    /// stored, `running` the replicas that were running, with their workers. Those workers get the
-    /// loss bound from `now` to reconnect before their tasks are reissued.
+    /// stored, `running` the replicas that were running, with their workers. Those workers are
+    /// `Reconnecting`: their replicas count as live, with no deadline until
+    /// [`Scheduler::begin_restart_grace`], then for `restart_grace`.
     pub fn restore_job(
         &mut self,
         now: Instant,
@@ -789,17 +886,13 @@ impl Scheduler {
             if self.jobs[&seq].tasks[ti].output.is_some() || self.replicas.contains_key(replica) {
                 continue;
             }
-            let w = self
-                .workers
-                .entry(worker.clone())
-                .or_insert_with(|| Worker {
-                    name: String::new(),
-                    hardware: None,
-                    state: WorkerState::Reconnecting,
-                    last_heard: now,
-                    probe_sent: false,
-                    replicas: BTreeSet::new(),
-                });
+            let grace_until = self.grace_until;
+            let w = self.workers.entry(worker.clone()).or_insert_with(|| {
+                // A job restored after the grace began shares its deadline.
+                let mut w = Worker::new(now, WorkerState::Reconnecting);
+                w.reconnect_by = grace_until;
+                w
+            });
             w.replicas.insert(*replica);
             self.replicas.insert(
                 *replica,
@@ -808,6 +901,7 @@ impl Scheduler {
                     task: ti,
                     worker: worker.clone(),
                     progress: 0.0,
+                    started: now,
                 },
             );
             let task = &mut self.jobs.get_mut(&seq).expect("inserted above").tasks[ti];
@@ -821,7 +915,20 @@ impl Scheduler {
                 self.refresh_task(seq, ti);
             }
         }
-        self.schedule();
+        self.schedule(now);
+    }
+
+    /// The server is accepting connections again after a restart: every worker still
+    /// `Reconnecting` has `restart_grace` from `now` to come back before its replicas are
+    /// reissued (cause [`LossCause::NotReconnected`]). Calling it again restarts the grace.
+    pub fn begin_restart_grace(&mut self, now: Instant) {
+        let until = now + self.cfg.restart_grace;
+        self.grace_until = Some(until);
+        for w in self.workers.values_mut() {
+            if w.state == WorkerState::Reconnecting {
+                w.reconnect_by = Some(until);
+            }
+        }
     }
 
     /// Stops a job at the operator's request. Returns false if no such job is running.
@@ -830,7 +937,9 @@ impl Scheduler {
             return false;
         };
         self.finish_job(seq, JobOutcome::Cancelled);
-        self.schedule();
+        if let Some(now) = self.last_scheduled {
+            self.schedule(now);
+        }
         true
     }
 
@@ -893,6 +1002,21 @@ impl Scheduler {
             .collect()
     }
 
+    /// The worker a replica is attached to, unless that worker is lost (whether the replica is
+    /// running, paused or awaited from a reconnecting worker).
+    pub fn replica_holder(&self, r: ReplicaId) -> Option<&WorkerId> {
+        let rep = self.replicas.get(&r)?;
+        self.workers
+            .get(&rep.worker)
+            .filter(|w| w.state != WorkerState::Lost)
+            .map(|_| &rep.worker)
+    }
+
+    /// When a replica was assigned (for one restored after a restart: when it was restored).
+    pub fn replica_started(&self, r: ReplicaId) -> Option<Instant> {
+        self.replicas.get(&r).map(|rep| rep.started)
+    }
+
     /// Ids of the jobs not finished yet, oldest first.
     pub fn unfinished_jobs(&self) -> Vec<JobId> {
         self.jobs.values().map(|j| j.id.clone()).collect()
@@ -924,19 +1048,22 @@ impl Scheduler {
         }
     }
 
-    fn lose(&mut self, id: &WorkerId, cause: LossCause) {
+    fn lose(&mut self, now: Instant, id: &WorkerId, cause: LossCause) {
         let Some(w) = self.workers.get_mut(id) else {
             return;
         };
         let was_hosting = w.state.hosts_live_replicas();
         w.state = WorkerState::Lost;
         w.probe_sent = false;
-        let replicas = w.replicas.iter().copied().collect();
+        w.probe_nonce = None;
+        w.reconnect_by = None;
+        let replicas: Vec<ReplicaId> = w.replicas.iter().copied().collect();
         self.outputs.push_back(Output::WorkerLost {
             worker: id.clone(),
             cause: cause.clone(),
-            replicas,
+            replicas: replicas.clone(),
         });
+        let poisoned = cause == LossCause::Disconnected;
         let reissue = ReissueCause::WorkerLost {
             worker: id.clone(),
             cause,
@@ -944,8 +1071,57 @@ impl Scheduler {
         if was_hosting {
             self.worker_stopped_hosting(id, reissue);
         }
+        if poisoned {
+            self.count_poison(now, id, &replicas);
+        }
         if self.workers.get(id).is_some_and(|w| w.replicas.is_empty()) {
             self.workers.remove(id);
+        }
+    }
+
+    /// A worker's connection closed: each of `replicas` assigned to it less than
+    /// `poison_window` ago counts as a failure of its task there. The replicas stay attached
+    /// (a network reset does not lose them), but a task that kills every worker it lands on
+    /// must reach `max_failures`. Silence and owner activity say nothing about the task.
+    fn count_poison(&mut self, now: Instant, id: &WorkerId, replicas: &[ReplicaId]) {
+        for r in replicas {
+            let Some(rep) = self.replicas.get(r) else {
+                continue;
+            };
+            let after = now.saturating_duration_since(rep.started);
+            if after >= self.cfg.poison_window {
+                continue;
+            }
+            let error = format!(
+                "worker {id} lost {} ms after this task was assigned (the task may crash its worker)",
+                after.as_millis()
+            );
+            let (seq, ti) = (rep.job, rep.task);
+            self.count_failure(seq, ti, id, &error);
+        }
+    }
+
+    /// One more failure of a task, on `worker`; at `max_failures` its job fails with `error`.
+    fn count_failure(&mut self, seq: u64, ti: usize, worker: &WorkerId, error: &str) {
+        let Some(job) = self.jobs.get_mut(&seq) else {
+            return;
+        };
+        let task = &mut job.tasks[ti];
+        task.failures += 1;
+        task.failed_on.insert(worker.clone());
+        if task.failures >= self.cfg.max_failures {
+            let task_id = job.job.tasks()[ti].id.clone();
+            let error = format!(
+                "task {task_id} failed {} times, last on worker {worker}: {error}",
+                task.failures
+            );
+            self.finish_job(
+                seq,
+                JobOutcome::Failed {
+                    task: task_id,
+                    error,
+                },
+            );
         }
     }
 
@@ -1104,7 +1280,8 @@ impl Scheduler {
     }
 
     /// Gives every task that wants a replica one, as far as free workers allow.
-    fn schedule(&mut self) {
+    fn schedule(&mut self, now: Instant) {
+        self.last_scheduled = Some(self.last_scheduled.map_or(now, |t| t.max(now)));
         let mut free: usize = self.workers.values().map(Worker::free_slots).sum();
         if free == 0 || self.wanting.is_empty() {
             return;
@@ -1122,7 +1299,7 @@ impl Scheduler {
                 let Some(worker) = self.pick_worker(key.job, key.task) else {
                     break;
                 };
-                self.start_replica(key.job, key.task, worker);
+                self.start_replica(now, key.job, key.task, worker);
                 free -= 1;
                 if free == 0 {
                     break;
@@ -1184,7 +1361,7 @@ impl Scheduler {
         Some(best[pick].clone())
     }
 
-    fn start_replica(&mut self, seq: u64, ti: usize, worker: WorkerId) {
+    fn start_replica(&mut self, now: Instant, seq: u64, ti: usize, worker: WorkerId) {
         self.next_replica += 1;
         let replica = ReplicaId::new(self.epoch, self.next_replica);
         let had_live = self.live_replicas(seq, ti) > 0;
@@ -1221,6 +1398,7 @@ impl Scheduler {
                 task: ti,
                 worker: worker.clone(),
                 progress: 0.0,
+                started: now,
             },
         );
         let w = self.workers.get_mut(&worker).expect("picked worker exists");

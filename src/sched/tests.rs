@@ -184,8 +184,10 @@ fn a_status_ack_keeps_a_worker_alive() {
     let mut s = Scheduler::new(cfg(), 1);
     join(&mut s, t0, "a", 1, 0.0);
     s.handle_timeout(t0 + Duration::from_millis(150));
-    assert!(matches!(drain(&mut s)[..], [Output::StatusRequest { .. }]));
-    s.handle_status_ack(t0 + Duration::from_millis(160), &w("a"));
+    let [Output::StatusRequest { nonce, .. }] = drain(&mut s)[..] else {
+        panic!("no status request");
+    };
+    assert!(s.handle_status_ack(t0 + Duration::from_millis(160), &w("a"), nonce));
     s.handle_timeout(t0 + Duration::from_millis(300));
     assert!(drain(&mut s).is_empty());
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(310)));
@@ -403,7 +405,7 @@ fn a_reconnecting_worker_keeps_what_it_still_holds_and_drops_the_rest() {
 }
 
 #[test]
-fn after_a_restart_tasks_wait_for_their_workers_until_the_loss_bound() {
+fn after_a_restart_tasks_wait_for_their_workers_until_the_restart_grace_ends() {
     let t0 = Instant::now();
     let mut s = Scheduler::new(cfg(), 2);
     let old = ReplicaId::new(1, 5);
@@ -419,16 +421,27 @@ fn after_a_restart_tasks_wait_for_their_workers_until_the_loss_bound() {
         BTreeMap::from([(TaskId::from("done"), serde_json::json!(7))]),
         &[(old, "x".into(), w("a")), (old2, "y".into(), w("gone"))],
     );
+    s.begin_restart_grace(t0);
     join(&mut s, t0, "b", 4, 0.0);
     assert!(
         assigns(&drain(&mut s)).is_empty(),
-        "restored replicas count until the bound"
+        "restored replicas count until the grace ends"
     );
     s.handle_worker_joined(t0, w("a"), "a".into(), hw(1, 0.0), &[old], true);
     assert!(matches!(&drain(&mut s)[0], Output::Welcome { keep, .. } if keep == &vec![old]));
-    s.handle_heartbeat(t0 + Duration::from_millis(250), &w("a"), &[]);
-    s.handle_heartbeat(t0 + Duration::from_millis(250), &w("b"), &[]);
-    s.handle_timeout(t0 + Duration::from_millis(300));
+    let grace = s.config().restart_grace;
+    let mut now = t0;
+    while now + Duration::from_millis(100) < t0 + grace {
+        now += Duration::from_millis(100);
+        s.handle_heartbeat(now, &w("a"), &[]);
+        s.handle_heartbeat(now, &w("b"), &[]);
+        s.handle_timeout(now);
+        assert!(drain(&mut s).is_empty(), "lost before the grace ended");
+    }
+    assert_eq!(s.poll_timeout(), Some(t0 + grace));
+    s.handle_heartbeat(t0 + grace, &w("a"), &[]);
+    s.handle_heartbeat(t0 + grace, &w("b"), &[]);
+    s.handle_timeout(t0 + grace);
     let out = drain(&mut s);
     assert!(out.iter().any(|o| matches!(o, Output::WorkerLost { worker, cause: LossCause::NotReconnected, .. } if *worker == w("gone"))));
     let re = assigns(&out);
