@@ -64,9 +64,23 @@ struct ServeArgs {
     /// Replicas of a critical task (its job may ask for more).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
     critical_replicas: u32,
-    /// Failed replicas of a task after which its job fails.
+    /// Failed replicas of a task after which its job fails. A worker whose connection closes
+    /// within --poison-window-ms of being given a task counts as a failure of that task.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     max_failures: u32,
+    /// A worker that disconnects this soon after being assigned a task counts as a failure of
+    /// that task (a task that crashes its workers fails its job instead of knocking every
+    /// worker off in turn).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
+    poison_window_ms: u64,
+    /// After a restart, how long workers that were running tasks have to reconnect before those
+    /// tasks are reissued, counted from when this supervisor accepts connections (default: the
+    /// client's longest reconnect wait plus the loss bound).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
+    restart_grace_ms: Option<u64>,
+    /// Largest task output accepted, in MiB; a larger one fails its replica.
+    #[arg(long, default_value_t = idlegrid::proto::DEFAULT_MAX_OUTPUT_BYTES >> 20, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    max_output_mb: u64,
     /// File holding the workers' token (default: DATA_DIR/worker.token, created if missing).
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -154,14 +168,22 @@ async fn dispatch(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let heartbeat = Duration::from_millis(args.heartbeat_ms);
+    let restart_grace = match args.restart_grace_ms {
+        Some(ms) => Duration::from_millis(ms),
+        None => client::MAX_RECONNECT_WAIT + heartbeat * args.miss_limit,
+    };
     let sched = sched::Config {
-        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        heartbeat,
         miss_limit: args.miss_limit,
         critical_replicas: args.critical_replicas,
         max_failures: args.max_failures,
         seed: std::process::id().into(),
+        poison_window: Duration::from_millis(args.poison_window_ms),
+        restart_grace,
     };
     let mut cfg = supervisor::Config::with_tokens_in(&args.data_dir, sched)?;
+    cfg.max_output_bytes = args.max_output_mb << 20;
     if let Some(f) = &args.token_file {
         cfg.worker_token = supervisor::read_token(f)?;
     }

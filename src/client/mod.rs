@@ -19,6 +19,9 @@ use std::time::Instant;
 
 pub use engine::Engine;
 
+/// The longest a client waits between reconnect attempts, jitter included (5 s + 25%).
+pub const MAX_RECONNECT_WAIT: std::time::Duration = std::time::Duration::from_millis(6_250);
+
 use crate::proto::WorkerId;
 use activity::{Observation, SourceFactory};
 use idle::{Busy, IdleConfig, IdleState};

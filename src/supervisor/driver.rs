@@ -13,8 +13,8 @@ use std::time::Instant;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use super::report::{JobSummary, Report};
 use super::http::output_path;
+use super::report::{JobSummary, Report};
 use super::store::{ActivityRecord, Record, ReplicaEnd, ReplicaStart, Store, StoreError};
 use super::{Config, Event, SupervisorError, unix_ms};
 use crate::job::{self, JobSpec};
@@ -435,7 +435,11 @@ impl Driver {
             }
             WorkerMsg::StatusAck { nonce } => {
                 if !self.sched.handle_status_ack(now, worker, nonce) {
-                    self.refused(worker, "status_ack", &format!("nonce {nonce} was not asked for"));
+                    self.refused(
+                        worker,
+                        "status_ack",
+                        &format!("nonce {nonce} was not asked for"),
+                    );
                 }
             }
             WorkerMsg::Progress(p) => {
@@ -496,7 +500,11 @@ impl Driver {
         } else if !self.was_assigned_to(worker, p.replica) {
             // A replica this worker never ran. (Progress of one it ran but no longer runs,
             // crossing a cancel on the wire, is harmless and ignored.)
-            self.refused(worker, "progress", &format!("progress for {} which it does not run", p.replica));
+            self.refused(
+                worker,
+                "progress",
+                &format!("progress for {} which it does not run", p.replica),
+            );
         }
     }
 
@@ -644,7 +652,11 @@ impl Driver {
                 self.ack(worker, replica);
             }
             Ok(_) => {
-                self.refused(worker, kind, &format!("{kind} for {replica} which it never ran"));
+                self.refused(
+                    worker,
+                    kind,
+                    &format!("{kind} for {replica} which it never ran"),
+                );
                 self.ack(worker, replica);
             }
             // Not acknowledged: the worker sends it again on its next connection.
@@ -680,7 +692,12 @@ impl Driver {
 
     /// The out-of-band reference for a dependency output, making its file if needed; `None`
     /// when it goes inline.
-    fn dep_ref(&mut self, job: &JobId, task: &TaskId, value: &serde_json::Value) -> Option<BlobRef> {
+    fn dep_ref(
+        &mut self,
+        job: &JobId,
+        task: &TaskId,
+        value: &serde_json::Value,
+    ) -> Option<BlobRef> {
         let key = (job.clone(), task.clone());
         if let Some(known) = self.out_of_band.get(&key) {
             return known.clone();
@@ -967,13 +984,14 @@ impl Driver {
                 warn!(%worker, "worker lost: {cause}");
                 self.stats.workers_lost += 1;
                 let at_ms = unix_ms();
-                self.pending.extend(replicas.into_iter().map(|replica| Record::Ended {
-                    replica,
-                    end: ReplicaEnd::Lost,
-                    exec: None,
-                    error: None,
-                    at_ms,
-                }));
+                self.pending
+                    .extend(replicas.into_iter().map(|replica| Record::Ended {
+                        replica,
+                        end: ReplicaEnd::Lost,
+                        exec: None,
+                        error: None,
+                        at_ms,
+                    }));
                 // A silent worker's connection may still be open: close it, so the worker (if it
                 // wakes up) reconnects and says what it still holds.
                 self.close(

@@ -81,10 +81,15 @@ pub fn router(state: AppState) -> Router {
     let bulk = Router::new()
         .route(
             "/worker/uploads/{replica}",
-            get(upload_status).put(upload).layer(DefaultBodyLimit::disable()),
+            get(upload_status)
+                .put(upload)
+                .layer(DefaultBodyLimit::disable()),
         )
         .route("/worker/outputs/{job}/{task}", get(output))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_worker));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_worker,
+        ));
     Router::new()
         .route("/worker", get(worker_socket))
         .merge(bulk)
@@ -185,8 +190,12 @@ pub fn output_path(dir: &std::path::Path, job: &JobId, task: &TaskId) -> std::pa
 }
 
 fn parse_replica(key: &str) -> Result<ReplicaId, Response> {
-    ReplicaId::parse(key)
-        .ok_or_else(|| error(StatusCode::BAD_REQUEST, format!("{key:?} is not a replica id")))
+    ReplicaId::parse(key).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("{key:?} is not a replica id"),
+        )
+    })
 }
 
 fn received(status: StatusCode, n: u64, message: Option<String>) -> Response {
@@ -382,7 +391,10 @@ async fn output(
         Ok(m) => m.len(),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let from = match headers.get(header::RANGE).map(|v| v.to_str().map(parse_range_start)) {
+    let from = match headers
+        .get(header::RANGE)
+        .map(|v| v.to_str().map(parse_range_start))
+    {
         None => None,
         Some(Ok(Some(n))) if n <= len => Some(n),
         Some(_) => {
@@ -432,7 +444,11 @@ async fn output(
 
 /// `bytes=N-` -> N.
 fn parse_range_start(v: &str) -> Option<u64> {
-    v.trim().strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok()
+    v.trim()
+        .strip_prefix("bytes=")?
+        .strip_suffix('-')?
+        .parse()
+        .ok()
 }
 
 /// Sends a request to the driver and waits for its answer.

@@ -351,7 +351,11 @@ impl Store {
     }
 
     /// The replica whose result a task stored, if it has one.
-    pub fn result_replica(&self, job: &JobId, task: &TaskId) -> Result<Option<ReplicaId>, StoreError> {
+    pub fn result_replica(
+        &self,
+        job: &JobId,
+        task: &TaskId,
+    ) -> Result<Option<ReplicaId>, StoreError> {
         let key: Option<String> = self
             .conn
             .query_row(
@@ -760,15 +764,8 @@ mod tests {
             cpu_ms: 490,
         };
         assert!(
-            s.record_result(
-                ReplicaId::new(0, 1),
-                &job,
-                &a,
-                "7",
-                exec,
-                1500
-            )
-            .unwrap()
+            s.record_result(ReplicaId::new(0, 1), &job, &a, "7", exec, 1500)
+                .unwrap()
         );
         drop(s);
         let s = Store::open(dir.path()).unwrap();
@@ -795,26 +792,12 @@ mod tests {
             .unwrap();
         let exec = Execution::default();
         assert!(
-            s.record_result(
-                ReplicaId::new(0, 1),
-                &job,
-                &a,
-                "1",
-                exec,
-                10
-            )
-            .unwrap()
+            s.record_result(ReplicaId::new(0, 1), &job, &a, "1", exec, 10)
+                .unwrap()
         );
         assert!(
-            !s.record_result(
-                ReplicaId::new(0, 2),
-                &job,
-                &a,
-                "2",
-                exec,
-                20
-            )
-            .unwrap()
+            !s.record_result(ReplicaId::new(0, 2), &job, &a, "2", exec, 20)
+                .unwrap()
         );
         assert_eq!(s.result(&job, &a).unwrap(), Some(serde_json::json!(1)));
     }

@@ -339,7 +339,10 @@ async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Se
             });
         }
         drop(tx);
-        if tokio::time::timeout(SEND_TIMEOUT, &mut writer).await.is_err() {
+        if tokio::time::timeout(SEND_TIMEOUT, &mut writer)
+            .await
+            .is_err()
+        {
             writer.abort();
         }
     }
