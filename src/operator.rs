@@ -174,6 +174,11 @@ impl Operator {
         self.get("/api/workers").await
     }
 
+    /// The supervisor's counters: refused worker reports, results not stored, reissues by cause.
+    pub async fn stats(&self) -> Result<serde_json::Value, OperatorError> {
+        self.get("/api/stats").await
+    }
+
     /// The newest `Activity` messages the supervisor recorded, newest first.
     pub async fn activity(
         &self,

@@ -6,3 +6,4 @@ mod cli;
 mod cluster;
 mod demo;
 mod harness;
+mod reliability;

@@ -1,0 +1,291 @@
+//! Faults the core loop claims to survive: results acknowledged only once stored and accepted
+//! again idempotently, reports about replicas a worker does not hold refused, and a supervisor
+//! restart after an outage longer than the loss bound that keeps every running replica.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use idlegrid::job::{JobSpec, TaskSpec};
+use idlegrid::proto::{
+    self, Execution, Hardware, Payload, Progress, ReplicaId, SupervisorMsg, WorkerMsg,
+};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::*;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A hand-driven worker speaking the protocol frame by frame.
+struct RawWorker {
+    ws: Ws,
+}
+
+impl RawWorker {
+    /// Connects and says hello as `id`; returns after the welcome, with its keep list.
+    async fn join(
+        sup: &SupervisorProc,
+        id: &str,
+        held: Vec<ReplicaId>,
+        available: bool,
+    ) -> (Self, Vec<ReplicaId>) {
+        let (mut ws, _) = tokio_tungstenite::connect_async(sup.ws_url())
+            .await
+            .unwrap();
+        let token = std::fs::read_to_string(sup.worker_token_file()).unwrap();
+        let hello = WorkerMsg::Hello {
+            protocol: proto::PROTOCOL_VERSION,
+            worker: id.into(),
+            name: id.into(),
+            token: token.trim().into(),
+            hardware: Hardware {
+                cores: 1,
+                memory_mb: 1024,
+                disk_mb: 1024,
+                os: "test".into(),
+                slots: 1,
+                bench_mops: 0.0,
+            },
+            held,
+            available,
+        };
+        ws.send(Message::text(proto::encode(&hello))).await.unwrap();
+        let mut me = Self { ws };
+        match me.next().await {
+            SupervisorMsg::Welcome { keep, .. } => (me, keep),
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, msg: &WorkerMsg) {
+        self.ws
+            .send(Message::text(proto::encode(msg)))
+            .await
+            .unwrap();
+    }
+
+    /// The next message from the supervisor (within 10 s).
+    async fn next(&mut self) -> SupervisorMsg {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("a message within 10 s")
+                .expect("connection open")
+                .unwrap();
+            if let Message::Text(t) = frame {
+                return proto::decode_supervisor(&t).unwrap();
+            }
+        }
+    }
+
+    /// Waits for a message matching `f`, skipping others.
+    async fn expect<T>(&mut self, what: &str, mut f: impl FnMut(SupervisorMsg) -> Option<T>) -> T {
+        for _ in 0..100 {
+            if let Some(v) = f(self.next().await) {
+                return v;
+            }
+        }
+        panic!("no {what}");
+    }
+}
+
+fn spin(id: &str, ms: u64) -> TaskSpec {
+    TaskSpec::new(id, "spin", serde_json::json!({ "ms": ms }))
+}
+
+/// Replica ids as the status API shows them (`r3.12`), per task.
+async fn running_replicas(
+    op: &idlegrid::operator::Operator,
+    job: &idlegrid::proto::JobId,
+) -> Vec<(String, ReplicaId)> {
+    let status = op.status(job).await.unwrap();
+    status["task_states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| {
+            let task = t["id"].as_str().unwrap().to_owned();
+            t["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |r| {
+                    let text = r["replica"].as_str().unwrap();
+                    (task.clone(), ReplicaId::parse(&text[1..]).unwrap())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_is_acknowledged_once_stored_and_a_resent_result_changes_nothing() {
+    let _machine = shared_machine().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &[]);
+    let op = sup.operator();
+    let (mut w, _) = RawWorker::join(&sup, "raw-1", vec![], true).await;
+    let job = op
+        .submit(&JobSpec {
+            name: "acked".into(),
+            tasks: vec![spin("a", 10)],
+        })
+        .await
+        .unwrap();
+    let replica = w
+        .expect("assign", |m| match m {
+            SupervisorMsg::Assign(a) => Some(a.replica),
+            _ => None,
+        })
+        .await;
+    let result = WorkerMsg::Result {
+        replica,
+        output: Payload::Inline(serde_json::json!({"spun_ms": 10})),
+        execution: Execution {
+            wall_ms: 10,
+            cpu_ms: 10,
+        },
+    };
+    w.send(&result).await;
+    let acked = w
+        .expect("ack", |m| match m {
+            SupervisorMsg::ResultAck { replica } => Some(replica),
+            _ => None,
+        })
+        .await;
+    assert_eq!(acked, replica);
+    // By the time of the ack the result is in the store.
+    assert_eq!(
+        op.results(&job).await.unwrap(),
+        serde_json::json!({"a": {"spun_ms": 10}})
+    );
+    // The ack was lost, say: the worker sends the same result again, and again after a
+    // reconnect. Each time it is acknowledged, and nothing is stored twice.
+    w.send(&result).await;
+    assert_eq!(
+        w.expect("second ack", |m| match m {
+            SupervisorMsg::ResultAck { replica } => Some(replica),
+            _ => None,
+        })
+        .await,
+        replica
+    );
+    drop(w);
+    let (mut w, keep) = RawWorker::join(&sup, "raw-1", vec![replica], true).await;
+    assert!(keep.is_empty(), "a stored replica is not kept: {keep:?}");
+    w.send(&result).await;
+    w.expect("ack after reconnect", |m| {
+        matches!(m, SupervisorMsg::ResultAck { .. }).then_some(())
+    })
+    .await;
+    let report = op.report(&job).await.unwrap();
+    assert_eq!(report.summary.state, "completed");
+    assert_eq!(report.replicas_started, 1);
+    let won: u32 = report.workers.iter().map(|w| w.won).sum();
+    assert_eq!(won, 1, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_about_replicas_a_worker_does_not_hold_are_refused_and_stored_nowhere() {
+    let _machine = shared_machine().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &["--heartbeat-ms", "200"]);
+    let _workers = start_workers(&sup, 2, 1).await;
+    let op = sup.operator();
+    let spec = JobSpec {
+        name: "honest".into(),
+        tasks: vec![spin("a", 1500), spin("b", 1500)],
+    };
+    let job = op.submit(&spec).await.unwrap();
+    let running = eventually(Duration::from_secs(20), "both tasks running", || async {
+        let r = running_replicas(&op, &job).await;
+        (r.len() == 2).then_some(r)
+    })
+    .await;
+    // A liar that takes no tasks reports on every running replica: failures with huge
+    // execution times and a multi-megabyte error, results with wrong outputs, progress.
+    let (mut liar, _) = RawWorker::join(&sup, "liar", vec![], false).await;
+    for (_, replica) in &running {
+        liar.send(&WorkerMsg::Failure {
+            replica: *replica,
+            error: "x".repeat(4 << 20),
+            execution: Execution {
+                wall_ms: u64::MAX,
+                cpu_ms: u64::MAX,
+            },
+        })
+        .await;
+        liar.send(&WorkerMsg::Result {
+            replica: *replica,
+            output: Payload::Inline(serde_json::json!({"spun_ms": 666})),
+            execution: Execution::default(),
+        })
+        .await;
+        liar.send(&WorkerMsg::Progress(Progress {
+            replica: *replica,
+            fraction: 1.0,
+        }))
+        .await;
+    }
+    let summary = wait_for_job(&op, &job, Duration::from_secs(30)).await;
+    assert_eq!(summary.state, "completed", "{summary:?}");
+    assert_eq!(
+        op.results(&job).await.unwrap(),
+        serde_json::json!({"a": {"spun_ms": 1500}, "b": {"spun_ms": 1500}})
+    );
+    let report = op.report(&job).await.unwrap();
+    assert_eq!(report.reissued, 0, "the lies caused reissues: {report:?}");
+    assert_eq!(report.replicas_started, 2);
+    assert!(
+        report.workers.iter().all(|w| w.exec_ms < 10_000),
+        "a lie reached the cost: {report:?}"
+    );
+    let stats = op.stats().await.unwrap();
+    for kind in ["failure", "result", "progress"] {
+        assert_eq!(stats["refused"][kind], 2, "{kind}: {stats}");
+    }
+    // The supervisor logged the liar once per kind, not once per lie.
+    let log = sup.log();
+    assert_eq!(log.matches("refused a report: failure").count(), 1, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_8_s_supervisor_outage_a_restart_keeps_every_running_replica() {
+    let _machine = shared_machine().await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--heartbeat-ms", "100"];
+    let mut sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &args);
+    let addr = sup.addr;
+    let _workers = start_workers(&sup, 2, 1).await;
+    let op = sup.operator();
+    // Two tasks that outlast the outage: 8 s down, then the grace, then the rest of the run.
+    let spec = JobSpec {
+        name: "outage".into(),
+        tasks: vec![spin("a", 14_000), spin("b", 14_000)],
+    };
+    let job = op.submit(&spec).await.unwrap();
+    eventually(Duration::from_secs(20), "both tasks running", || async {
+        (running_replicas(&op, &job).await.len() == 2).then_some(())
+    })
+    .await;
+    sup.kill9();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    // 8 s is far beyond the loss bound (300 ms) and the client's longest backoff (6.25 s).
+    let sup = SupervisorProc::start(dir.path(), &addr.to_string(), &args);
+    let op = sup.operator();
+    let summary = wait_for_job(&op, &job, Duration::from_secs(60)).await;
+    assert_eq!(summary.state, "completed", "{summary:?}");
+    let report = op.report(&job).await.unwrap();
+    assert_eq!(
+        report.reissued, 0,
+        "a running replica was reissued: {report:?}"
+    );
+    assert_eq!(report.replicas_started, 2, "{report:?}");
+    for w in ["w1", "w2"] {
+        let log = std::fs::read_to_string(dir.path().join(format!("{w}.log"))).unwrap();
+        assert!(
+            log.contains("kept=1"),
+            "{w} did not keep its replica: {log}"
+        );
+    }
+}
