@@ -9,6 +9,12 @@
 //! bad one is a [`TaskError::BadInput`] that names it.
 //!
 //! Each kind's wire format (input and output JSON) is documented in its file.
+//!
+//! [`check_input`] runs, at submission, the same field checks as each kernel (the kernels' own
+//! parsing code, not a copy), and where the input alone determines it, that no stage's output can
+//! exceed the supervisor's output limit. [`validate_job`] is job validation with those checks.
+//! `bytes` and `abort` are there for tests: a large output of known content, and a kernel that
+//! kills its worker (enabled only by [`set_fault_kernels`]).
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -16,13 +22,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use crate::job::{self, Job, JobError, JobSpec};
 use crate::proto::TaskId;
 
+mod abort;
+mod bytes;
 mod control;
 pub mod mandelbrot;
 mod primes;
 mod spin;
 
+pub use abort::{fault_kernels_enabled, set_fault_kernels};
 pub use control::{Stop, TaskControl};
 
 /// Every built-in kind, for manifest validation on the supervisor.
@@ -32,6 +42,8 @@ pub const KINDS: &[&str] = &[
     "mandelbrot_assemble",
     "primes",
     "spin",
+    "bytes",
+    "abort",
 ];
 
 pub fn is_known_kind(kind: &str) -> bool {
@@ -57,6 +69,33 @@ impl From<Stop> for TaskError {
     }
 }
 
+/// Checks a task's own input as its kernel will, without computing anything: the same fields,
+/// types and ranges, and for a Mandelbrot view that neither its tiles nor its assembly can
+/// produce more than [`crate::proto::DEFAULT_MAX_OUTPUT_BYTES`]. What depends on dependencies'
+/// outputs (a tile's index against its plan) is checked by the kernel when it runs. `bytes` is
+/// the one kind whose output size is left to the worker and supervisor at run time (see
+/// `bytes.rs`).
+pub fn check_input(kind: &str, input: &Value) -> Result<(), TaskError> {
+    match kind {
+        "mandelbrot_view" => mandelbrot::check_view(input),
+        "mandelbrot" => mandelbrot::check_tile(input),
+        "mandelbrot_assemble" => mandelbrot::parse_assemble(input).map(drop),
+        "primes" => primes::parse(input).map(drop),
+        "spin" => spin::parse(input).map(drop),
+        "bytes" => bytes::parse(input).map(drop),
+        "abort" => abort::parse(input).map(drop),
+        other => Err(TaskError::UnknownKind(other.to_owned())),
+    }
+}
+
+/// Validates a job for the built-in kernels: [`job::validate_with`] with [`is_known_kind`] and
+/// every task's input through [`check_input`]. What the supervisor and the submit CLI run.
+pub fn validate_job(spec: JobSpec) -> Result<Job, JobError> {
+    job::validate_with(spec, is_known_kind, |kind, input| {
+        check_input(kind, input).map_err(|e| e.to_string())
+    })
+}
+
 /// Runs one task to completion on the calling thread (a worker thread, never an async runtime
 /// thread). `deps` are the outputs of the task's dependencies keyed by task id.
 pub fn run(
@@ -71,6 +110,8 @@ pub fn run(
         "mandelbrot_assemble" => mandelbrot::run_assemble(input, deps, ctl)?,
         "primes" => primes::run(input, ctl)?,
         "spin" => spin::run(input, ctl)?,
+        "bytes" => bytes::run(input, ctl)?,
+        "abort" => abort::run(input, ctl)?,
         other => return Err(TaskError::UnknownKind(other.to_owned())),
     };
     ctl.set_progress(1.0);
@@ -194,9 +235,12 @@ impl<'a> Fields<'a> {
         };
         let n = match value {
             Value::Number(n) => n.as_u64().or_else(|| {
-                // Every bound used is below 2^53, so an in-range integral float converts exactly.
+                // Only floats up to 2^53 are taken, which every such float converts to exactly;
+                // a larger one (a seed written as 1e19) is no exact integer.
+                const EXACT: f64 = (1u64 << 53) as f64;
                 n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= *range.end() as f64)
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= EXACT)
+                    .filter(|f| *f <= *range.end() as f64)
                     .map(|f| f as u64)
             }),
             _ => None,
