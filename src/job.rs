@@ -1686,4 +1686,56 @@ mod tests {
         let error = rejection(spec(vec![task("a", &[&huge])]));
         assert!(error.to_string().len() < 300);
     }
+
+    #[test]
+    fn an_input_over_8_mib_of_json_is_refused_naming_the_task_and_the_limit() {
+        // The JSON text of a string is its characters and two quotes.
+        let at_limit = "x".repeat(MAX_INPUT_JSON_BYTES as usize - 2);
+        let mut fits = task("fits", &[]);
+        fits.input = json!(at_limit);
+        assert!(validate(spec(vec![fits.clone()]), known).is_ok());
+        let mut big = task("big", &[]);
+        big.input = json!({ "data": at_limit });
+        let err = rejection(spec(vec![fits, big]));
+        assert_eq!(
+            err,
+            JobError::InputTooLarge {
+                task: "big".into(),
+                bytes: MAX_INPUT_JSON_BYTES + 9
+            }
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("task `big`: its input is 8388617 bytes") && msg.contains("8 MiB"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn validate_with_names_the_first_task_its_check_refuses() {
+        let mut a = task("a", &[]);
+        a.input = json!({"n": 1});
+        let mut b = task("b", &["a"]);
+        b.input = json!({"n": -1});
+        let mut c = task("c", &[]);
+        c.input = json!({"n": -2});
+        let check = |kind: &str, input: &serde_json::Value| {
+            assert_eq!(kind, "spin");
+            match input["n"].as_i64() {
+                Some(n) if n >= 0 => Ok(()),
+                _ => Err(format!("n must not be negative, got {}", input["n"])),
+            }
+        };
+        let err = validate_with(spec(vec![a.clone(), b, c]), known, check).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "task `b` (spin): n must not be negative, got -1"
+        );
+        assert!(validate_with(spec(vec![a]), known, check).is_ok());
+        // An unknown kind is reported as such, before its input is looked at.
+        let mut odd = task("odd", &[]);
+        odd.kind = "cobol".into();
+        let err = validate_with(spec(vec![odd]), known, |_, _| Err("looked".into())).unwrap_err();
+        assert!(matches!(err, JobError::UnknownKind { .. }), "{err:?}");
+    }
 }

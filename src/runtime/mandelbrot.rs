@@ -771,6 +771,47 @@ mod tests {
     }
 
     #[test]
+    fn the_output_size_bounds_hold_for_real_renders_and_noise() {
+        for (w, h, tiles) in [(96, 64, 4), (80, 61, 7), (1, 1, 1), (300, 200, 3)] {
+            let input = view(w, h, tiles);
+            let plan = parse_view(&input).unwrap();
+            let plan_json = run_view(&input).unwrap();
+            let plan_dep = BTreeMap::from([(TaskId::from("seed"), plan_json)]);
+            let ctl = TaskControl::new();
+            let mut all = plan_dep.clone();
+            let mut tile_text = 0u64;
+            for index in 0..tiles {
+                let tile = run_tile(&json!({ "index": index }), &plan_dep, &ctl).unwrap();
+                tile_text += tile.to_string().len() as u64;
+                all.insert(TaskId(format!("t{index}")), tile);
+            }
+            let bound = plan.tiles_output_bytes();
+            assert!(
+                tile_text <= bound && bound - tile_text <= u64::from(tiles) * TILE_JSON_OVERHEAD,
+                "{w}x{h}/{tiles}: {tile_text} vs {bound}"
+            );
+            let name = "n".repeat(96) + ".png";
+            let out = run_assemble(&json!({ "file": name }), &all, &ctl).unwrap();
+            assert!(out.to_string().len() as u64 <= plan.assembly_output_bytes_at_most());
+        }
+        // Noise does not compress: the PNG bound must hold for it too.
+        let plan = parse_view(&view(512, 256, 1)).unwrap();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let rgb: Vec<u8> = (0..512 * 256 * 3)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let png = encode_png(512, 256, &rgb, &TaskControl::new()).unwrap();
+        let text = base64_len(png.len() as u64) + ASSEMBLY_JSON_OVERHEAD;
+        assert!(png.len() > rgb.len(), "noise compressed to {}", png.len());
+        assert!(text <= plan.assembly_output_bytes_at_most());
+    }
+
+    #[test]
     fn the_assembled_png_is_an_rgb_image_with_the_set_in_black() {
         let out = render_distributed(&view(96, 96, 4)).unwrap();
         assert_eq!(out["width"], 96);

@@ -308,6 +308,7 @@ fn show(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::TaskSpec;
     use serde_json::json;
 
     fn run_plain(kind: &str, input: Value) -> Result<Value, TaskError> {
@@ -447,6 +448,129 @@ mod tests {
             }
         }
         assert!(runs > 300, "{runs}");
+    }
+
+    #[test]
+    fn check_input_refuses_what_the_kernel_refuses_with_the_same_message() {
+        let cases = [
+            ("spin", json!({"ms": -1})),
+            ("spin", json!({"msec": 1})),
+            ("primes", json!({"from": 10, "to": 5})),
+            ("primes", json!({"from": 0, "to": 20_000_000_000u64})),
+            ("mandelbrot_view", json!({"width": 0})),
+            ("mandelbrot_assemble", json!({"file": "../x.png"})),
+            ("bytes", json!({"bytes": (1u64 << 30) + 1, "seed": 0})),
+            ("bytes", json!({"bytes": 1, "seed": 1e19})),
+            ("abort", json!({"after_ms": "soon"})),
+            ("fortran", json!({})),
+        ];
+        for (kind, input) in cases {
+            let checked = check_input(kind, &input).unwrap_err();
+            let ran = run_plain(kind, input.clone()).unwrap_err();
+            assert_eq!(checked.to_string(), ran.to_string(), "{kind} {input}");
+        }
+        // A tile's own input is checked; its index against the plan only when it runs.
+        let err = check_input("mandelbrot", &json!({"index": -1})).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"index\" must be an integer in 0..=9999")
+        );
+        check_input("mandelbrot", &json!({"index": 9999})).unwrap();
+    }
+
+    #[test]
+    fn check_input_accepts_without_computing() {
+        let start = Instant::now();
+        for (kind, input) in [
+            ("spin", json!({"ms": 86_400_000})),
+            (
+                "primes",
+                json!({"from": 990_000_000_000u64, "to": 1_000_000_000_000u64}),
+            ),
+            ("bytes", json!({"bytes": 1u64 << 30, "seed": u64::MAX})),
+            ("abort", json!({"after_ms": 86_400_000})),
+            ("abort", json!({})),
+            ("mandelbrot_assemble", json!(null)),
+        ] {
+            check_input(kind, &input).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        }
+        assert!(start.elapsed() < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_view_whose_outputs_exceed_the_output_limit_is_refused_at_submission() {
+        let view = |side: u64| {
+            json!({
+                "width": side, "height": side, "center_re": -0.5, "center_im": 0.0,
+                "span_re": 3.0, "tiles": 16,
+            })
+        };
+        // 3500 x 3500: 65 MB of tile base64 at 16/3 bytes a pixel, just under 64 MiB.
+        check_input("mandelbrot_view", &view(3500)).unwrap();
+        let err = check_input("mandelbrot_view", &view(3600)).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("3600 x 3600 = 12960000 pixels")
+                && msg.contains("tiles' outputs")
+                && msg.contains("output limit of 64 MiB"),
+            "{msg}"
+        );
+        // The kernel itself still plans it: the limit is the supervisor's, not the maths'.
+        assert!(run_plain("mandelbrot_view", view(3600)).is_ok());
+    }
+
+    #[test]
+    fn validate_job_names_the_task_and_the_kernels_message() {
+        let spec = |tasks| JobSpec {
+            name: "j".into(),
+            tasks,
+        };
+        let good = TaskSpec::new("a", "spin", json!({"ms": 5}));
+        let bad = TaskSpec::new("b", "primes", json!({"from": 9, "to": 3}));
+        let err = validate_job(spec(vec![good.clone(), bad])).unwrap_err();
+        assert!(
+            matches!(&err, JobError::BadInput { task, kind, .. } if task.0 == "b" && kind == "primes"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "task `b` (primes): bad input: field \"from\" must not exceed \"to\" (3), got 9"
+        );
+        let unknown = TaskSpec::new("c", "fortran", json!({}));
+        assert!(matches!(
+            validate_job(spec(vec![good.clone(), unknown])).unwrap_err(),
+            JobError::UnknownKind { .. }
+        ));
+        // Kinds only: the same bad input passes plain validation.
+        let bad = TaskSpec::new("b", "primes", json!({"from": 9, "to": 3}));
+        assert!(job::validate(spec(vec![good.clone(), bad]), is_known_kind).is_ok());
+        assert!(validate_job(spec(vec![good])).is_ok());
+    }
+
+    #[test]
+    fn a_bytes_task_beyond_the_output_limit_is_accepted_at_submission() {
+        // Its output fails on the worker or the supervisor; tests need it to get that far.
+        let input = json!({"bytes": 1u64 << 30, "seed": 1});
+        let spec = JobSpec {
+            name: "big".into(),
+            tasks: vec![TaskSpec::new("big", "bytes", input)],
+        };
+        assert!(validate_job(spec).is_ok());
+    }
+
+    #[test]
+    fn every_example_job_passes_validate_job() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/jobs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let spec = job::load_manifest(&path).unwrap();
+                validate_job(spec).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0);
     }
 
     #[test]
