@@ -113,6 +113,10 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_TASK_ID_CHARS: usize = 128;
 /// Replicas a critical task may ask for.
 pub const REPLICAS: RangeInclusive<u32> = 2..=8;
+/// Longest inline `input` of a task, in bytes of JSON text (compact, as it is sent): an `Assign`
+/// carries it whole, and must fit in [`crate::proto::MAX_FRAME_BYTES`] (16 MiB) with room for the
+/// rest of the message and the inline outputs of dependencies.
+pub const MAX_INPUT_JSON_BYTES: u64 = 8 << 20;
 /// Largest input file a manifest may name.
 pub const MAX_INPUT_FILE_BYTES: u64 = 16 << 20;
 /// Largest manifest read. Generous (a 100 000-task manifest is about 10 MiB); it only stops a
@@ -563,6 +567,19 @@ pub enum JobError {
     Cycle { tasks: Vec<TaskId> },
     #[error("task `{task}` has unknown kind {}", quoted(.kind))]
     UnknownKind { task: TaskId, kind: String },
+    #[error(
+        "task `{task}`: its input is {bytes} bytes of JSON text; at most {} MiB are allowed \
+         (pass large data as a dependency's output)",
+        MAX_INPUT_JSON_BYTES >> 20
+    )]
+    InputTooLarge { task: TaskId, bytes: u64 },
+    /// The task's input is not what its kind accepts; `message` is the kernel's.
+    #[error("task `{task}` ({kind}): {message}")]
+    BadInput {
+        task: TaskId,
+        kind: String,
+        message: String,
+    },
     #[error("task `{task}`: estimate `{field}` = {value} is {problem}")]
     BadEstimate {
         task: TaskId,
@@ -584,8 +601,20 @@ pub enum JobError {
 }
 
 /// Checks a spec and indexes its dependency graph. Linear in tasks plus dependencies, iterative,
-/// and free of panics whatever the spec holds; the first problem found is returned.
+/// and free of panics whatever the spec holds; the first problem found is returned. Task inputs
+/// are checked for size only; [`validate_with`] also has them checked by their kind.
 pub fn validate(spec: JobSpec, is_known_kind: impl Fn(&str) -> bool) -> Result<Job, JobError> {
+    validate_with(spec, is_known_kind, |_, _| Ok(()))
+}
+
+/// [`validate`], and `check_task(kind, input)` on each task whose kind is known, in the order
+/// of the spec; its `Err` message becomes [`JobError::BadInput`] naming the task.
+/// `runtime::validate_job` passes the built-in kernels' checks.
+pub fn validate_with(
+    spec: JobSpec,
+    is_known_kind: impl Fn(&str) -> bool,
+    check_task: impl Fn(&str, &serde_json::Value) -> Result<(), String>,
+) -> Result<Job, JobError> {
     check_name(&spec.name)?;
     let count = spec.tasks.len();
     if count == 0 {
@@ -619,6 +648,12 @@ pub fn validate(spec: JobSpec, is_known_kind: impl Fn(&str) -> bool) -> Result<J
                 kind: task.kind.clone(),
             });
         }
+        check_input_size(task)?;
+        check_task(&task.kind, &task.input).map_err(|message| JobError::BadInput {
+            task: task.id.clone(),
+            kind: task.kind.clone(),
+            message,
+        })?;
         check_replicas(task)?;
         check_estimates(task)?;
     }
@@ -675,6 +710,30 @@ fn check_task_id(id: &str) -> Result<(), String> {
     }
     if id == "." || id == ".." {
         return Err("`.` and `..` are reserved".to_owned());
+    }
+    Ok(())
+}
+
+fn check_input_size(task: &TaskSpec) -> Result<(), JobError> {
+    /// Counts the bytes serde_json writes instead of keeping them.
+    struct Count(u64);
+    impl io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` to a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, &task.input);
+    if count.0 > MAX_INPUT_JSON_BYTES {
+        return Err(JobError::InputTooLarge {
+            task: task.id.clone(),
+            bytes: count.0,
+        });
     }
     Ok(())
 }
@@ -1626,5 +1685,57 @@ mod tests {
 
         let error = rejection(spec(vec![task("a", &[&huge])]));
         assert!(error.to_string().len() < 300);
+    }
+
+    #[test]
+    fn an_input_over_8_mib_of_json_is_refused_naming_the_task_and_the_limit() {
+        // The JSON text of a string is its characters and two quotes.
+        let at_limit = "x".repeat(MAX_INPUT_JSON_BYTES as usize - 2);
+        let mut fits = task("fits", &[]);
+        fits.input = json!(at_limit);
+        assert!(validate(spec(vec![fits.clone()]), known).is_ok());
+        let mut big = task("big", &[]);
+        big.input = json!({ "data": at_limit });
+        let err = rejection(spec(vec![fits, big]));
+        assert_eq!(
+            err,
+            JobError::InputTooLarge {
+                task: "big".into(),
+                bytes: MAX_INPUT_JSON_BYTES + 9
+            }
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("task `big`: its input is 8388617 bytes") && msg.contains("8 MiB"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn validate_with_names_the_first_task_its_check_refuses() {
+        let mut a = task("a", &[]);
+        a.input = json!({"n": 1});
+        let mut b = task("b", &["a"]);
+        b.input = json!({"n": -1});
+        let mut c = task("c", &[]);
+        c.input = json!({"n": -2});
+        let check = |kind: &str, input: &serde_json::Value| {
+            assert_eq!(kind, "spin");
+            match input["n"].as_i64() {
+                Some(n) if n >= 0 => Ok(()),
+                _ => Err(format!("n must not be negative, got {}", input["n"])),
+            }
+        };
+        let err = validate_with(spec(vec![a.clone(), b, c]), known, check).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "task `b` (spin): n must not be negative, got -1"
+        );
+        assert!(validate_with(spec(vec![a]), known, check).is_ok());
+        // An unknown kind is reported as such, before its input is looked at.
+        let mut odd = task("odd", &[]);
+        odd.kind = "cobol".into();
+        let err = validate_with(spec(vec![odd]), known, |_, _| Err("looked".into())).unwrap_err();
+        assert!(matches!(err, JobError::UnknownKind { .. }), "{err:?}");
     }
 }

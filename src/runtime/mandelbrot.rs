@@ -12,8 +12,10 @@
 //!   little-endian `f32` per pixel, row-major over rows `y0..y1`: the smooth (fractional) escape
 //!   count, `>= 0`, or [`INSIDE`] (negative) for a point that did not escape within `max_iter`.
 //!   That is 4 bytes a pixel, about 5.4 once in base64. The assembly receives every tile in one
-//!   assignment, so with [`crate::proto::MAX_FRAME_BYTES`] at 16 MiB a distributed image should
-//!   stay under about 3 M pixels (the kernels themselves accept up to [`MAX_PIXELS`]).
+//!   assignment, so a view is refused at submission ([`check_view`]) when its tiles' outputs
+//!   together, or the assembled PNG at worst, would exceed the supervisor's output limit
+//!   [`DEFAULT_MAX_OUTPUT_BYTES`] (64 MiB of JSON text): about 12.5 M pixels at most. The
+//!   kernels themselves accept up to [`MAX_PIXELS`] (as [`render_reference`] does, locally).
 //! - `mandelbrot_assemble`. Input `{}` or `{"file": "name.png"}`; dependencies: the plan and all
 //!   tiles. Checks that the tiles cover every row exactly once, colours them and outputs
 //!   `{"width", "height", "tiles", "file": {"name", "media_type": "image/png", "base64"}}`.
@@ -34,7 +36,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
 use super::{Fields, Stop, TaskControl, TaskError, show};
-use crate::proto::TaskId;
+use crate::proto::{DEFAULT_MAX_OUTPUT_BYTES, TaskId};
 
 /// Largest image, in pixels: 256 MiB of tile values and 192 MiB of RGB at worst.
 pub const MAX_PIXELS: u64 = 64 << 20;
@@ -206,8 +208,90 @@ fn default_max_iter(span_re: f64) -> u64 {
 }
 
 pub(super) fn run_view(input: &Value) -> Result<Value, TaskError> {
+    Ok(parse_view(input)?.to_json())
+}
+
+fn parse_view(input: &Value) -> Result<Plan, TaskError> {
     let fields = Fields::of(input, VIEW_FIELDS, "")?;
-    Ok(Plan::parse(&fields, false)?.to_json())
+    Plan::parse(&fields, false)
+}
+
+/// What [`super::check_input`] runs for a view at submission: the view's fields, and that no
+/// later stage of the render can produce more than [`DEFAULT_MAX_OUTPUT_BYTES`]. The tiles and
+/// the assembly cannot check that themselves: by the time they run, the job is half done.
+pub(super) fn check_view(input: &Value) -> Result<(), TaskError> {
+    let plan = parse_view(input)?;
+    let limit = DEFAULT_MAX_OUTPUT_BYTES;
+    let tiles = plan.tiles_output_bytes();
+    let png = plan.assembly_output_bytes_at_most();
+    if tiles.max(png) <= limit {
+        return Ok(());
+    }
+    let (what, bytes) = if tiles >= png {
+        (
+            "its tiles' outputs, which the assembly receives together, would total",
+            tiles,
+        )
+    } else {
+        ("its assembled PNG could take", png)
+    };
+    Err(TaskError::BadInput(format!(
+        "the view is {} x {} = {} pixels; {what} {bytes} bytes of JSON text, more than the \
+         supervisor's output limit of {} MiB (about {} pixels at most); render a smaller view \
+         or several views",
+        plan.width,
+        plan.height,
+        u64::from(plan.width) * u64::from(plan.height),
+        limit >> 20,
+        // Base64 of 4 bytes a pixel is 16/3 bytes a pixel.
+        limit * 3 / 16,
+    )))
+}
+
+/// Length of the base64 text of `bytes` bytes (padded).
+fn base64_len(bytes: u64) -> u64 {
+    bytes.div_ceil(3) * 4
+}
+
+/// A tile output's JSON text, beyond its base64: field names, punctuation and five integers
+/// (`{"data":"","index":9999,"width":67108864,"y0":67108863,"y1":67108864}` is 68 characters).
+const TILE_JSON_OVERHEAD: u64 = 128;
+/// The assembly's JSON text, beyond its base64: field names, numbers and a file name of at
+/// most 100 characters.
+const ASSEMBLY_JSON_OVERHEAD: u64 = 512;
+
+impl Plan {
+    /// Exact upper bound of all tiles' output JSON text together.
+    fn tiles_output_bytes(&self) -> u64 {
+        (0..self.tiles)
+            .map(|i| {
+                let (y0, y1) = self.band(i);
+                base64_len(4 * u64::from(self.width) * u64::from(y1 - y0)) + TILE_JSON_OVERHEAD
+            })
+            .sum()
+    }
+
+    /// A bound on the assembly's output JSON text, whatever the pixels: the PNG never exceeds
+    /// its raw scanlines (a filter byte and 3 bytes a pixel) by more than deflate's stored-block
+    /// headers and the 12 bytes of each 4 KiB IDAT chunk (under 1/64 of the data) plus the
+    /// header chunks.
+    fn assembly_output_bytes_at_most(&self) -> u64 {
+        let raw = u64::from(self.height) * (1 + 3 * u64::from(self.width));
+        base64_len(raw + raw / 64 + 4096) + ASSEMBLY_JSON_OVERHEAD
+    }
+}
+
+/// The tile's index, checked against `tiles` (the plan's; at submission, before there is a plan,
+/// the most any plan has).
+fn parse_tile(input: &Value, tiles: u64) -> Result<u32, TaskError> {
+    let fields = Fields::of(input, &["index"], "")?;
+    // Below MAX_TILES, so it fits.
+    Ok(fields.u64("index", 0..=tiles - 1)? as u32)
+}
+
+/// What [`super::check_input`] runs for a tile at submission.
+pub(super) fn check_tile(input: &Value) -> Result<(), TaskError> {
+    parse_tile(input, MAX_TILES).map(drop)
 }
 
 pub(super) fn run_tile(
@@ -215,9 +299,8 @@ pub(super) fn run_tile(
     deps: &BTreeMap<TaskId, Value>,
     ctl: &TaskControl,
 ) -> Result<Value, TaskError> {
-    let fields = Fields::of(input, &["index"], "")?;
     let plan = find_plan(deps)?;
-    let index = fields.u64("index", 0..=u64::from(plan.tiles) - 1)? as u32;
+    let index = parse_tile(input, u64::from(plan.tiles))?;
     let (y0, y1) = plan.band(index);
     let bytes = render_rows(&plan, y0, y1, ctl)?;
     Ok(json!({
@@ -234,21 +317,7 @@ pub(super) fn run_assemble(
     deps: &BTreeMap<TaskId, Value>,
     ctl: &TaskControl,
 ) -> Result<Value, TaskError> {
-    let fields = Fields::of(input, &["file"], "")?;
-    let name = match fields.opt_str("file")? {
-        None => DEFAULT_FILE,
-        Some(name) if is_plain_png_name(name) => name,
-        Some(name) => {
-            return Err(fields.bad(
-                "file",
-                format_args!(
-                    "must be a plain file name ending in \".png\" (letters, digits, '.', '-', '_'; \
-                     at most 100 characters; no directories), got {}",
-                    show(&Value::from(name))
-                ),
-            ));
-        }
-    };
+    let name = parse_assemble(input)?;
     let image = assemble(deps, ctl)?;
     Ok(json!({
         "width": image.width,
@@ -258,13 +327,29 @@ pub(super) fn run_assemble(
     }))
 }
 
+/// The output file's name, checked; also what [`super::check_input`] runs at submission.
+pub(super) fn parse_assemble(input: &Value) -> Result<&str, TaskError> {
+    let fields = Fields::of(input, &["file"], "")?;
+    match fields.opt_str("file")? {
+        None => Ok(DEFAULT_FILE),
+        Some(name) if is_plain_png_name(name) => Ok(name),
+        Some(name) => Err(fields.bad(
+            "file",
+            format_args!(
+                "must be a plain file name ending in \".png\" (letters, digits, '.', '-', '_'; \
+                 at most 100 characters; no directories), got {}",
+                show(&Value::from(name))
+            ),
+        )),
+    }
+}
+
 /// Renders the image a plan describes in one piece, through the same stages a distributed job
 /// runs (plan, every tile, assembly), and returns the PNG bytes. A distributed render of the same
 /// plan input is byte-identical to this.
 pub fn render_reference(plan_input: &Value) -> Result<Vec<u8>, TaskError> {
     let ctl = TaskControl::new();
-    let fields = Fields::of(plan_input, VIEW_FIELDS, "")?;
-    let plan = Plan::parse(&fields, false)?;
+    let plan = parse_view(plan_input)?;
     let plan_only = BTreeMap::from([(TaskId::from("view"), plan.to_json())]);
     let mut deps = plan_only.clone();
     for index in 0..plan.tiles {
@@ -683,6 +768,47 @@ mod tests {
         let y = ((-im) / step + f64::from(height) / 2.0 - 0.5).round() as usize;
         let at = (y * width as usize + x) * 3;
         [rgb[at], rgb[at + 1], rgb[at + 2]]
+    }
+
+    #[test]
+    fn the_output_size_bounds_hold_for_real_renders_and_noise() {
+        for (w, h, tiles) in [(96, 64, 4), (80, 61, 7), (1, 1, 1), (300, 200, 3)] {
+            let input = view(w, h, tiles);
+            let plan = parse_view(&input).unwrap();
+            let plan_json = run_view(&input).unwrap();
+            let plan_dep = BTreeMap::from([(TaskId::from("seed"), plan_json)]);
+            let ctl = TaskControl::new();
+            let mut all = plan_dep.clone();
+            let mut tile_text = 0u64;
+            for index in 0..tiles {
+                let tile = run_tile(&json!({ "index": index }), &plan_dep, &ctl).unwrap();
+                tile_text += tile.to_string().len() as u64;
+                all.insert(TaskId(format!("t{index}")), tile);
+            }
+            let bound = plan.tiles_output_bytes();
+            assert!(
+                tile_text <= bound && bound - tile_text <= u64::from(tiles) * TILE_JSON_OVERHEAD,
+                "{w}x{h}/{tiles}: {tile_text} vs {bound}"
+            );
+            let name = "n".repeat(96) + ".png";
+            let out = run_assemble(&json!({ "file": name }), &all, &ctl).unwrap();
+            assert!(out.to_string().len() as u64 <= plan.assembly_output_bytes_at_most());
+        }
+        // Noise does not compress: the PNG bound must hold for it too.
+        let plan = parse_view(&view(512, 256, 1)).unwrap();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let rgb: Vec<u8> = (0..512 * 256 * 3)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let png = encode_png(512, 256, &rgb, &TaskControl::new()).unwrap();
+        let text = base64_len(png.len() as u64) + ASSEMBLY_JSON_OVERHEAD;
+        assert!(png.len() > rgb.len(), "noise compressed to {}", png.len());
+        assert!(text <= plan.assembly_output_bytes_at_most());
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //! bad one is a [`TaskError::BadInput`] that names it.
 //!
 //! Each kind's wire format (input and output JSON) is documented in its file.
+//!
+//! [`check_input`] runs, at submission, the same field checks as each kernel (the kernels' own
+//! parsing code, not a copy), and where the input alone determines it, that no stage's output can
+//! exceed the supervisor's output limit. [`validate_job`] is job validation with those checks.
+//! `bytes` and `abort` are there for tests: a large output of known content, and a kernel that
+//! kills its worker (enabled only by [`set_fault_kernels`]).
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -16,13 +22,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use crate::job::{self, Job, JobError, JobSpec};
 use crate::proto::TaskId;
 
+mod abort;
+mod bytes;
 mod control;
 pub mod mandelbrot;
 mod primes;
 mod spin;
 
+pub use abort::{fault_kernels_enabled, set_fault_kernels};
 pub use control::{Stop, TaskControl};
 
 /// Every built-in kind, for manifest validation on the supervisor.
@@ -32,6 +42,8 @@ pub const KINDS: &[&str] = &[
     "mandelbrot_assemble",
     "primes",
     "spin",
+    "bytes",
+    "abort",
 ];
 
 pub fn is_known_kind(kind: &str) -> bool {
@@ -57,6 +69,33 @@ impl From<Stop> for TaskError {
     }
 }
 
+/// Checks a task's own input as its kernel will, without computing anything: the same fields,
+/// types and ranges, and for a Mandelbrot view that neither its tiles nor its assembly can
+/// produce more than [`crate::proto::DEFAULT_MAX_OUTPUT_BYTES`]. What depends on dependencies'
+/// outputs (a tile's index against its plan) is checked by the kernel when it runs. `bytes` is
+/// the one kind whose output size is left to the worker and supervisor at run time (see
+/// `bytes.rs`).
+pub fn check_input(kind: &str, input: &Value) -> Result<(), TaskError> {
+    match kind {
+        "mandelbrot_view" => mandelbrot::check_view(input),
+        "mandelbrot" => mandelbrot::check_tile(input),
+        "mandelbrot_assemble" => mandelbrot::parse_assemble(input).map(drop),
+        "primes" => primes::parse(input).map(drop),
+        "spin" => spin::parse(input).map(drop),
+        "bytes" => bytes::parse(input).map(drop),
+        "abort" => abort::parse(input).map(drop),
+        other => Err(TaskError::UnknownKind(other.to_owned())),
+    }
+}
+
+/// Validates a job for the built-in kernels: [`job::validate_with`] with [`is_known_kind`] and
+/// every task's input through [`check_input`]. What the supervisor and the submit CLI run.
+pub fn validate_job(spec: JobSpec) -> Result<Job, JobError> {
+    job::validate_with(spec, is_known_kind, |kind, input| {
+        check_input(kind, input).map_err(|e| e.to_string())
+    })
+}
+
 /// Runs one task to completion on the calling thread (a worker thread, never an async runtime
 /// thread). `deps` are the outputs of the task's dependencies keyed by task id.
 pub fn run(
@@ -71,6 +110,8 @@ pub fn run(
         "mandelbrot_assemble" => mandelbrot::run_assemble(input, deps, ctl)?,
         "primes" => primes::run(input, ctl)?,
         "spin" => spin::run(input, ctl)?,
+        "bytes" => bytes::run(input, ctl)?,
+        "abort" => abort::run(input, ctl)?,
         other => return Err(TaskError::UnknownKind(other.to_owned())),
     };
     ctl.set_progress(1.0);
@@ -194,9 +235,12 @@ impl<'a> Fields<'a> {
         };
         let n = match value {
             Value::Number(n) => n.as_u64().or_else(|| {
-                // Every bound used is below 2^53, so an in-range integral float converts exactly.
+                // Only floats up to 2^53 are taken, which every such float converts to exactly;
+                // a larger one (a seed written as 1e19) is no exact integer.
+                const EXACT: f64 = (1u64 << 53) as f64;
                 n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= *range.end() as f64)
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= EXACT)
+                    .filter(|f| *f <= *range.end() as f64)
                     .map(|f| f as u64)
             }),
             _ => None,
@@ -264,6 +308,7 @@ fn show(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::TaskSpec;
     use serde_json::json;
 
     fn run_plain(kind: &str, input: Value) -> Result<Value, TaskError> {
@@ -403,6 +448,129 @@ mod tests {
             }
         }
         assert!(runs > 300, "{runs}");
+    }
+
+    #[test]
+    fn check_input_refuses_what_the_kernel_refuses_with_the_same_message() {
+        let cases = [
+            ("spin", json!({"ms": -1})),
+            ("spin", json!({"msec": 1})),
+            ("primes", json!({"from": 10, "to": 5})),
+            ("primes", json!({"from": 0, "to": 20_000_000_000u64})),
+            ("mandelbrot_view", json!({"width": 0})),
+            ("mandelbrot_assemble", json!({"file": "../x.png"})),
+            ("bytes", json!({"bytes": (1u64 << 30) + 1, "seed": 0})),
+            ("bytes", json!({"bytes": 1, "seed": 1e19})),
+            ("abort", json!({"after_ms": "soon"})),
+            ("fortran", json!({})),
+        ];
+        for (kind, input) in cases {
+            let checked = check_input(kind, &input).unwrap_err();
+            let ran = run_plain(kind, input.clone()).unwrap_err();
+            assert_eq!(checked.to_string(), ran.to_string(), "{kind} {input}");
+        }
+        // A tile's own input is checked; its index against the plan only when it runs.
+        let err = check_input("mandelbrot", &json!({"index": -1})).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"index\" must be an integer in 0..=9999")
+        );
+        check_input("mandelbrot", &json!({"index": 9999})).unwrap();
+    }
+
+    #[test]
+    fn check_input_accepts_without_computing() {
+        let start = Instant::now();
+        for (kind, input) in [
+            ("spin", json!({"ms": 86_400_000})),
+            (
+                "primes",
+                json!({"from": 990_000_000_000u64, "to": 1_000_000_000_000u64}),
+            ),
+            ("bytes", json!({"bytes": 1u64 << 30, "seed": u64::MAX})),
+            ("abort", json!({"after_ms": 86_400_000})),
+            ("abort", json!({})),
+            ("mandelbrot_assemble", json!(null)),
+        ] {
+            check_input(kind, &input).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        }
+        assert!(start.elapsed() < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_view_whose_outputs_exceed_the_output_limit_is_refused_at_submission() {
+        let view = |side: u64| {
+            json!({
+                "width": side, "height": side, "center_re": -0.5, "center_im": 0.0,
+                "span_re": 3.0, "tiles": 16,
+            })
+        };
+        // 3500 x 3500: 65 MB of tile base64 at 16/3 bytes a pixel, just under 64 MiB.
+        check_input("mandelbrot_view", &view(3500)).unwrap();
+        let err = check_input("mandelbrot_view", &view(3600)).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("3600 x 3600 = 12960000 pixels")
+                && msg.contains("tiles' outputs")
+                && msg.contains("output limit of 64 MiB"),
+            "{msg}"
+        );
+        // The kernel itself still plans it: the limit is the supervisor's, not the maths'.
+        assert!(run_plain("mandelbrot_view", view(3600)).is_ok());
+    }
+
+    #[test]
+    fn validate_job_names_the_task_and_the_kernels_message() {
+        let spec = |tasks| JobSpec {
+            name: "j".into(),
+            tasks,
+        };
+        let good = TaskSpec::new("a", "spin", json!({"ms": 5}));
+        let bad = TaskSpec::new("b", "primes", json!({"from": 9, "to": 3}));
+        let err = validate_job(spec(vec![good.clone(), bad])).unwrap_err();
+        assert!(
+            matches!(&err, JobError::BadInput { task, kind, .. } if task.0 == "b" && kind == "primes"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "task `b` (primes): bad input: field \"from\" must not exceed \"to\" (3), got 9"
+        );
+        let unknown = TaskSpec::new("c", "fortran", json!({}));
+        assert!(matches!(
+            validate_job(spec(vec![good.clone(), unknown])).unwrap_err(),
+            JobError::UnknownKind { .. }
+        ));
+        // Kinds only: the same bad input passes plain validation.
+        let bad = TaskSpec::new("b", "primes", json!({"from": 9, "to": 3}));
+        assert!(job::validate(spec(vec![good.clone(), bad]), is_known_kind).is_ok());
+        assert!(validate_job(spec(vec![good])).is_ok());
+    }
+
+    #[test]
+    fn a_bytes_task_beyond_the_output_limit_is_accepted_at_submission() {
+        // Its output fails on the worker or the supervisor; tests need it to get that far.
+        let input = json!({"bytes": 1u64 << 30, "seed": 1});
+        let spec = JobSpec {
+            name: "big".into(),
+            tasks: vec![TaskSpec::new("big", "bytes", input)],
+        };
+        assert!(validate_job(spec).is_ok());
+    }
+
+    #[test]
+    fn every_example_job_passes_validate_job() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/jobs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let spec = job::load_manifest(&path).unwrap();
+                validate_job(spec).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0);
     }
 
     #[test]

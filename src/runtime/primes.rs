@@ -24,6 +24,13 @@ const SEGMENT_ODDS: usize = 128 * 1024;
 const PRIMES_PER_CHECK: usize = 8_192;
 
 pub(super) fn run(input: &Value, ctl: &TaskControl) -> Result<Value, TaskError> {
+    let (from, to) = parse(input)?;
+    let count = count_primes(from, to, ctl)?;
+    Ok(json!({ "from": from, "to": to, "count": count }))
+}
+
+/// The input's range, checked; what [`super::check_input`] runs at submission.
+pub(super) fn parse(input: &Value) -> Result<(u64, u64), TaskError> {
     let fields = Fields::of(input, &["from", "to"], "")?;
     let from = fields.u64("from", 0..=MAX_TO)?;
     let to = fields.u64("to", 0..=MAX_TO)?;
@@ -41,8 +48,7 @@ pub(super) fn run(input: &Value, ctl: &TaskControl) -> Result<Value, TaskError> 
             ),
         ));
     }
-    let count = count_primes(from, to, ctl)?;
-    Ok(json!({ "from": from, "to": to, "count": count }))
+    Ok((from, to))
 }
 
 /// Number of primes in `from..to`. Only even 2 is handled apart; the sieve holds odd numbers.

@@ -7,21 +7,33 @@
 //! and pause latency are exercised as with any other kernel. Time is counted on the task's busy
 //! clock, so a paused spin finishes later but does not do less.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
-use super::{Fields, TaskControl, TaskError};
+use super::{Fields, Stop, TaskControl, TaskError};
 
-const MAX_MS: u64 = 86_400_000;
+/// Longest spin, in ms of busy time; also the longest delay before an `abort`.
+pub(super) const MAX_MS: u64 = 86_400_000;
 
 /// Arithmetic steps between checkpoints: some tens of microseconds even unoptimised, so the
 /// clock is read often enough that the spin ends within a fraction of a millisecond of its target.
 const STEPS_PER_CHECK: u32 = 4_096;
 
 pub(super) fn run(input: &Value, ctl: &TaskControl) -> Result<Value, TaskError> {
-    let fields = Fields::of(input, &["ms"], "")?;
-    let ms = fields.u64("ms", 0..=MAX_MS)?;
-    let target = std::time::Duration::from_millis(ms);
+    let ms = parse(input)?;
+    spin_for(Duration::from_millis(ms), ctl)?;
+    Ok(json!({ "spun_ms": ms }))
+}
 
+/// The input's `ms`, checked; what [`super::check_input`] runs at submission.
+pub(super) fn parse(input: &Value) -> Result<u64, TaskError> {
+    Fields::of(input, &["ms"], "")?.u64("ms", 0..=MAX_MS)
+}
+
+/// Computes until the task's busy clock reaches `target`, reporting progress towards it. Shared
+/// with the `abort` fault kernel, which burns its time the same way before it aborts.
+pub(super) fn spin_for(target: Duration, ctl: &TaskControl) -> Result<(), Stop> {
     let mut state = std::hint::black_box(0x9e37_79b9_7f4a_7c15u64);
     loop {
         ctl.checkpoint()?;
@@ -38,13 +50,13 @@ pub(super) fn run(input: &Value, ctl: &TaskControl) -> Result<Value, TaskError> 
         }
         state = std::hint::black_box(state);
     }
-    Ok(json!({ "spun_ms": ms }))
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     #[test]
     fn spin_burns_about_the_requested_time() {

@@ -291,10 +291,15 @@ async fn the_supervisor_hears_of_the_owner_at_once_not_with_the_next_heartbeat_a
         .worker("desk", scripted(kinds, Duration::from_millis(300)))
         .await;
     let job = op.submit(&spin_job(2000)).await.unwrap();
-    next_event(&mut events, |e| {
+    let idlegrid::supervisor::Event::Assigned {
+        at: assigned_at, ..
+    } = next_event(&mut events, |e| {
         matches!(e, idlegrid::supervisor::Event::Assigned { .. })
     })
-    .await;
+    .await
+    else {
+        unreachable!()
+    };
 
     let idlegrid::supervisor::Event::Activity { at, kind, .. } = next_event(&mut events, |e| {
         matches!(e, idlegrid::supervisor::Event::Activity { .. })
@@ -318,7 +323,13 @@ async fn the_supervisor_hears_of_the_owner_at_once_not_with_the_next_heartbeat_a
         .await
         .unwrap()
         .clone();
+    let resumed_at = std::time::Instant::now();
     assert_eq!(s.running, 1);
+    next_event(&mut events, |e| {
+        matches!(e, idlegrid::supervisor::Event::TaskDone { .. })
+    })
+    .await;
+    let done_at = std::time::Instant::now();
     let summary = wait_for_job(&op, &job, Duration::from_secs(20)).await;
     assert_eq!(summary.state, "completed");
     assert_eq!(
@@ -327,9 +338,27 @@ async fn the_supervisor_hears_of_the_owner_at_once_not_with_the_next_heartbeat_a
     );
     let report = op.report(&job).await.unwrap();
     assert_eq!(report.replicas_started, 1);
+    // The pause itself, measured two ways: on the worker (paused until the quiet period of
+    // 300 ms ran out), and in the replica's busy time (its `wall_ms` as executed, which leaves
+    // pauses out) against the wall time from assignment to result. Without the pause the
+    // difference is only assignment and result latency, tens of ms at most.
+    let paused = resumed_at - paused_at;
     assert!(
-        report.makespan_ms >= 2300,
-        "the pause did not stop the clock of the task: {report:?}"
+        paused >= Duration::from_millis(250),
+        "paused for {paused:?}"
+    );
+    let busy = Duration::from_millis(report.workers[0].exec_ms);
+    let wall = done_at - assigned_at;
+    assert!(busy >= Duration::from_millis(2000), "{report:?}");
+    assert!(
+        wall >= busy + paused.mul_f64(0.8),
+        "the pause did not stop the task's clock: {wall:?} from assignment to result, \
+         {busy:?} busy, paused for {paused:?}"
+    );
+    // Nor did the kernel compute while paused: its CPU time is no more than its busy time.
+    assert!(
+        report.workers[0].cpu_ms <= report.workers[0].exec_ms + 50,
+        "{report:?}"
     );
 }
 

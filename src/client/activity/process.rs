@@ -345,14 +345,32 @@ mod tests {
     /// descendants, which the source rightly ignores. The shell backgrounds `yes` and exits, so
     /// `yes` is re-parented (to init or a subreaper) like any program of the owner's.
     fn spawn_foreign_yes() -> Option<KillOnDrop> {
+        spawn_foreign("yes >/dev/null 2>&1")
+    }
+
+    /// Starts `command` outside this process's tree, as [`spawn_foreign_yes`] does. It must
+    /// redirect its output: reading the pid waits until every holder of the pipe has closed it.
+    fn spawn_foreign(command: &str) -> Option<KillOnDrop> {
         let out = Command::new("sh")
-            .args(["-c", "yes >/dev/null 2>&1 & echo $!"])
+            .args(["-c", &format!("{command} & echo $!")])
             .stdin(Stdio::null())
             .stderr(Stdio::inherit())
             .output()
             .ok()?;
         let pid = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
         Some(KillOnDrop(pid))
+    }
+
+    /// The mean of `n` samples of the other processes' share, 250 ms apart, after one sample
+    /// that only sets the base.
+    fn mean_share(source: &mut ProcessSource, n: u32) -> f64 {
+        source.sample();
+        let mut total = 0.0;
+        for _ in 0..n {
+            std::thread::sleep(MS * 250);
+            total += source.sample();
+        }
+        total / f64::from(n)
     }
 
     /// The two tests that read the real machine run one at a time: one makes it busy.
@@ -366,8 +384,15 @@ mod tests {
             threshold_percent: 25.0,
             sustain: Duration::from_secs(1),
         };
-        let mut source = ProcessSource::new(cfg).expect("read the process table");
+        let mut source = ProcessSource::new(cfg.clone()).expect("read the process table");
+        // The negative control: the same source, the same measurement, before `yes` starts. The
+        // machine is shared (other builds may run), so it need not be quiet, but `yes` must add
+        // a clear share on top of whatever it does.
+        let without = mean_share(&mut source, 6);
         let yes = spawn_foreign_yes().expect("start `yes` in the background");
+        // And a foreign program that sleeps, measured alongside `yes`.
+        let idle =
+            spawn_foreign("sleep 30 >/dev/null 2>&1").expect("start `sleep` in the background");
 
         let t0 = Instant::now();
         let mut costs = Vec::new();
@@ -383,11 +408,37 @@ mod tests {
             std::thread::sleep(source.interval());
         }
         let busy_after = t0.elapsed();
-        drop(yes);
+        let with = mean_share(&mut source, 4);
+        let share_of = |pid: u32| {
+            source
+                .samples
+                .iter()
+                .find(|(p, _, _)| p.as_u32() == pid)
+                .map(|&(_, _, share)| f64::from(share))
+        };
+        let (yes_share, idle_share) = (share_of(yes.0), share_of(idle.0));
+        drop((yes, idle));
 
         let o = seen.expect("BusyProcess within 4 s while `yes` spins");
         assert_eq!(o.kind, ActivityKind::BusyProcess);
+        // The same measurement tells a spinning program from a sleeping one.
+        let (Some(yes_share), Some(idle_share)) = (yes_share, idle_share) else {
+            panic!("`yes` ({yes_share:?}) or `sleep` ({idle_share:?}) missing from the samples");
+        };
+        assert!(
+            yes_share >= 20.0 && idle_share < 5.0,
+            "`yes` at {yes_share:.0}%, `sleep` at {idle_share:.0}% of a core"
+        );
+        // On a machine quiet before `yes` (the 2-core machine is shared, often it is not), the
+        // source's total must rise clearly with it: without a busy program it reports less.
+        if without <= cfg.threshold_percent {
+            assert!(
+                with >= without + 40.0,
+                "others' share {with:.0}% with `yes` spinning, {without:.0}% without"
+            );
+        }
         let total: Duration = costs.iter().sum();
+        println!("others' share {without:.0}% before `yes`, {with:.0}% with it");
         println!(
             "BusyProcess after {busy_after:?}; {} polls over {} user processes, {:?} per poll on average",
             costs.len(),
