@@ -1,9 +1,20 @@
 //! The worker's engine: one connection to the supervisor at a time, heartbeats, the life of each
-//! assigned replica (start, progress, result, cancel), and obedience to the idle policy.
+//! assigned replica (fetch its inputs, start, progress, report, cancel), and obedience to the
+//! idle policy.
 //!
-//! Replicas outlive connections: when the connection drops, tasks keep computing and results
-//! wait; the engine reconnects with backoff, says in its hello what it still holds, and obeys the
-//! supervisor's keep/drop answer.
+//! Replicas outlive connections: when the connection drops, tasks keep computing and outcomes
+//! wait in the outbox (in memory and in the data dir) until the supervisor acknowledges them
+//! with `ResultAck`; the engine reconnects with backoff, says in its hello what it still holds,
+//! obeys the supervisor's keep/drop answer and sends every unacknowledged outcome again. A
+//! refusal (token, protocol version) is not the end either: the engine keeps trying, more
+//! slowly, and says why in its `Status`.
+//!
+//! Each connection is split in two: a writer task fed by channels (heartbeats, `Activity` and
+//! other small messages on an urgent one that always goes first; outcomes on another) and the
+//! reader, which is this loop. Big payloads never travel on the WebSocket: results above
+//! `BULK_THRESHOLD_BYTES` are uploaded over HTTP by a task of their own and then reported by
+//! reference, and dependency outputs sent by reference are downloaded before the replica is
+//! queued (see `transfer`).
 //!
 //! The owner comes first: an observation from an activity source reaches the engine on a
 //! channel, the idle policy turns it into a transition, and on `BecameBusy` every running
@@ -14,22 +25,28 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, warn};
 
 use super::activity::{Monitor, Observation};
-use super::executor::{Executor, Failure, Finished};
+use super::executor::{Executor, Finished, Sink};
 use super::idle::{Busy, IdlePolicy, IdleState, Transition};
+use super::outbox::{Outcome, OutcomeKind, Store};
+use super::transfer::Transfer;
 use super::{ClientConfig, ClientError, Status, Watch};
 use crate::proto::{
-    self, ActivityKind, ErrorCode, Hardware, Progress, ReplicaId, SupervisorMsg, WorkerMsg,
+    self, ActivityKind, Assignment, ErrorCode, Execution, Hardware, Payload, Progress, ReplicaId,
+    SupervisorMsg, WorkerMsg,
 };
 use crate::runtime::TaskControl;
 
@@ -37,15 +54,30 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF_MS: u64 = 5_000;
+const MAX_BACKOFF: Duration = Duration::from_millis(MAX_BACKOFF_MS);
+/// After a refusal the supervisor is asked again, but more slowly.
+const FIRST_REFUSED_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_REFUSED_BACKOFF_MS: u64 = 60_000;
+const MAX_REFUSED_BACKOFF: Duration = Duration::from_millis(MAX_REFUSED_BACKOFF_MS);
+
+/// The longest a worker that lost its connection (not one that was refused) waits before it
+/// tries again: the maximum backoff plus its jitter (+25%). A supervisor that restarts can
+/// expect its workers back within this.
+pub const MAX_RECONNECT_WAIT: Duration = Duration::from_millis(MAX_BACKOFF_MS * 5 / 4);
+/// The longest a refused worker (token, protocol version) waits before it asks again.
+pub const MAX_REFUSED_WAIT: Duration = Duration::from_millis(MAX_REFUSED_BACKOFF_MS * 5 / 4);
+
 /// How often the battery is looked at.
 const POWER_CHECK: Duration = Duration::from_secs(10);
+/// How long a stopping worker gives its writer to send what is queued and close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How a session with the supervisor ended.
 enum SessionEnd {
     /// The connection is gone; try again.
     Disconnected(String),
-    /// The supervisor refused this worker for good (token, protocol version).
+    /// The supervisor refused this worker (token, protocol version); try again, slowly.
     Refused(String),
     Shutdown,
 }
@@ -57,6 +89,10 @@ enum Wake {
     IdleTimer,
     Power,
     Finished(Finished),
+    /// A replica's dependency outputs were downloaded (the assignment, now all inline), or not.
+    Fetched(ReplicaId, Result<Assignment, String>),
+    /// A big result's upload ended.
+    Uploaded(ReplicaId, Result<(), String>),
 }
 
 /// The channels and timers the engine waits on, apart from the connection. A struct of its own
@@ -64,13 +100,14 @@ enum Wake {
 struct Inbox {
     finished: mpsc::UnboundedReceiver<Finished>,
     observations: mpsc::UnboundedReceiver<Observation>,
+    transfers: mpsc::UnboundedReceiver<Wake>,
     watch_power: bool,
     power: tokio::time::Interval,
 }
 
 impl Inbox {
     /// Waits for shutdown, an observation, the end of the quiet period (`idle_deadline`), a
-    /// power check or a finished replica.
+    /// power check, a finished replica or a finished transfer.
     async fn next(
         &mut self,
         shutdown: &mut Pin<&mut impl Future<Output = ()>>,
@@ -88,9 +125,36 @@ impl Inbox {
             Some(obs) = self.observations.recv() => Wake::Observation(obs),
             () = idle_timer => Wake::IdleTimer,
             Some(done) = self.finished.recv() => Wake::Finished(done),
+            Some(wake) = self.transfers.recv() => wake,
             _ = self.power.tick(), if self.watch_power => Wake::Power,
         }
     }
+}
+
+/// The current connection's sending side.
+struct Link {
+    /// Heartbeats, `Activity`, `Available`, `StatusAck`: the writer sends these first.
+    urgent: mpsc::UnboundedSender<Message>,
+    /// Outcomes.
+    bulk: mpsc::UnboundedSender<Message>,
+    /// Uploads started on this connection; stopped with it (the next one resumes them).
+    uploads: HashMap<ReplicaId, JoinHandle<()>>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for (_, u) in self.uploads.drain() {
+            u.abort();
+        }
+    }
+}
+
+/// What a welcome said.
+struct Welcome {
+    heartbeat_ms: u64,
+    keep: Vec<ReplicaId>,
+    drop: Vec<ReplicaId>,
+    max_output_bytes: u64,
 }
 
 pub struct Engine {
@@ -99,8 +163,16 @@ pub struct Engine {
     executor: Executor,
     inbox: Inbox,
     running: HashMap<ReplicaId, Arc<TaskControl>>,
-    /// Finished replicas whose outcome the supervisor has not received yet.
-    unreported: BTreeMap<ReplicaId, WorkerMsg>,
+    /// Replicas whose dependency outputs are being downloaded; queued once they are here.
+    fetching: HashMap<ReplicaId, JoinHandle<()>>,
+    /// Finished replicas whose outcome the supervisor has not acknowledged yet.
+    outbox: BTreeMap<ReplicaId, Outcome>,
+    store: Store,
+    transfer: Transfer,
+    transfers: mpsc::UnboundedSender<Wake>,
+    /// The pool's output limit, from the latest welcome; the task threads read it.
+    max_output_bytes: Arc<AtomicU64>,
+    link: Option<Link>,
     idle: IdlePolicy,
     /// Keeps the source threads alive for the life of the engine.
     _monitor: Option<Monitor>,
@@ -108,12 +180,38 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Starts the task threads and the activity sources, and loads the outbox kept in the data
+    /// dir by an earlier run (its outcomes are held and sent on the first connection).
     pub fn new(cfg: ClientConfig, hardware: Hardware, watch: Watch) -> Result<Self, ClientError> {
+        let store = match &cfg.data_dir {
+            Some(d) => Store::on_disk(d.outbox()).map_err(|e| ClientError::DataDir {
+                dir: d.path().to_owned(),
+                reason: format!("cannot create its outbox: {e}"),
+            })?,
+            None => Store::in_memory(),
+        };
+        let outbox = store.load();
+        if !outbox.is_empty() {
+            info!(
+                outcomes = outbox.len(),
+                "unacknowledged outcomes from an earlier run: sending them again"
+            );
+        }
+        let max_output_bytes = Arc::new(AtomicU64::new(proto::DEFAULT_MAX_OUTPUT_BYTES));
         let (tx, finished_rx) = mpsc::unbounded_channel();
-        let executor = Executor::new(cfg.slots as usize, tx).map_err(ClientError::Threads)?;
+        let sink = Sink {
+            finished: tx,
+            store: store.clone(),
+            max_output_bytes: max_output_bytes.clone(),
+        };
+        let executor = Executor::new(cfg.slots as usize, sink).map_err(ClientError::Threads)?;
         let now = Instant::now();
         let (obs_tx, observations) = mpsc::unbounded_channel();
-        let mut status = Status::default();
+        let (transfers, transfers_rx) = mpsc::unbounded_channel();
+        let mut status = Status {
+            outbox: outbox.len(),
+            ..Status::default()
+        };
         let monitor = if watch.sources.is_empty() {
             None
         } else {
@@ -136,6 +234,7 @@ impl Engine {
         status.idle = idle.state();
         let mut power = tokio::time::interval(POWER_CHECK);
         power.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let transfer = Transfer::new(&cfg.server, cfg.token.clone(), cfg.worker_id.clone());
         Ok(Self {
             cfg,
             hardware,
@@ -143,11 +242,18 @@ impl Engine {
             inbox: Inbox {
                 finished: finished_rx,
                 observations,
+                transfers: transfers_rx,
                 watch_power: watch.power,
                 power,
             },
             running: HashMap::new(),
-            unreported: BTreeMap::new(),
+            fetching: HashMap::new(),
+            outbox,
+            store,
+            transfer,
+            transfers,
+            max_output_bytes,
+            link: None,
             idle,
             _monitor: monitor,
             status: watch::Sender::new(status),
@@ -159,10 +265,13 @@ impl Engine {
         self.status.subscribe()
     }
 
-    /// Serves the supervisor until `shutdown` resolves or the supervisor refuses this worker.
+    /// Serves the supervisor until `shutdown` resolves. Lost connections and refusals are
+    /// retried (a refusal more slowly); each new reason is logged once and shown in the status.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ClientError> {
         tokio::pin!(shutdown);
         let mut backoff = FIRST_BACKOFF;
+        let mut refused_backoff = FIRST_REFUSED_BACKOFF;
+        let mut last_logged: Option<String> = None;
         let mut attempt: Pin<Box<dyn Future<Output = Result<Ws, String>> + Send>> =
             Box::pin(connect(self.cfg.server.clone(), Duration::ZERO));
         loop {
@@ -174,11 +283,9 @@ impl Engine {
                     if matches!(wake, Wake::Shutdown) {
                         break;
                     }
-                    // Nobody to tell: results wait for the next connection, and the hello
-                    // carries whether the machine is idle.
-                    if let Some(msg @ (WorkerMsg::Result { replica, .. } | WorkerMsg::Failure { replica, .. })) = self.on_wake(wake) {
-                        self.unreported.insert(replica, msg);
-                    }
+                    // Nobody to tell: outcomes wait in the outbox, and the hello carries
+                    // whether the machine is idle.
+                    self.on_wake(wake);
                     continue;
                 }
             };
@@ -187,42 +294,62 @@ impl Engine {
                     let (end, welcomed) = self.session(ws, &mut shutdown).await;
                     if welcomed {
                         backoff = FIRST_BACKOFF;
+                        refused_backoff = FIRST_REFUSED_BACKOFF;
+                        last_logged = None;
                     }
                     end
                 }
                 Err(e) => SessionEnd::Disconnected(e),
             };
-            self.status.send_modify(|s| s.connected = false);
-            match end {
+            let (why, wait, refused) = match end {
                 SessionEnd::Shutdown => break,
                 SessionEnd::Refused(why) => {
-                    self.cancel_all();
-                    return Err(ClientError::Refused(why));
+                    let wait = jitter(refused_backoff);
+                    refused_backoff = (refused_backoff * 2).min(MAX_REFUSED_BACKOFF);
+                    (
+                        format!("the supervisor refused this worker: {why}"),
+                        wait,
+                        true,
+                    )
                 }
                 SessionEnd::Disconnected(why) => {
                     let wait = jitter(backoff);
-                    warn!(
-                        "disconnected from {}: {why}; retrying in {} ms",
-                        self.cfg.server,
-                        wait.as_millis()
-                    );
-                    attempt = Box::pin(connect(self.cfg.server.clone(), wait));
                     backoff = (backoff * 2).min(MAX_BACKOFF);
+                    (
+                        format!("disconnected from {}: {why}", self.cfg.server),
+                        wait,
+                        false,
+                    )
                 }
+            };
+            if last_logged.as_deref() != Some(why.as_str()) {
+                warn!("{why}; retrying in {} ms", wait.as_millis());
+            } else {
+                debug!("{why}; retrying in {} ms", wait.as_millis());
             }
+            self.status.send_modify(|s| {
+                s.connected = false;
+                s.refused = refused.then(|| why.clone());
+                s.last_error = Some(why.clone());
+                s.retry_in = Some(wait);
+            });
+            last_logged = Some(why);
+            attempt = Box::pin(connect(self.cfg.server.clone(), wait));
         }
         self.cancel_all();
         info!("worker stopped");
         Ok(())
     }
 
-    /// Applies a wake-up to the policy and the tasks; returns the message the supervisor must
-    /// get now, if any.
-    fn on_wake(&mut self, wake: Wake) -> Option<WorkerMsg> {
+    /// Applies a wake-up to the policy, the tasks and the outbox, and tells the supervisor what
+    /// it must hear now (if connected).
+    fn on_wake(&mut self, wake: Wake) {
         let now = Instant::now();
         let (transition, at) = match wake {
-            Wake::Shutdown => return None,
-            Wake::Finished(done) => return self.outcome(done),
+            Wake::Shutdown => return,
+            Wake::Finished(done) => return self.on_finished(done),
+            Wake::Fetched(replica, fetched) => return self.on_fetched(replica, fetched),
+            Wake::Uploaded(replica, uploaded) => return self.on_uploaded(replica, uploaded),
             Wake::Observation(obs) => {
                 self.status.send_modify(|s| s.last_activity = Some(obs));
                 (self.idle.handle_activity(now, obs.kind), obs.at)
@@ -237,7 +364,10 @@ impl Engine {
         let state = self.idle.state();
         self.status
             .send_if_modified(|s| std::mem::replace(&mut s.idle, state) != state);
-        match transition? {
+        let Some(transition) = transition else {
+            return;
+        };
+        let msg = match transition {
             Transition::BecameBusy(why) => {
                 for ctl in self.running.values() {
                     ctl.pause();
@@ -248,26 +378,81 @@ impl Engine {
                     Busy::Owner(kind) => kind,
                     Busy::OnBattery => ActivityKind::OnBattery,
                     // The policy starts busy rather than becoming so; the hello said it.
-                    Busy::Starting => return None,
+                    Busy::Starting => return,
                 };
                 info!(
                     kind = kind.as_str(),
                     tasks = self.running.len(),
                     "owner active: tasks paused"
                 );
-                Some(WorkerMsg::Activity {
+                WorkerMsg::Activity {
                     kind,
                     at_ms: unix_ms_at(at),
-                })
+                }
             }
             Transition::BecameIdle => {
                 for ctl in self.running.values() {
                     ctl.resume();
                 }
                 info!(tasks = self.running.len(), "machine idle: computing");
-                Some(WorkerMsg::Available {
+                WorkerMsg::Available {
                     at_ms: unix_ms_at(now),
-                })
+                }
+            }
+        };
+        self.send_urgent(&msg);
+    }
+
+    fn send_urgent(&self, msg: &WorkerMsg) {
+        if let Some(link) = &self.link {
+            // A closed channel means the writer is gone; the loop notices that itself.
+            let _ = link.urgent.send(Message::text(proto::encode(msg)));
+        }
+    }
+
+    /// Sends an outcome from the outbox, or for a big output starts (or resumes) its upload
+    /// first. Nothing happens while disconnected: the next session sends it.
+    fn report(&mut self, replica: ReplicaId) {
+        let (Some(link), Some(outcome)) = (&mut self.link, self.outbox.get(&replica)) else {
+            return;
+        };
+        match &outcome.kind {
+            OutcomeKind::Big { text, .. } => {
+                if link.uploads.contains_key(&replica) {
+                    return;
+                }
+                let (transfer, text, done) =
+                    (self.transfer.clone(), text.clone(), self.transfers.clone());
+                let upload = tokio::spawn(async move {
+                    let result = transfer.upload(replica, &text).await;
+                    let _ = done.send(Wake::Uploaded(replica, result.map_err(|e| e.to_string())));
+                });
+                link.uploads.insert(replica, upload);
+            }
+            _ => {
+                let _ = link
+                    .bulk
+                    .send(Message::text(proto::encode(&outcome.message())));
+            }
+        }
+    }
+
+    fn on_uploaded(&mut self, replica: ReplicaId, uploaded: Result<(), String>) {
+        let Some(link) = &mut self.link else {
+            return;
+        };
+        link.uploads.remove(&replica);
+        let Some(outcome) = self.outbox.get(&replica) else {
+            return;
+        };
+        match uploaded {
+            Ok(()) => {
+                let _ = link
+                    .bulk
+                    .send(Message::text(proto::encode(&outcome.message())));
+            }
+            Err(e) => {
+                warn!(%replica, "cannot upload the output: {e}; trying again on the next connection")
             }
         }
     }
@@ -276,24 +461,87 @@ impl Engine {
         self.idle.state() == IdleState::Idle
     }
 
+    fn update_counts(&self) {
+        let (running, outbox) = (self.running.len() + self.fetching.len(), self.outbox.len());
+        self.status.send_if_modified(|s| {
+            let changed = s.running != running || s.outbox != outbox;
+            s.running = running;
+            s.outbox = outbox;
+            changed
+        });
+    }
+
     fn cancel_all(&mut self) {
         for (_, ctl) in self.running.drain() {
             ctl.cancel();
         }
-        self.status.send_modify(|s| s.running = 0);
+        for (_, f) in self.fetching.drain() {
+            f.abort();
+        }
+        self.update_counts();
     }
 
-    /// What this worker still holds: running replicas and unreported outcomes.
+    /// Stops a replica wherever it is and forgets its outcome.
+    fn forget(&mut self, replica: ReplicaId) -> bool {
+        let mut held = false;
+        if let Some(ctl) = self.running.remove(&replica) {
+            ctl.cancel();
+            held = true;
+        }
+        if let Some(f) = self.fetching.remove(&replica) {
+            f.abort();
+            held = true;
+        }
+        if self.outbox.remove(&replica).is_some() {
+            self.store.delete(replica);
+            held = true;
+        }
+        if let Some(link) = &mut self.link
+            && let Some(u) = link.uploads.remove(&replica)
+        {
+            u.abort();
+        }
+        self.update_counts();
+        held
+    }
+
+    /// What this worker still holds: running, fetching, and unacknowledged outcomes.
     fn held(&self) -> Vec<ReplicaId> {
         let mut held: Vec<ReplicaId> = self
             .running
             .keys()
-            .chain(self.unreported.keys())
+            .chain(self.fetching.keys())
+            .chain(self.outbox.keys())
             .copied()
             .collect();
         held.sort();
         held.dedup();
         held
+    }
+
+    /// Acts on the welcome: running or fetching replicas not kept are stopped; outcomes the
+    /// supervisor drops are forgotten, the others are sent again.
+    fn on_welcome(&mut self, w: &Welcome) {
+        self.max_output_bytes
+            .store(w.max_output_bytes, Ordering::Relaxed);
+        let stop: Vec<ReplicaId> = self
+            .running
+            .keys()
+            .chain(self.fetching.keys())
+            .filter(|r| !w.keep.contains(r))
+            .copied()
+            .collect();
+        for r in stop.into_iter().chain(w.drop.iter().copied()) {
+            self.forget(r);
+        }
+        info!(
+            server = %self.cfg.server,
+            heartbeat_ms = w.heartbeat_ms,
+            kept = w.keep.len(),
+            dropped = w.drop.len(),
+            unacknowledged = self.outbox.len(),
+            "connected to supervisor"
+        );
     }
 
     /// One connection's life. Returns how it ended and whether the supervisor welcomed us.
@@ -311,10 +559,10 @@ impl Engine {
             held: self.held(),
             available: self.is_idle(),
         };
-        if let Err(e) = send(&mut ws, &hello).await {
-            return (SessionEnd::Disconnected(e), false);
+        if let Err(e) = ws.send(Message::text(proto::encode(&hello))).await {
+            return (SessionEnd::Disconnected(e.to_string()), false);
         }
-        let heartbeat = match tokio::time::timeout(CONNECT_TIMEOUT, welcome(&mut ws)).await {
+        let welcome = match tokio::time::timeout(CONNECT_TIMEOUT, welcome(&mut ws)).await {
             Err(_) => {
                 return (
                     SessionEnd::Disconnected("no welcome within 10 s".into()),
@@ -322,40 +570,30 @@ impl Engine {
                 );
             }
             Ok(Err(end)) => return (end, false),
-            Ok(Ok((heartbeat_ms, keep, drop))) => {
-                let forget: Vec<ReplicaId> = self
-                    .held()
-                    .into_iter()
-                    .filter(|r| !keep.contains(r))
-                    .collect();
-                for r in &forget {
-                    if let Some(ctl) = self.running.remove(r) {
-                        ctl.cancel();
-                    }
-                    self.unreported.remove(r);
-                }
-                info!(
-                    server = %self.cfg.server,
-                    heartbeat_ms,
-                    kept = keep.len(),
-                    dropped = drop.len(),
-                    "connected to supervisor"
-                );
-                Duration::from_millis(heartbeat_ms.max(1))
-            }
+            Ok(Ok(w)) => w,
         };
+        self.on_welcome(&welcome);
+        let heartbeat = Duration::from_millis(welcome.heartbeat_ms.max(1));
+        let (sink, mut stream) = ws.split();
+        let (urgent, urgent_rx) = mpsc::unbounded_channel();
+        let (bulk, bulk_rx) = mpsc::unbounded_channel();
+        let mut writer = tokio::spawn(write(sink, urgent_rx, bulk_rx));
+        self.link = Some(Link {
+            urgent,
+            bulk,
+            uploads: HashMap::new(),
+        });
         self.status.send_modify(|s| {
             s.connected = true;
-            s.running = self.running.len();
+            s.refused = None;
+            s.last_error = None;
+            s.retry_in = None;
         });
+        self.update_counts();
         // Outcomes that waited for this connection.
-        let pending: Vec<(ReplicaId, WorkerMsg)> =
-            std::mem::take(&mut self.unreported).into_iter().collect();
-        for (r, msg) in pending {
-            if let Err(e) = send(&mut ws, &msg).await {
-                self.unreported.insert(r, msg);
-                return (SessionEnd::Disconnected(e), true);
-            }
+        let pending: Vec<ReplicaId> = self.outbox.keys().copied().collect();
+        for r in pending {
+            self.report(r);
         }
         let mut beat = tokio::time::interval(heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -365,24 +603,20 @@ impl Engine {
                 biased;
                 wake = self.inbox.next(shutdown, deadline) => {
                     if matches!(wake, Wake::Shutdown) {
-                        let _ = ws.close(None).await;
                         break SessionEnd::Shutdown;
                     }
-                    if let Some(msg) = self.on_wake(wake)
-                        && let Err(e) = send(&mut ws, &msg).await
-                    {
-                        if let WorkerMsg::Result { replica, .. } | WorkerMsg::Failure { replica, .. } = &msg {
-                            self.unreported.insert(*replica, msg);
-                        }
-                        break SessionEnd::Disconnected(e);
-                    }
+                    self.on_wake(wake);
                 }
-                frame = ws.next() => match frame {
+                written = &mut writer => {
+                    let why = written.unwrap_or_else(|e| format!("writer stopped: {e}"));
+                    break SessionEnd::Disconnected(why);
+                }
+                frame = stream.next() => match frame {
                     None => break SessionEnd::Disconnected("connection closed".into()),
                     Some(Err(e)) => break SessionEnd::Disconnected(e.to_string()),
                     Some(Ok(Message::Text(text))) => match proto::decode_supervisor(&text) {
                         Ok(msg) => {
-                            if let Some(end) = self.on_message(&mut ws, msg).await {
+                            if let Some(end) = self.on_message(msg) {
                                 break end;
                             }
                         }
@@ -400,69 +634,119 @@ impl Engine {
                         .iter()
                         .map(|(r, ctl)| Progress { replica: *r, fraction: ctl.progress() })
                         .collect();
-                    if let Err(e) = send(&mut ws, &WorkerMsg::Heartbeat { progress }).await {
-                        break SessionEnd::Disconnected(e);
-                    }
+                    self.send_urgent(&WorkerMsg::Heartbeat { progress });
                 }
             }
         };
+        // Dropping the link closes the writer's channels (it sends what is queued, then a
+        // close frame) and stops this connection's uploads.
+        self.link = None;
+        if matches!(end, SessionEnd::Shutdown) {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await;
+        }
+        writer.abort();
+        self.status.send_modify(|s| s.connected = false);
         (end, true)
     }
 
-    /// Turns a finished replica into the message to send, if any.
-    fn outcome(&mut self, done: Finished) -> Option<WorkerMsg> {
-        // A replica we no longer hold was cancelled or dropped: nobody wants its outcome.
-        self.running.remove(&done.replica)?;
-        self.status.send_modify(|s| s.running = self.running.len());
-        match done.outcome {
-            Ok(output) => {
-                debug!(replica = %done.replica, wall_ms = done.execution.wall_ms, "replica finished");
-                Some(WorkerMsg::Result {
-                    replica: done.replica,
-                    output: proto::Payload::Inline(output),
-                    execution: done.execution,
-                })
+    /// Takes in a finished replica's outcome (already saved by its task thread) and reports it.
+    fn on_finished(&mut self, done: Finished) {
+        let held = self.running.remove(&done.replica).is_some();
+        self.update_counts();
+        let Some(outcome) = done.outcome else {
+            return;
+        };
+        if !held {
+            // Cancelled or dropped while it finished: nobody wants it.
+            self.store.delete(done.replica);
+            return;
+        }
+        match &outcome.kind {
+            OutcomeKind::Failure(error) => {
+                warn!(replica = %done.replica, "replica failed: {error}")
             }
-            Err(Failure::Error(error)) => {
-                warn!(replica = %done.replica, "replica failed: {error}");
-                Some(WorkerMsg::Failure {
-                    replica: done.replica,
-                    error,
-                    execution: done.execution,
-                })
+            _ => {
+                debug!(replica = %done.replica, wall_ms = outcome.execution.wall_ms, "replica finished")
             }
-            Err(Failure::Cancelled) => None,
+        }
+        self.outbox.insert(done.replica, outcome);
+        self.update_counts();
+        self.report(done.replica);
+    }
+
+    /// Queues an assignment, or first downloads its dependency outputs sent by reference.
+    fn on_assign(&mut self, a: Assignment) {
+        let replica = a.replica;
+        if self.running.contains_key(&replica)
+            || self.fetching.contains_key(&replica)
+            || self.outbox.contains_key(&replica)
+        {
+            return;
+        }
+        info!(job = %a.job, task = %a.task, replica = %a.replica, kind = %a.kind, "task assigned");
+        if a.deps.values().all(|p| matches!(p, Payload::Inline(_))) {
+            self.start(a);
+            return;
+        }
+        let (transfer, done) = (self.transfer.clone(), self.transfers.clone());
+        let fetch = tokio::spawn(async move {
+            let fetched = fetch_deps(&transfer, a).await;
+            let _ = done.send(Wake::Fetched(replica, fetched));
+        });
+        self.fetching.insert(replica, fetch);
+        self.update_counts();
+    }
+
+    fn start(&mut self, a: Assignment) {
+        let replica = a.replica;
+        let ctl = self.executor.start(a);
+        // Assigned while the owner is here (crossed with our Activity): it waits.
+        if !self.is_idle() {
+            ctl.pause();
+        }
+        self.running.insert(replica, ctl);
+        self.update_counts();
+    }
+
+    fn on_fetched(&mut self, replica: ReplicaId, fetched: Result<Assignment, String>) {
+        // Not fetching any more: cancelled or dropped meanwhile.
+        if self.fetching.remove(&replica).is_none() {
+            return;
+        }
+        match fetched {
+            Ok(a) => self.start(a),
+            Err(e) => {
+                warn!(%replica, "{e}");
+                let limit = self.max_output_bytes.load(Ordering::Relaxed);
+                let outcome = Outcome::new(replica, Execution::default(), Err(e), limit);
+                if let Err(e) = self.store.save(&outcome) {
+                    warn!(%replica, "cannot save the outcome to the outbox: {e}");
+                }
+                self.outbox.insert(replica, outcome);
+                self.update_counts();
+                self.report(replica);
+            }
         }
     }
 
     /// Acts on one message from the supervisor. `Some` ends the session.
-    async fn on_message(&mut self, ws: &mut Ws, msg: SupervisorMsg) -> Option<SessionEnd> {
+    fn on_message(&mut self, msg: SupervisorMsg) -> Option<SessionEnd> {
         match msg {
-            SupervisorMsg::Assign(a) => {
-                if !self.running.contains_key(&a.replica) {
-                    info!(job = %a.job, task = %a.task, replica = %a.replica, kind = %a.kind, "task assigned");
-                    let replica = a.replica;
-                    let ctl = self.executor.start(a);
-                    // Assigned while the owner is here (crossed with our Activity): it waits.
-                    if !self.is_idle() {
-                        ctl.pause();
-                    }
-                    self.running.insert(replica, ctl);
-                    self.status.send_modify(|s| s.running = self.running.len());
+            SupervisorMsg::Assign(a) => self.on_assign(a),
+            SupervisorMsg::Cancel { replica, reason } => {
+                if self.forget(replica) {
+                    info!(%replica, "task cancelled: {reason}");
                 }
             }
-            SupervisorMsg::Cancel { replica, reason } => {
-                if let Some(ctl) = self.running.remove(&replica) {
-                    info!(%replica, "task cancelled: {reason}");
-                    ctl.cancel();
-                    self.status.send_modify(|s| s.running = self.running.len());
+            SupervisorMsg::ResultAck { replica } => {
+                if self.outbox.remove(&replica).is_some() {
+                    debug!(%replica, "outcome acknowledged");
+                    self.store.delete(replica);
+                    self.update_counts();
                 }
-                self.unreported.remove(&replica);
             }
             SupervisorMsg::StatusRequest { nonce } => {
-                if let Err(e) = send(ws, &WorkerMsg::StatusAck { nonce }).await {
-                    return Some(SessionEnd::Disconnected(e));
-                }
+                self.send_urgent(&WorkerMsg::StatusAck { nonce });
             }
             SupervisorMsg::Error {
                 code,
@@ -475,16 +759,46 @@ impl Engine {
                 }
             }
             SupervisorMsg::Welcome { .. } => debug!("ignoring a second welcome"),
-            SupervisorMsg::ResultAck { replica } => debug!(%replica, "result acknowledged"),
         }
         None
     }
 }
 
-async fn send(ws: &mut Ws, msg: &WorkerMsg) -> Result<(), String> {
-    ws.send(Message::text(proto::encode(msg)))
-        .await
-        .map_err(|e| e.to_string())
+/// Downloads the dependency outputs of `a` sent by reference and puts them inline.
+async fn fetch_deps(transfer: &Transfer, mut a: Assignment) -> Result<Assignment, String> {
+    for (task, payload) in a.deps.iter_mut() {
+        if let Payload::Blob(blob) = payload {
+            let value = transfer
+                .download(&a.job, task, blob)
+                .await
+                .map_err(|e| format!("cannot fetch the output of dependency {task}: {e}"))?;
+            *payload = Payload::Inline(value);
+        }
+    }
+    Ok(a)
+}
+
+/// The writer half: sends what the engine queues, urgent messages first, until the engine
+/// drops its senders (then closes the connection) or sending fails (returns why).
+async fn write(
+    mut sink: SplitSink<Ws, Message>,
+    mut urgent: mpsc::UnboundedReceiver<Message>,
+    mut bulk: mpsc::UnboundedReceiver<Message>,
+) -> String {
+    loop {
+        let msg = tokio::select! {
+            biased;
+            Some(m) = urgent.recv() => m,
+            Some(m) = bulk.recv() => m,
+            else => {
+                let _ = sink.close().await;
+                return "connection closed by this worker".into();
+            }
+        };
+        if let Err(e) = sink.send(msg).await {
+            return e.to_string();
+        }
+    }
 }
 
 /// Connects after waiting `after` (the backoff).
@@ -501,8 +815,9 @@ async fn connect(url: String, after: Duration) -> Result<Ws, String> {
     }
 }
 
-/// Waits for the welcome. A fatal refusal of this worker ends the client.
-async fn welcome(ws: &mut Ws) -> Result<(u64, Vec<ReplicaId>, Vec<ReplicaId>), SessionEnd> {
+/// Waits for the welcome. A refusal of this worker (token, version) is told apart from other
+/// trouble, for its slower retry.
+async fn welcome(ws: &mut Ws) -> Result<Welcome, SessionEnd> {
     loop {
         let text = match ws.next().await {
             None => {
@@ -525,8 +840,16 @@ async fn welcome(ws: &mut Ws) -> Result<(u64, Vec<ReplicaId>, Vec<ReplicaId>), S
                 heartbeat_ms,
                 keep,
                 drop,
+                max_output_bytes,
                 ..
-            }) => return Ok((heartbeat_ms, keep, drop)),
+            }) => {
+                return Ok(Welcome {
+                    heartbeat_ms,
+                    keep,
+                    drop,
+                    max_output_bytes,
+                });
+            }
             Ok(SupervisorMsg::Error {
                 code: ErrorCode::Unauthorized | ErrorCode::VersionMismatch,
                 message,
