@@ -891,3 +891,490 @@ fn jitter(d: Duration) -> Duration {
     let f = 0.75 + 0.5 * (f64::from(r) / f64::from(u16::MAX));
     d.mul_f64(f)
 }
+
+#[cfg(test)]
+mod tests {
+    //! A fake supervisor on 127.0.0.1:0: WebSocket on `/worker`, and a small hand-made HTTP/1.1
+    //! server for the upload and output endpoints on the same port.
+
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::client::DataDir;
+    use crate::client::outbox::sha256_hex;
+    use crate::proto::{BlobRef, TaskId};
+
+    type ServerWs = WebSocketStream<TcpStream>;
+    const WAIT: Duration = Duration::from_secs(20);
+
+    #[derive(Default)]
+    struct Http {
+        /// Upload key -> bytes received.
+        uploads: HashMap<String, Vec<u8>>,
+        /// Offsets of the PUTs received.
+        puts: Vec<u64>,
+        /// Fail the PUT with this index (0-based) with a 500.
+        fail_put: Option<usize>,
+        /// The dependency output served at /worker/outputs/...
+        output: Vec<u8>,
+        /// `Range` headers of the output GETs (None: no range).
+        ranges: Vec<Option<String>>,
+        /// Whether every request carried the worker's token and id.
+        authorised: bool,
+    }
+
+    struct Fake {
+        addr: std::net::SocketAddr,
+        http: Arc<Mutex<Http>>,
+        ws: tokio::sync::Mutex<mpsc::UnboundedReceiver<ServerWs>>,
+    }
+
+    impl Fake {
+        /// Accepts connections in a task of its own: WebSockets are handed to [`Fake::accept`],
+        /// HTTP requests are served at once.
+        async fn start() -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let http = Arc::new(Mutex::new(Http {
+                authorised: true,
+                ..Http::default()
+            }));
+            let (tx, rx) = mpsc::unbounded_channel();
+            let served = http.clone();
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let (tx, served) = (tx.clone(), served.clone());
+                    tokio::spawn(async move {
+                        let mut head = [0u8; 16];
+                        let mut n = 0;
+                        while n < head.len() {
+                            n = stream.peek(&mut head).await.unwrap_or(0);
+                            if n == 0 {
+                                return;
+                            }
+                        }
+                        if head.starts_with(b"GET /worker HTTP") {
+                            if let Ok(ws) = tokio_tungstenite::accept_async(stream).await {
+                                let _ = tx.send(ws);
+                            }
+                        } else {
+                            serve_http(stream, served).await;
+                        }
+                    });
+                }
+            });
+            Self {
+                addr,
+                http,
+                ws: tokio::sync::Mutex::new(rx),
+            }
+        }
+
+        fn url(&self) -> String {
+            format!("ws://{}/worker", self.addr)
+        }
+
+        /// The next WebSocket connection.
+        async fn accept(&self) -> ServerWs {
+            tokio::time::timeout(WAIT, self.ws.lock().await.recv())
+                .await
+                .expect("no connection from the worker")
+                .unwrap()
+        }
+    }
+
+    async fn serve_http(mut stream: TcpStream, http: Arc<Mutex<Http>>) {
+        let mut buf = Vec::new();
+        let end = loop {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let mut lines = head.lines();
+        let mut first = lines.next().unwrap().split(' ');
+        let (method, target) = (first.next().unwrap(), first.next().unwrap().to_owned());
+        let header = |name: &str| {
+            head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+        };
+        let length: usize = header("content-length").map_or(0, |v| v.parse().unwrap());
+        let mut body = buf[end..].to_vec();
+        while body.len() < length {
+            let mut chunk = vec![0u8; 1 << 16];
+            let n = stream.read(&mut chunk).await.unwrap();
+            body.extend_from_slice(&chunk[..n]);
+        }
+        let auth = header("authorization").as_deref() == Some("Bearer tok")
+            && header("x-idlegrid-worker").as_deref() == Some("w-test");
+        let (status, reply, truncate) = {
+            let mut h = http.lock().unwrap();
+            h.authorised &= auth;
+            if let Some(rest) = target.strip_prefix("/worker/uploads/") {
+                let (key, offset) = match rest.split_once("?offset=") {
+                    Some((k, o)) => (k.to_owned(), o.parse::<u64>().ok()),
+                    None => (rest.to_owned(), None),
+                };
+                let have = h.uploads.get(&key).map_or(0, Vec::len) as u64;
+                match (method, offset) {
+                    ("GET", _) => (
+                        "200 OK",
+                        format!("{{\"received\":{have}}}").into_bytes(),
+                        None,
+                    ),
+                    ("PUT", Some(at)) => {
+                        let i = h.puts.len();
+                        h.puts.push(at);
+                        if h.fail_put == Some(i) {
+                            ("500 Internal Server Error", b"{}".to_vec(), None)
+                        } else if at != have {
+                            let r = format!("{{\"error\":\"offset\",\"received\":{have}}}");
+                            ("409 Conflict", r.into_bytes(), None)
+                        } else {
+                            let got = h.uploads.entry(key).or_default();
+                            got.extend_from_slice(&body);
+                            let r = format!("{{\"received\":{}}}", got.len());
+                            ("200 OK", r.into_bytes(), None)
+                        }
+                    }
+                    _ => ("400 Bad Request", b"{}".to_vec(), None),
+                }
+            } else if target.starts_with("/worker/outputs/") {
+                let range = header("range");
+                let first_get = h.ranges.is_empty();
+                h.ranges.push(range.clone());
+                let from: usize = range
+                    .as_deref()
+                    .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
+                    .unwrap_or(0);
+                let body = h.output[from..].to_vec();
+                let status = if from > 0 {
+                    "206 Partial Content"
+                } else {
+                    "200 OK"
+                };
+                // The first download is cut off half way.
+                (status, body, first_get.then_some(h.output.len() / 2))
+            } else {
+                ("404 Not Found", b"{}".to_vec(), None)
+            }
+        };
+        let head = format!(
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            reply.len()
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream
+            .write_all(&reply[..truncate.unwrap_or(reply.len())])
+            .await;
+        let _ = stream.flush().await;
+    }
+
+    async fn recv(ws: &mut ServerWs) -> WorkerMsg {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => match proto::decode_worker(&t).unwrap() {
+                        WorkerMsg::Heartbeat { .. } => continue,
+                        msg => return msg,
+                    },
+                    Some(Ok(_)) => continue,
+                    other => panic!("connection ended: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("nothing from the worker")
+    }
+
+    async fn send(ws: &mut ServerWs, msg: &SupervisorMsg) {
+        ws.send(Message::text(proto::encode(msg))).await.unwrap();
+    }
+
+    /// Reads the hello, answers with a welcome keeping what the worker holds; returns `held`.
+    async fn greet(ws: &mut ServerWs) -> Vec<ReplicaId> {
+        let WorkerMsg::Hello { held, .. } = recv(ws).await else {
+            panic!("no hello");
+        };
+        send(
+            ws,
+            &SupervisorMsg::Welcome {
+                protocol: proto::PROTOCOL_VERSION,
+                heartbeat_ms: 100,
+                keep: held.clone(),
+                drop: Vec::new(),
+                max_output_bytes: proto::DEFAULT_MAX_OUTPUT_BYTES,
+            },
+        )
+        .await;
+        held
+    }
+
+    fn primes(replica: ReplicaId) -> SupervisorMsg {
+        SupervisorMsg::Assign(Assignment {
+            replica,
+            job: "j".into(),
+            task: "t".into(),
+            kind: "primes".into(),
+            input: serde_json::json!({"from": 0, "to": 100}),
+            deps: BTreeMap::new(),
+        })
+    }
+
+    struct Running {
+        status: watch::Receiver<Status>,
+        stop: oneshot::Sender<()>,
+        run: JoinHandle<Result<(), ClientError>>,
+    }
+
+    impl Running {
+        async fn stop(self) {
+            let _ = self.stop.send(());
+            tokio::time::timeout(WAIT, self.run)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    fn start(server: &str, data_dir: Option<DataDir>) -> Running {
+        let cfg = ClientConfig {
+            server: server.to_owned(),
+            token: "tok".into(),
+            name: "test".into(),
+            worker_id: "w-test".into(),
+            slots: 1,
+            data_dir,
+        };
+        let hardware = Hardware {
+            cores: 1,
+            memory_mb: 1,
+            disk_mb: 1,
+            os: "test".into(),
+            slots: 1,
+            bench_mops: 0.0,
+        };
+        let engine = Engine::new(cfg, hardware, Watch::always()).unwrap();
+        let status = engine.status();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let run = tokio::spawn(engine.run(async {
+            let _ = stopped.await;
+        }));
+        Running { status, stop, run }
+    }
+
+    async fn wait_status(status: &mut watch::Receiver<Status>, what: impl Fn(&Status) -> bool) {
+        tokio::time::timeout(WAIT, status.wait_for(|s| what(s)))
+            .await
+            .expect("status never came")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unacknowledged_result_is_sent_again_after_every_reconnect_until_acked() {
+        let sup = Fake::start().await;
+        let mut worker = start(&sup.url(), None);
+        let r = ReplicaId::new(1, 7);
+
+        let mut ws = sup.accept().await;
+        assert!(greet(&mut ws).await.is_empty());
+        send(&mut ws, &primes(r)).await;
+        let first = recv(&mut ws).await;
+        assert!(
+            matches!(&first, WorkerMsg::Result { replica, output: Payload::Inline(_), .. } if *replica == r),
+            "{first:?}"
+        );
+        drop(ws); // never acknowledged
+
+        for _ in 0..2 {
+            let mut ws = sup.accept().await;
+            assert_eq!(greet(&mut ws).await, vec![r]);
+            assert_eq!(recv(&mut ws).await, first);
+        }
+        let mut ws = sup.accept().await;
+        assert_eq!(greet(&mut ws).await, vec![r]);
+        assert_eq!(recv(&mut ws).await, first);
+        send(&mut ws, &SupervisorMsg::ResultAck { replica: r }).await;
+        wait_status(&mut worker.status, |s| s.outbox == 0).await;
+        drop(ws);
+
+        let mut ws = sup.accept().await;
+        assert!(greet(&mut ws).await.is_empty(), "forgotten once acked");
+        worker.stop().await;
+    }
+
+    #[tokio::test]
+    async fn finished_work_survives_a_restart_of_the_client_and_is_deleted_once_acked() {
+        let sup = Fake::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("client");
+        let r = ReplicaId::new(2, 1);
+
+        let mut worker = start(&sup.url(), Some(DataDir::open(&dir, "test").unwrap()));
+        let mut ws = sup.accept().await;
+        greet(&mut ws).await;
+        send(&mut ws, &primes(r)).await;
+        let first = recv(&mut ws).await;
+        assert!(matches!(first, WorkerMsg::Result { .. }), "{first:?}");
+        wait_status(&mut worker.status, |s| s.outbox == 1).await;
+        worker.stop().await;
+        drop(ws);
+        assert!(dir.join("outbox/2.1.outcome").is_file());
+
+        // A new client on the same dir (the lock went with the old one) holds and re-sends it.
+        let mut worker = start(&sup.url(), Some(DataDir::open(&dir, "test").unwrap()));
+        assert_eq!(worker.status.borrow().outbox, 1);
+        let mut ws = sup.accept().await;
+        assert_eq!(greet(&mut ws).await, vec![r]);
+        assert_eq!(recv(&mut ws).await, first);
+        send(&mut ws, &SupervisorMsg::ResultAck { replica: r }).await;
+        wait_status(&mut worker.status, |s| s.outbox == 0).await;
+        assert!(!dir.join("outbox/2.1.outcome").exists());
+        worker.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_result_above_the_threshold_is_uploaded_in_resumable_chunks_then_sent_by_reference() {
+        let sup = Fake::start().await;
+        sup.http.lock().unwrap().fail_put = Some(1);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("client");
+        let data = DataDir::open(&dir, "test").unwrap();
+        // As a killed client would have left it.
+        let r = ReplicaId::new(3, 4);
+        let big = serde_json::json!("z".repeat(2 * transfer_chunk() + 1000));
+        let outcome = Outcome::new(r, Execution::default(), Ok(big), u64::MAX);
+        let OutcomeKind::Big { text, blob } = outcome.kind.clone() else {
+            panic!("not big");
+        };
+        Store::on_disk(data.outbox())
+            .unwrap()
+            .save(&outcome)
+            .unwrap();
+
+        let mut worker = start(&sup.url(), Some(data));
+        let mut ws = sup.accept().await;
+        assert_eq!(greet(&mut ws).await, vec![r]);
+        let msg = recv(&mut ws).await;
+        assert_eq!(
+            msg,
+            WorkerMsg::Result {
+                replica: r,
+                output: Payload::Blob(blob),
+                execution: Execution::default(),
+            }
+        );
+        {
+            let h = sup.http.lock().unwrap();
+            assert_eq!(h.uploads[&r.key()], &text[..]);
+            let c = transfer_chunk() as u64;
+            // The second PUT failed; the worker asked where it stood and sent it again.
+            assert_eq!(h.puts, vec![0, c, c, 2 * c]);
+            assert!(h.authorised);
+        }
+        send(&mut ws, &SupervisorMsg::ResultAck { replica: r }).await;
+        wait_status(&mut worker.status, |s| s.outbox == 0).await;
+        assert!(!dir.join("outbox/3.4.output").exists());
+        worker.stop().await;
+    }
+
+    fn transfer_chunk() -> usize {
+        super::super::transfer::UPLOAD_CHUNK_BYTES
+    }
+
+    #[tokio::test]
+    async fn a_dependency_sent_by_reference_is_downloaded_resumed_and_checked_before_the_task_runs()
+    {
+        let sup = Fake::start().await;
+        let dep = serde_json::to_vec(&serde_json::json!({"pad": "q".repeat(1 << 19)})).unwrap();
+        let blob = BlobRef {
+            bytes: dep.len() as u64,
+            sha256: sha256_hex(&dep),
+        };
+        sup.http.lock().unwrap().output = dep.clone();
+        let worker = start(&sup.url(), None);
+        let mut ws = sup.accept().await;
+        greet(&mut ws).await;
+        let r = ReplicaId::new(1, 1);
+        let SupervisorMsg::Assign(mut a) = primes(r) else {
+            unreachable!()
+        };
+        a.deps.insert(TaskId::from("big"), Payload::Blob(blob));
+        send(&mut ws, &SupervisorMsg::Assign(a)).await;
+        let msg = recv(&mut ws).await;
+        assert!(
+            matches!(msg, WorkerMsg::Result { replica, .. } if replica == r),
+            "{msg:?}"
+        );
+        {
+            let h = sup.http.lock().unwrap();
+            assert_eq!(
+                h.ranges,
+                vec![None, Some(format!("bytes={}-", dep.len() / 2))]
+            );
+            assert!(h.authorised);
+        }
+        worker.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_worker_keeps_asking_and_says_why_in_its_status() {
+        let sup = Fake::start().await;
+        let mut worker = start(&sup.url(), None);
+        let mut ws = sup.accept().await;
+        assert!(matches!(recv(&mut ws).await, WorkerMsg::Hello { .. }));
+        send(
+            &mut ws,
+            &SupervisorMsg::Error {
+                code: ErrorCode::Unauthorized,
+                message: "invalid worker token".into(),
+                fatal: true,
+            },
+        )
+        .await;
+        drop(ws);
+        wait_status(&mut worker.status, |s| s.refused.is_some()).await;
+        {
+            let s = worker.status.borrow();
+            assert!(
+                s.refused
+                    .as_deref()
+                    .unwrap()
+                    .contains("invalid worker token"),
+                "{s:?}"
+            );
+            let wait = s.retry_in.unwrap();
+            assert!(
+                wait >= FIRST_REFUSED_BACKOFF * 3 / 4 && wait <= MAX_REFUSED_WAIT,
+                "{wait:?}"
+            );
+        }
+        // It asks again, and a welcome clears the refusal.
+        let mut ws = sup.accept().await;
+        greet(&mut ws).await;
+        wait_status(&mut worker.status, |s| s.connected && s.refused.is_none()).await;
+        assert!(!worker.run.is_finished());
+        worker.stop().await;
+    }
+
+    #[test]
+    fn the_exported_reconnect_bound_covers_the_backoff_and_its_jitter() {
+        for _ in 0..1000 {
+            assert!(jitter(MAX_BACKOFF) <= MAX_RECONNECT_WAIT);
+            assert!(jitter(MAX_REFUSED_BACKOFF) <= MAX_REFUSED_WAIT);
+        }
+    }
+}
