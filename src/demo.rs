@@ -116,7 +116,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for i in 1..=args.workers {
         let name = format!("demo-{i}");
         let log = data.path().join(format!("{name}.log"));
-        let w = LocalWorker::spawn(&server, &token_file, &name, 1, &log)
+        let worker_data = data.path().join(format!("{name}.client"));
+        let w = LocalWorker::spawn(&server, &token_file, &name, 1, &worker_data, &log)
             .with_context(|| format!("cannot start worker {name}"))?;
         workers.insert(name, w);
     }

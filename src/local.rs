@@ -28,12 +28,13 @@ pub fn worker_program() -> std::io::Result<(PathBuf, Vec<&'static str>)> {
 
 impl LocalWorker {
     /// Starts a headless worker connected to `server` (ws://.../worker) running `cpus` tasks at
-    /// once; its log goes to `log`.
+    /// once, keeping its id and outbox in `data_dir` (one per worker); its log goes to `log`.
     pub fn spawn(
         server: &str,
         token_file: &Path,
         name: &str,
         cpus: u32,
+        data_dir: &Path,
         log: &Path,
     ) -> std::io::Result<Self> {
         let (program, pre) = worker_program()?;
@@ -50,6 +51,8 @@ impl LocalWorker {
             ])
             .arg("--token-file")
             .arg(token_file)
+            .arg("--data-dir")
+            .arg(data_dir)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)

@@ -39,6 +39,13 @@ struct Cli {
     /// Compute even while the machine is in use (for machines dedicated to the pool).
     #[arg(long)]
     run_while_in_use: bool,
+    /// Where this worker keeps its id and its finished work until the supervisor has it; one
+    /// client per dir (default: this system's data directory for idlegrid).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Make the built-in kernels fail now and then on purpose (for chaos tests of the pool).
+    #[arg(long, hide = true)]
+    fault_kernels: bool,
 }
 
 #[derive(Subcommand)]
@@ -120,12 +127,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let token = supervisor::read_token(&token_file)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let name = cli.name.unwrap_or_else(client::host_name);
+    let Some(data_dir) = cli.data_dir.or_else(client::default_data_dir) else {
+        bail!("this system names no data directory for idlegrid; pass --data-dir DIR");
+    };
+    let data = client::DataDir::open(&data_dir, &name)?;
+    tracing::info!(worker = %data.worker_id(), "data in {}", data.path().display());
+    if cli.fault_kernels {
+        idlegrid::client::enable_fault_kernels();
+    }
     let cfg = client::ClientConfig {
         server,
         token,
-        worker_id: client::new_worker_id(&name),
+        worker_id: data.worker_id().clone(),
         name,
         slots: cli.cpus.or(settings.cpus).unwrap_or(cores),
+        data_dir: Some(data),
     };
     let watch = client::Watch::from_settings(&settings);
     runtime.block_on(client::run(cfg, watch, idlegrid::shutdown_signal()))?;

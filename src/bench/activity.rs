@@ -94,6 +94,7 @@ mod measure {
                 name: "bench-activity".into(),
                 worker_id: client::new_worker_id("bench-activity"),
                 slots: 1,
+                data_dir: None,
             },
             watch,
         )

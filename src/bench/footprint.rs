@@ -79,6 +79,8 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
         .arg(data.path().join("worker.token"))
         .arg("--config")
         .arg(&settings)
+        .arg("--data-dir")
+        .arg(data.path().join("client"))
         .env("DISPLAY", &xvfb.display)
         .env("RUST_LOG", "info")
         .stdin(std::process::Stdio::null())

@@ -58,7 +58,8 @@ impl Bench {
         self.spawned += 1;
         let name = format!("bench-{}", self.spawned);
         let log = self.dir.join(format!("{name}.log"));
-        let w = LocalWorker::spawn(&self.server, &self.token_file, &name, 1, &log)
+        let worker_data = self.dir.join(format!("{name}.client"));
+        let w = LocalWorker::spawn(&self.server, &self.token_file, &name, 1, &worker_data, &log)
             .with_context(|| format!("cannot start worker {name}"))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -119,6 +119,13 @@ struct WorkerArgs {
     name: Option<String>,
     #[arg(long, default_value_t = 1)]
     cpus: u32,
+    /// Where this worker keeps its id and unacknowledged outcomes (default: this system's data
+    /// directory for idlegrid).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Make the built-in kernels fail now and then on purpose (chaos tests).
+    #[arg(long)]
+    fault_kernels: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -154,12 +161,22 @@ async fn dispatch(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Worker(args) => {
             let token = supervisor::read_token(&args.token_file)?;
             let name = args.name.unwrap_or_else(client::host_name);
+            let Some(data_dir) = args.data_dir.or_else(client::default_data_dir) else {
+                anyhow::bail!(
+                    "this system names no data directory for idlegrid; pass --data-dir DIR"
+                );
+            };
+            let data = client::DataDir::open(&data_dir, &name)?;
+            if args.fault_kernels {
+                client::enable_fault_kernels();
+            }
             let cfg = client::ClientConfig {
                 server: args.server,
                 token,
-                worker_id: client::new_worker_id(&name),
+                worker_id: data.worker_id().clone(),
                 name,
                 slots: args.cpus.max(1),
+                data_dir: Some(data),
             };
             client::run(cfg, client::Watch::always(), idlegrid::shutdown_signal()).await?;
         }

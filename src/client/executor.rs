@@ -1,16 +1,18 @@
 //! Runs assigned replicas on a fixed pool of OS threads, off the async runtime: one thread per
-//! slot, so a worker never computes more tasks at once than its CPU cap. Finished replicas (with
-//! their measured execution) go back to the engine on a channel.
+//! slot, so a worker never computes more tasks at once than its CPU cap. A finished replica's
+//! outcome is shaped (serialised, size-checked) and saved to the outbox on its task thread, then
+//! goes back to the engine on a channel, so the engine's loop never waits on a big write.
 //!
 //! Owns the threads and the queue; knows nothing about the connection.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::mpsc;
 
+use super::outbox::{Outcome, Store};
 use crate::proto::{Assignment, Execution, Payload, ReplicaId, TaskId};
 use crate::runtime::{self, TaskControl, TaskError};
 
@@ -18,16 +20,17 @@ use crate::runtime::{self, TaskControl, TaskError};
 #[derive(Debug)]
 pub struct Finished {
     pub replica: ReplicaId,
-    pub outcome: Result<serde_json::Value, Failure>,
-    pub execution: Execution,
+    /// `None` when a cancel stopped it: nothing to report. `Some` is already in the outbox.
+    pub outcome: Option<Outcome>,
 }
 
-#[derive(Debug)]
-pub enum Failure {
-    /// Stopped by a cancel: nothing to report.
-    Cancelled,
-    /// The task failed; the message goes to the supervisor.
-    Error(String),
+/// Where finished outcomes go: the outbox's store and the pool's output limit (from the
+/// latest welcome).
+#[derive(Debug, Clone)]
+pub struct Sink {
+    pub finished: mpsc::UnboundedSender<Finished>,
+    pub store: Store,
+    pub max_output_bytes: Arc<AtomicU64>,
 }
 
 struct Queued {
@@ -48,7 +51,7 @@ pub struct Executor {
 
 impl Executor {
     /// Starts `slots` task threads.
-    pub fn new(slots: usize, finished: mpsc::UnboundedSender<Finished>) -> std::io::Result<Self> {
+    pub fn new(slots: usize, sink: Sink) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
@@ -57,10 +60,10 @@ impl Executor {
         let threads = (0..slots.max(1))
             .map(|i| {
                 let shared = shared.clone();
-                let finished = finished.clone();
+                let sink = sink.clone();
                 std::thread::Builder::new()
                     .name(format!("idlegrid-task-{i}"))
-                    .spawn(move || task_thread(&shared, &finished))
+                    .spawn(move || task_thread(&shared, &sink))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Self { shared, threads })
@@ -100,7 +103,7 @@ impl Drop for Executor {
     }
 }
 
-fn task_thread(shared: &Shared, finished: &mpsc::UnboundedSender<Finished>) {
+fn task_thread(shared: &Shared, sink: &Sink) {
     lower_priority();
     loop {
         let next = {
@@ -139,18 +142,21 @@ fn task_thread(shared: &Shared, finished: &mpsc::UnboundedSender<Finished>) {
                 .saturating_sub(cpu_start)
                 .as_millis() as u64,
         };
-        let outcome = result.map_err(|e| match e {
-            TaskError::Cancelled => Failure::Cancelled,
-            other => Failure::Error(other.to_string()),
-        });
-        if finished
-            .send(Finished {
-                replica: assignment.replica,
-                outcome,
-                execution,
-            })
-            .is_err()
-        {
+        let outcome = match result {
+            Err(TaskError::Cancelled) => None,
+            result => {
+                let limit = sink.max_output_bytes.load(Ordering::Relaxed);
+                let result = result.map_err(|e| e.to_string());
+                let outcome = Outcome::new(assignment.replica, execution, result, limit);
+                if let Err(e) = sink.store.save(&outcome) {
+                    // Still reported from memory; only a restart before the ack would lose it.
+                    tracing::warn!(replica = %assignment.replica, "cannot save the outcome to the outbox: {e}");
+                }
+                Some(outcome)
+            }
+        };
+        let replica = assignment.replica;
+        if sink.finished.send(Finished { replica, outcome }).is_err() {
             return;
         }
     }

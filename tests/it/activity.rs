@@ -217,6 +217,7 @@ impl Pool {
                 name: name.into(),
                 worker_id: idlegrid::client::new_worker_id(name),
                 slots: 1,
+                data_dir: None,
             },
             watch,
         )

@@ -143,21 +143,33 @@ async fn bad_frames_tokens_and_jobs_get_clear_errors_and_harm_nothing_else() {
     assert_eq!(code, ErrorCode::Unauthorized);
     assert_eq!(message, "invalid worker token");
 
-    // The real client with a wrong token says so and exits.
+    // The real client with a wrong token says so, and keeps asking (a fixed token file is
+    // picked up by a restart, a fixed supervisor by the next attempt).
     let bad_token = dir.path().join("bad.token");
     std::fs::write(&bad_token, "wrong\n").unwrap();
-    let out = tokio::process::Command::new(CLIENT)
+    let log_path = dir.path().join("refused.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut refused = std::process::Command::new(CLIENT)
         .args(["--headless", "--server", &sup.ws_url(), "--token-file"])
         .arg(&bad_token)
-        .output()
-        .await
+        .arg("--data-dir")
+        .arg(dir.path().join("refused.client"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("refused this worker: invalid worker token"),
-        "{stderr}"
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let said = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("refused this worker: invalid worker token") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(refused.try_wait().unwrap().is_none(), "exited: {said}");
+    refused.kill().unwrap();
+    refused.wait().unwrap();
 
     // An invalid job: a dependency cycle, over the API and through the CLI.
     let mut cyclic = spec.clone();

@@ -129,6 +129,8 @@ impl WorkerProc {
             .args(["--cpus", &cpus.to_string()])
             .arg("--token-file")
             .arg(sup.worker_token_file())
+            .arg("--data-dir")
+            .arg(sup.data_dir.join(format!("{name}.client")))
             .args(extra)
             .env("RUST_LOG", "info")
             .envs(env.iter().filter(|(_, v)| !v.is_empty()).copied())
