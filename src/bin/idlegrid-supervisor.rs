@@ -240,7 +240,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn submit(args: SubmitArgs) -> anyhow::Result<std::process::ExitCode> {
     let spec = job::load_manifest(&args.manifest)?;
     // Refuse an invalid job here, with the same checks the supervisor runs, before any network.
-    job::validate(spec.clone(), runtime::is_known_kind)
+    runtime::validate_job(spec.clone())
         .with_context(|| format!("invalid job {}", args.manifest.display()))?;
     let token = supervisor::read_token(&operator_token_file(&args)?)?;
     let op = Operator::new(&args.server, &token)?;

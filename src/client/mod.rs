@@ -26,8 +26,6 @@ use std::time::{Duration, Instant};
 pub use datadir::{DataDir, default_path as default_data_dir};
 pub use engine::{Engine, MAX_RECONNECT_WAIT, MAX_REFUSED_WAIT};
 
-/// The longest a client waits between reconnect attempts, jitter included (5 s + 25%).
-pub const MAX_RECONNECT_WAIT: std::time::Duration = std::time::Duration::from_millis(6_250);
 
 use crate::proto::WorkerId;
 use activity::{Observation, SourceFactory};
@@ -195,9 +193,8 @@ pub fn new_worker_id(name: &str) -> WorkerId {
 
 /// Makes the built-in kernels fail now and then on purpose (`--fault-kernels`, for chaos tests).
 pub fn enable_fault_kernels() {
-    // TODO(merge): call `crate::runtime::set_fault_kernels(true)` here; that function comes
-    // from the runtime branch and is not on this one yet.
-    tracing::warn!("--fault-kernels given, but this build's kernels do not inject faults yet");
+    crate::runtime::set_fault_kernels(true);
+    tracing::warn!("fault kernels enabled: an `abort` task will kill this worker process");
 }
 
 /// The machine's host name, or "worker".

@@ -782,7 +782,7 @@ impl Driver {
     }
 
     fn submit(&mut self, now: Instant, spec: JobSpec) -> Result<JobId, ApiError> {
-        let job = job::validate(spec, runtime::is_known_kind)?;
+        let job = runtime::validate_job(spec)?;
         let id = self.store.insert_job(job.spec(), unix_ms())?;
         info!(job = %id, name = job.name(), tasks = job.tasks().len(), "job accepted");
         self.sched.submit_job(now, id.clone(), job);
