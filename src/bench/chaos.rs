@@ -1,0 +1,1 @@
+//! `idlegrid-supervisor bench chaos` (being written).
