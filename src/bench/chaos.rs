@@ -98,12 +98,18 @@ pub struct ChaosReport {
     /// Over reissues of tasks a faulted worker held: fault injection -> reissue, p99 (null when
     /// there were none).
     pub reissue_p99_ms: Option<f64>,
+    pub reissue_p50_ms: Option<f64>,
     pub reissue_samples: u32,
     pub max_wait_with_free_worker_ms: f64,
     pub supervisor_restarts: u32,
     pub worker_kills: u32,
     pub worker_freezes: u32,
     pub link_faults: u32,
+    /// After the faults: waiting for the jobs, and computing the expected results here.
+    pub drain_s: f64,
+    pub verify_s: f64,
+    /// Whether workers got `--data-dir DIR/wN` (only when the worker program takes it).
+    pub worker_data_dirs: bool,
     /// Why the run is not clean, one line each (empty when it is).
     pub problems: Vec<String>,
 }
@@ -150,6 +156,8 @@ impl ChaosReport {
             ("worker kills", self.worker_kills.to_string()),
             ("worker freezes", self.worker_freezes.to_string()),
             ("link faults", self.link_faults.to_string()),
+            ("drain s", format!("{:.1}", self.drain_s)),
+            ("verify s", format!("{:.1}", self.verify_s)),
         ];
         for (k, v) in rows {
             let _ = writeln!(s, "  {k:<26} {v:>12}");
@@ -205,6 +213,10 @@ const API_TIMEOUT: Duration = Duration::from_secs(3);
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// Stored results are read this often (and just before and after each supervisor restart).
 const RESULTS_EVERY: Duration = Duration::from_secs(1);
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -691,6 +703,7 @@ pub async fn run_chaos(opts: ChaosOptions) -> anyhow::Result<ChaosReport> {
     };
     let mut rng = Rng::new(opts.seed);
     let job_rng = Rng::new(rng.next_u64());
+    let data_dir_flag = tokio::task::spawn_blocking(worker_takes_data_dir).await?;
     let mut chaos = Chaos {
         dir: dir.clone(),
         sup: SupervisorProc {
@@ -700,11 +713,12 @@ pub async fn run_chaos(opts: ChaosOptions) -> anyhow::Result<ChaosReport> {
         },
         op: None,
         workers: Vec::new(),
-        data_dir_flag: tokio::task::spawn_blocking(worker_takes_data_dir).await?,
+        data_dir_flag,
         jobs: Vec::new(),
         report: ChaosReport {
             seed: opts.seed,
             workers: opts.workers,
+            worker_data_dirs: data_dir_flag,
             ..ChaosReport::default()
         },
         seen: HashMap::new(),
@@ -797,6 +811,7 @@ impl Chaos {
         self.report.duration_s = start.elapsed().as_secs_f64();
         // Phase 2: no new faults; undo the current ones and let every job finish.
         self.recover_due(true).await?;
+        let drain_start = Instant::now();
         let drain_end = Instant::now() + self.opts.drain_limit;
         while Instant::now() < drain_end && self.jobs.iter().any(|j| j.finished.is_none()) {
             self.sample().await;
@@ -807,6 +822,7 @@ impl Chaos {
             tokio::time::sleep(SAMPLE_EVERY).await;
         }
         self.read_results().await;
+        self.report.drain_s = round1(drain_start.elapsed().as_secs_f64());
         self.finish().await
     }
 
@@ -1124,7 +1140,9 @@ impl Chaos {
         let mut duplicated = self.changed.len() as u32;
         let jobs = std::mem::take(&mut self.jobs);
         let specs = jobs.iter().map(|j| j.spec.clone()).collect();
+        let verify_start = Instant::now();
         let all_expected = tokio::task::spawn_blocking(move || expected(specs)).await?;
+        self.report.verify_s = round1(verify_start.elapsed().as_secs_f64());
         for (job, expected) in jobs.into_iter().zip(all_expected) {
             let summary = tokio::time::timeout(API_TIMEOUT, op.summary(&job.id)).await;
             let state = match summary {
@@ -1196,8 +1214,9 @@ impl Chaos {
         }
         self.report.results_duplicated = duplicated;
         self.report.reissue_samples = reissue_ms.len() as u32;
-        self.report.reissue_p99_ms =
-            (!reissue_ms.is_empty()).then(|| (percentile(&reissue_ms, 99.0) * 10.0).round() / 10.0);
+        let pct = |p| (!reissue_ms.is_empty()).then(|| round1(percentile(&reissue_ms, p)));
+        self.report.reissue_p50_ms = pct(50.0);
+        self.report.reissue_p99_ms = pct(99.0);
         self.report.max_wait_with_free_worker_ms =
             (self.max_wait.as_secs_f64() * 10_000.0).round() / 10.0;
         Ok(())
