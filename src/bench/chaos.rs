@@ -60,6 +60,11 @@ pub struct ChaosOptions {
     pub drain_limit: Duration,
     /// Where data and logs go; `None`: a temporary directory.
     pub dir: Option<PathBuf>,
+    /// The `idlegrid-supervisor` to run; `None`: this executable (a test passes the binary).
+    pub supervisor_program: Option<PathBuf>,
+    /// The `idlegrid` client to run (with `--headless --run-while-in-use`); `None`: the one
+    /// beside this executable, as `local::worker_program` finds it.
+    pub worker_program: Option<PathBuf>,
 }
 
 impl ChaosOptions {
@@ -71,6 +76,8 @@ impl ChaosOptions {
             restart_every: Duration::from_secs(25),
             drain_limit: Duration::from_secs(120),
             dir: None,
+            supervisor_program: None,
+            worker_program: None,
         }
     }
 }
@@ -264,6 +271,7 @@ struct SupervisorProc {
     child: Option<Child>,
     addr: Option<SocketAddr>,
     data_dir: PathBuf,
+    program: PathBuf,
 }
 
 impl SupervisorProc {
@@ -294,7 +302,7 @@ impl SupervisorProc {
     }
 
     async fn spawn(&mut self, listen: &str) -> anyhow::Result<SocketAddr> {
-        let exe = std::env::current_exe()?;
+        let exe = self.program.clone();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -379,9 +387,9 @@ impl WorkerSlot {
         &mut self,
         server: &str,
         token_file: &Path,
+        (program, pre): &WorkerProgram,
         data_dir_flag: bool,
     ) -> anyhow::Result<()> {
-        let (program, pre) = worker_program()?;
         std::fs::create_dir_all(&self.data_dir)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -427,12 +435,12 @@ impl Drop for WorkerSlot {
     }
 }
 
+/// A worker program and the arguments before the client's flags.
+type WorkerProgram = (PathBuf, Vec<String>);
+
 /// Whether the worker program takes `--data-dir` (the client gains it in parallel work; an
 /// unknown flag would stop the worker at start).
-fn worker_takes_data_dir() -> bool {
-    let Ok((program, pre)) = worker_program() else {
-        return false;
-    };
+fn worker_takes_data_dir((program, pre): &WorkerProgram) -> bool {
     Command::new(program)
         .args(pre)
         .arg("--help")
@@ -494,25 +502,47 @@ fn make_job(rng: &mut Rng, n: u32) -> JobSpec {
 /// read no deps). Run once the workers are idle, so that it takes no CPU from them (they run at
 /// the lowest priority, this would not).
 fn expected(specs: Vec<JobSpec>) -> Vec<BTreeMap<String, Result<Value, String>>> {
-    let mut cache: HashMap<(String, String), Result<Value, String>> = HashMap::new();
-    specs
-        .iter()
-        .map(|spec| {
-            spec.tasks
-                .iter()
-                .map(|t| {
-                    let out = cache
-                        .entry((t.kind.clone(), t.input.to_string()))
-                        .or_insert_with(|| {
-                            runtime::run(&t.kind, &t.input, &BTreeMap::new(), &TaskControl::new())
-                                .map_err(|e| e.to_string())
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = specs.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = specs
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|spec| {
+                            spec.tasks
+                                .iter()
+                                .map(|t| {
+                                    // A kernel that panics is a bug in it: its task
+                                    // checks as wrong, and the other checks go on.
+                                    let out = std::panic::catch_unwind(|| {
+                                        runtime::run(
+                                            &t.kind,
+                                            &t.input,
+                                            &BTreeMap::new(),
+                                            &TaskControl::new(),
+                                        )
+                                        .map_err(|e| e.to_string())
+                                    })
+                                    .unwrap_or_else(|_| Err("the kernel panicked".into()));
+                                    (t.id.0.clone(), out)
+                                })
+                                .collect::<BTreeMap<_, _>>()
                         })
-                        .clone();
-                    (t.id.0.clone(), out)
+                        .collect::<Vec<_>>()
                 })
-                .collect()
-        })
-        .collect()
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| {
+                // Panics are caught per task above, so every part comes back whole and the
+                // parts stay aligned with the jobs.
+                h.join().unwrap_or_default()
+            })
+            .collect()
+    })
 }
 
 struct TrackedJob {
@@ -648,6 +678,7 @@ struct Chaos {
     op: Option<Operator>,
     workers: Vec<WorkerSlot>,
     data_dir_flag: bool,
+    worker_program: WorkerProgram,
     jobs: Vec<TrackedJob>,
     report: ChaosReport,
     /// Every stored result seen, per (job, task).
@@ -703,17 +734,36 @@ pub async fn run_chaos(opts: ChaosOptions) -> anyhow::Result<ChaosReport> {
     };
     let mut rng = Rng::new(opts.seed);
     let job_rng = Rng::new(rng.next_u64());
-    let data_dir_flag = tokio::task::spawn_blocking(worker_takes_data_dir).await?;
+    let worker_program: WorkerProgram = match &opts.worker_program {
+        Some(p) => (
+            p.clone(),
+            vec!["--headless".into(), "--run-while-in-use".into()],
+        ),
+        None => {
+            let (p, pre) = worker_program()?;
+            (p, pre.into_iter().map(str::to_owned).collect())
+        }
+    };
+    let supervisor_program = match &opts.supervisor_program {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?,
+    };
+    let data_dir_flag = {
+        let wp = worker_program.clone();
+        tokio::task::spawn_blocking(move || worker_takes_data_dir(&wp)).await?
+    };
     let mut chaos = Chaos {
         dir: dir.clone(),
         sup: SupervisorProc {
             child: None,
             addr: None,
             data_dir: dir.join("supervisor"),
+            program: supervisor_program,
         },
         op: None,
         workers: Vec::new(),
         data_dir_flag,
+        worker_program,
         jobs: Vec::new(),
         report: ChaosReport {
             seed: opts.seed,
@@ -808,7 +858,7 @@ impl Chaos {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.report.duration_s = start.elapsed().as_secs_f64();
+        self.report.duration_s = round1(start.elapsed().as_secs_f64());
         // Phase 2: no new faults; undo the current ones and let every job finish.
         self.recover_due(true).await?;
         let drain_start = Instant::now();
@@ -842,7 +892,7 @@ impl Chaos {
         let server = self.server_for(i)?;
         let token = self.sup.data_dir.join("worker.token");
         let flag = self.data_dir_flag;
-        self.workers[i].spawn(&server, &token, flag)
+        self.workers[i].spawn(&server, &token, &self.worker_program, flag)
     }
 
     async fn wait_for_workers(&self, limit: Duration) -> anyhow::Result<()> {
