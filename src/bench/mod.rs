@@ -3,7 +3,9 @@
 //! a slow machine.
 
 pub mod activity;
+pub mod chaos;
 pub mod footprint;
+pub mod proxy;
 pub mod reissue;
 pub mod xvfb;
 

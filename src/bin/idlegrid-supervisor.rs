@@ -45,6 +45,10 @@ enum Command {
 enum BenchCommand {
     /// Latency from losing a worker (SIGKILL, SIGSTOP) to its task being assigned elsewhere.
     Reissue(bench::reissue::ReissueArgs),
+    /// Seeded worker kills and freezes, supervisor restarts and link faults under a stream of
+    /// jobs; checks that no result is lost, duplicated or wrong. Exits non-zero if one is, or a
+    /// job does not complete.
+    Chaos(bench::chaos::ChaosArgs),
 }
 
 #[derive(clap::Args)]
@@ -158,6 +162,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Submit(args) => return submit(args).await,
         Command::Demo(args) => demo::run(args).await?,
         Command::Bench(BenchCommand::Reissue(args)) => bench::reissue::run(args).await?,
+        Command::Bench(BenchCommand::Chaos(args)) => return bench::chaos::run(args).await,
         Command::Worker(args) => {
             let token = supervisor::read_token(&args.token_file)?;
             let name = args.name.unwrap_or_else(client::host_name);
