@@ -513,6 +513,322 @@ fn cancelling_a_job_cancels_its_replicas() {
     assert!(!s.cancel_job(&"j".into()));
 }
 
+fn restored_on_a(s: &mut Scheduler, t0: Instant) -> ReplicaId {
+    let old = ReplicaId::new(1, 5);
+    s.restore_job(
+        t0,
+        "j".into(),
+        job(vec![task("x", &[], false)]),
+        BTreeMap::new(),
+        &[(old, "x".into(), w("a"))],
+    );
+    old
+}
+
+/// Heartbeats from `alive` and timeouts every 100 ms from `from` to `to`; returns the outputs.
+fn beat_until(s: &mut Scheduler, alive: &[&str], from: Instant, to: Instant) -> Vec<Output> {
+    let mut out = Vec::new();
+    let mut now = from;
+    while now < to {
+        now = (now + Duration::from_millis(100)).min(to);
+        for id in alive {
+            s.handle_heartbeat(now, &w(id), &[]);
+        }
+        s.handle_timeout(now);
+        out.extend(drain(s));
+    }
+    out
+}
+
+#[test]
+fn a_worker_rejoining_after_the_loss_bound_but_within_the_restart_grace_keeps_its_replicas() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 2);
+    let old = restored_on_a(&mut s, t0);
+    join(&mut s, t0, "b", 4, 0.0);
+    s.begin_restart_grace(t0);
+    let back = t0 + Duration::from_secs(5);
+    assert!(s.config().loss_after() < back - t0);
+    let out = beat_until(&mut s, &["b"], t0, back);
+    assert!(out.is_empty(), "{out:?}");
+    s.handle_worker_joined(back, w("a"), "a".into(), hw(1, 0.0), &[old], true);
+    let out = drain(&mut s);
+    assert_eq!(
+        out,
+        vec![Output::Welcome {
+            worker: w("a"),
+            keep: vec![old],
+            drop: vec![]
+        }]
+    );
+    let out = beat_until(&mut s, &["a", "b"], back, t0 + Duration::from_secs(12));
+    assert!(assigns(&out).is_empty(), "reissued a kept replica: {out:?}");
+    assert_eq!(s.replica_holder(old), Some(&w("a")));
+}
+
+#[test]
+fn a_worker_not_back_when_the_restart_grace_ends_is_lost_and_its_task_reissued() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 2);
+    restored_on_a(&mut s, t0);
+    join(&mut s, t0, "b", 4, 0.0);
+    s.begin_restart_grace(t0);
+    let grace = s.config().restart_grace;
+    let out = beat_until(&mut s, &["b"], t0, t0 + grace - Duration::from_millis(1));
+    assert!(out.is_empty(), "{out:?}");
+    let out = beat_until(
+        &mut s,
+        &["b"],
+        t0 + grace - Duration::from_millis(1),
+        t0 + grace,
+    );
+    assert!(out.iter().any(|o| matches!(o, Output::WorkerLost { worker, cause: LossCause::NotReconnected, .. } if *worker == w("a"))));
+    let a = assigns(&out);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].0, w("b"));
+    assert!(matches!(
+        &a[0].2,
+        AssignReason::Reissue(ReissueCause::WorkerLost {
+            cause: LossCause::NotReconnected,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn reconnecting_workers_have_no_deadline_until_the_restart_grace_begins() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 2);
+    restored_on_a(&mut s, t0);
+    assert_eq!(s.poll_timeout(), None);
+    let late = t0 + Duration::from_secs(3600);
+    s.handle_timeout(late);
+    assert!(drain(&mut s).is_empty());
+    s.begin_restart_grace(late);
+    assert_eq!(s.poll_timeout(), Some(late + s.config().restart_grace));
+}
+
+#[test]
+fn a_task_whose_workers_disconnect_soon_after_it_is_assigned_fails_its_job_at_max_failures() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    for id in ["a", "b", "c", "d"] {
+        join(&mut s, t0, id, 1, 0.0);
+    }
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], false)]));
+    let mut out = drain(&mut s);
+    let mut now = t0;
+    let mut crashed = BTreeSet::new();
+    for _ in 0..3 {
+        let (wk, ..) = assigns(&out).pop().expect("assigned");
+        assert!(crashed.insert(wk.clone()), "went back to {wk}");
+        now += Duration::from_millis(1234);
+        s.handle_worker_left(now, &wk);
+        out = drain(&mut s);
+    }
+    let error = out
+        .iter()
+        .find_map(|o| match o {
+            Output::JobFinished {
+                outcome: JobOutcome::Failed { task, error },
+                ..
+            } if *task == TaskId::from("t") => Some(error.clone()),
+            _ => None,
+        })
+        .expect("job failed after 3 crashes");
+    assert!(
+        error.starts_with("task t failed 3 times, last on worker "),
+        "{error}"
+    );
+    assert!(
+        error.ends_with(
+            " lost 1234 ms after this task was assigned (the task may crash its worker)"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn losses_by_silence_owner_activity_or_after_the_poison_window_are_not_failures() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(
+        Config {
+            max_failures: 1,
+            ..cfg()
+        },
+        1,
+    );
+    for id in ["a", "b", "c", "d"] {
+        join(&mut s, t0, id, 1, 0.0);
+    }
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], false)]));
+    let holder = |out: &[Output]| assigns(out).pop().expect("reissued").0;
+    let first = holder(&drain(&mut s));
+    // Disconnected, but only once the window has passed.
+    let now = t0 + s.config().poison_window;
+    let mut alive: Vec<&str> = vec!["a", "b", "c", "d"];
+    for id in &alive {
+        s.handle_heartbeat(now, &w(id), &[]);
+    }
+    s.handle_worker_left(now, &first);
+    let second = holder(&drain(&mut s));
+    alive.retain(|id| w(id) != first);
+    // Owner activity.
+    s.handle_activity(now, &second, ActivityKind::Keyboard);
+    let third = holder(&drain(&mut s));
+    // Silence: the third holder stops beating and is lost at the miss limit.
+    alive.retain(|id| w(id) != third);
+    let out = beat_until(&mut s, &alive, now, now + Duration::from_millis(400));
+    assert!(out.iter().any(|o| matches!(o, Output::WorkerLost { worker, cause: LossCause::Silent(_), .. } if *worker == third)));
+    assert_eq!(assigns(&out).len(), 1, "{out:?}");
+    assert!(!out.iter().any(|o| matches!(o, Output::JobFinished { .. })));
+    assert_eq!(s.job_view(&"j".into()).unwrap().tasks[0].failures, 0);
+}
+
+#[test]
+fn an_undeliverable_assignment_counts_as_a_failure_and_sends_no_cancel() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(
+        Config {
+            max_failures: 2,
+            ..cfg()
+        },
+        1,
+    );
+    for id in ["a", "b", "c"] {
+        join(&mut s, t0, id, 1, 0.0);
+    }
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], false)]));
+    let (first, a, _) = assigns(&drain(&mut s)).pop().unwrap();
+    s.handle_undeliverable(t0, a.replica, "frame too large".into());
+    let out = drain(&mut s);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Cancel { .. })),
+        "{out:?}"
+    );
+    let (second, b, reason) = assigns(&out).pop().expect("reissued");
+    assert_ne!(second, first, "went back to the worker it could not reach");
+    assert_eq!(
+        reason,
+        AssignReason::Reissue(ReissueCause::Failed {
+            worker: first,
+            error: "frame too large".into()
+        })
+    );
+    assert_eq!(s.replica_holder(a.replica), None);
+    s.handle_undeliverable(t0, b.replica, "frame too large".into());
+    let out = drain(&mut s);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Cancel { .. })),
+        "{out:?}"
+    );
+    assert!(out.contains(&Output::JobFinished {
+        job: "j".into(),
+        outcome: JobOutcome::Failed {
+            task: "t".into(),
+            error: format!("task t failed 2 times, last on worker {second}: frame too large"),
+        }
+    }));
+}
+
+#[test]
+fn a_result_the_store_could_not_commit_is_cancelled_and_reissued_without_a_failure() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(
+        Config {
+            max_failures: 1,
+            ..cfg()
+        },
+        1,
+    );
+    join(&mut s, t0, "a", 1, 0.0);
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], false)]));
+    let r = assigns(&drain(&mut s))[0].1.replica;
+    s.handle_not_stored(t0, &w("a"), r, "disk full".into());
+    let out = drain(&mut s);
+    assert!(
+        matches!(&out[0], Output::Cancel { worker, replica, .. } if *worker == w("a") && *replica == r),
+        "{out:?}"
+    );
+    let cause = ReissueCause::NotStored {
+        worker: w("a"),
+        error: "disk full".into(),
+    };
+    assert_eq!(cause.label(), "not_stored");
+    assert_eq!(
+        cause.to_string(),
+        "result from worker a could not be stored: disk full"
+    );
+    let a = assigns(&out);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].2, AssignReason::Reissue(cause));
+    assert_ne!(a[0].1.replica, r);
+    assert!(s.result_target(&w("a"), r).is_none());
+    assert_eq!(s.job_view(&"j".into()).unwrap().tasks[0].failures, 0);
+}
+
+#[test]
+fn a_status_ack_with_a_nonce_not_outstanding_does_not_answer_the_request() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "a", 1, 0.0);
+    assert!(!s.handle_status_ack(t0, &w("a"), 0), "nothing was asked");
+    s.handle_timeout(t0 + Duration::from_millis(150));
+    let [Output::StatusRequest { nonce, .. }] = drain(&mut s)[..] else {
+        panic!("no status request");
+    };
+    assert!(!s.handle_status_ack(t0 + Duration::from_millis(160), &w("a"), nonce + 1));
+    assert!(!s.handle_status_ack(t0 + Duration::from_millis(160), &w("b"), nonce));
+    assert!(s.handle_status_ack(t0 + Duration::from_millis(170), &w("a"), nonce));
+    assert!(
+        !s.handle_status_ack(t0 + Duration::from_millis(180), &w("a"), nonce),
+        "answered twice"
+    );
+    // Every ack was a sign of life.
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(330)));
+}
+
+#[test]
+fn a_worker_never_runs_more_replicas_than_it_has_cores() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    let tasks = (0..6).map(|i| task(&format!("t{i}"), &[], false)).collect();
+    s.submit_job(t0, "j".into(), job(tasks));
+    let few_cores = Hardware {
+        cores: 2,
+        ..hw(4, 0.0)
+    };
+    s.handle_worker_joined(t0, w("a"), "a".into(), few_cores, &[], true);
+    assert_eq!(assigns(&drain(&mut s)).len(), 2);
+    let no_cores = Hardware {
+        cores: 0,
+        ..hw(4, 0.0)
+    };
+    s.handle_worker_joined(t0, w("b"), "b".into(), no_cores, &[], true);
+    assert_eq!(assigns(&drain(&mut s)).len(), 1, "zero cores counts as one");
+}
+
+#[test]
+fn replica_holder_and_started_follow_the_replica() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "a", 1, 0.0);
+    let t1 = t0 + Duration::from_millis(40);
+    s.submit_job(t1, "j".into(), job(vec![task("t", &[], false)]));
+    let r = assigns(&drain(&mut s))[0].1.replica;
+    assert_eq!(s.replica_holder(r), Some(&w("a")));
+    assert_eq!(s.replica_started(r), Some(t1));
+    s.handle_activity(t1, &w("a"), ActivityKind::Mouse);
+    assert_eq!(s.replica_holder(r), Some(&w("a")), "paused, still held");
+    s.handle_worker_left(t1, &w("a"));
+    assert_eq!(s.replica_holder(r), None);
+    let mut s = Scheduler::new(cfg(), 2);
+    let old = restored_on_a(&mut s, t1);
+    assert_eq!(s.replica_holder(old), Some(&w("a")));
+    assert_eq!(s.replica_started(old), Some(t1));
+    assert_eq!(s.replica_started(ReplicaId::new(2, 99)), None);
+}
+
 // ----- seeded churn simulation -----
 
 struct SimWorker {
