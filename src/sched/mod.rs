@@ -10,12 +10,18 @@
 //! The method (DESIGN.md):
 //! - every task of a job is assigned once its dependencies are done, with their outputs as inputs;
 //! - a critical task starts on `critical_replicas` distinct workers at once, the highest-capacity
-//!   free ones first;
+//!   free ones first; a worker runs at most `min(slots, cores)` replicas at once;
 //! - a worker silent for `heartbeat × miss_limit`, disconnected, or whose owner came back, no longer
 //!   counts as running its replicas: every task left without a live replica is reissued in the same
 //!   call, and a critical task is topped up to its replica count as workers allow;
+//! - after a supervisor restart, restored replicas count as live on their reconnecting workers
+//!   until `restart_grace` after [`Scheduler::begin_restart_grace`]; a worker that comes back
+//!   holding them keeps them;
 //! - the first replica to finish wins and the others are cancelled; a failed replica is retried on
 //!   a worker that has not failed it, until `max_failures`, when the job fails with the task's error.
+//!   A connection that closes within `poison_window` of an assignment, and an assignment the shell
+//!   could not send, count as failures too; a result the store could not commit does not (its task
+//!   is simply reissued).
 
 mod rng;
 #[cfg(test)]
