@@ -779,6 +779,8 @@ fn a_status_ack_with_a_nonce_not_outstanding_does_not_answer_the_request() {
     };
     assert!(!s.handle_status_ack(t0 + Duration::from_millis(160), &w("a"), nonce + 1));
     assert!(!s.handle_status_ack(t0 + Duration::from_millis(160), &w("b"), nonce));
+    // Still outstanding: no second probe, lost at the miss limit from that last frame.
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(460)));
     assert!(s.handle_status_ack(t0 + Duration::from_millis(170), &w("a"), nonce));
     assert!(
         !s.handle_status_ack(t0 + Duration::from_millis(180), &w("a"), nonce),
