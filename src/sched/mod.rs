@@ -10,294 +10,44 @@
 //! The method (DESIGN.md):
 //! - every task of a job is assigned once its dependencies are done, with their outputs as inputs;
 //! - a critical task starts on `critical_replicas` distinct workers at once, the highest-capacity
-//!   free ones first;
+//!   free ones first; a worker runs at most `min(slots, cores)` replicas at once;
 //! - a worker silent for `heartbeat × miss_limit`, disconnected, or whose owner came back, no longer
 //!   counts as running its replicas: every task left without a live replica is reissued in the same
 //!   call, and a critical task is topped up to its replica count as workers allow;
+//! - after a supervisor restart, restored replicas count as live on their reconnecting workers
+//!   until `restart_grace` after [`Scheduler::begin_restart_grace`]; a worker that comes back
+//!   holding them keeps them;
 //! - the first replica to finish wins and the others are cancelled; a failed replica is retried on
 //!   a worker that has not failed it, until `max_failures`, when the job fails with the task's error.
+//!   A connection that closes within `poison_window` of an assignment, and an assignment the shell
+//!   could not send, count as failures too; a result the store could not commit does not (its task
+//!   is simply reissued).
+//!
+//! Files: the state machine is here; `config` (parameters), `capacity` (speed, rate, slots from
+//! the hardware), `output` (decisions and their causes), `view` (read-only views for the API),
+//! `rng` (the seeded randomness), `tests` (scenarios and the churn simulation).
 
+mod capacity;
+mod config;
+mod output;
 mod rng;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::job::Job;
 use crate::proto::{
     ActivityKind, Assignment, Hardware, JobId, Payload, Progress, ReplicaId, TaskId, WorkerId,
 };
+pub use capacity::{REFERENCE_MOPS, rate_per_s};
+use capacity::{capacity, slot_cap};
+pub use config::Config;
+pub use output::{AssignReason, JobOutcome, LossCause, Output, ReissueCause};
 use rng::Rng;
-
-/// Single-core speed of the reference worker, in million kernel steps per second (see
-/// `runtime::bench_mops`): one core of the 2-core CI machine. A worker this fast is charged one
-/// credit per second of execution.
-pub const REFERENCE_MOPS: f64 = 400.0;
-
-/// Scheduling parameters.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// How often workers send heartbeats.
-    pub heartbeat: Duration,
-    /// Heartbeats a worker may miss before it is lost.
-    pub miss_limit: u32,
-    /// Replicas of a critical task, unless its job says otherwise.
-    pub critical_replicas: u32,
-    /// Failed replicas of one task after which its job fails.
-    pub max_failures: u32,
-    /// Seed of the tie-breaking randomness.
-    pub seed: u64,
-    /// After a supervisor restart, how long workers that ran replicas have to reconnect, counted
-    /// from [`Scheduler::begin_restart_grace`]. Longer than the loss bound: clients back off
-    /// between attempts (up to ~6.25 s), and a restart must not double every task.
-    pub restart_grace: Duration,
-    /// A worker whose connection closes within this long after a replica was assigned to it
-    /// counts as a failure of that task: a task that crashes (or gets OOM-killed with) every
-    /// worker it runs on must fail its job at `max_failures`, not roam the pool forever.
-    pub poison_window: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            heartbeat: Duration::from_secs(1),
-            miss_limit: 3,
-            critical_replicas: 2,
-            max_failures: 3,
-            seed: 0,
-            restart_grace: Duration::from_secs(10),
-            poison_window: Duration::from_secs(10),
-        }
-    }
-}
-
-impl Config {
-    /// Silence after which a worker is lost.
-    pub fn loss_after(&self) -> Duration {
-        self.heartbeat * self.miss_limit.max(1)
-    }
-
-    /// Silence after which the worker is asked for a status acknowledgement: one and a half
-    /// heartbeats, i.e. one clearly missed.
-    fn probe_after(&self) -> Duration {
-        self.heartbeat + self.heartbeat / 2
-    }
-}
-
-/// Why a worker stopped counting as a running host of its replicas.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LossCause {
-    /// Its connection closed (crash, shutdown, network reset).
-    Disconnected,
-    /// Nothing arrived for this long while the connection stayed open.
-    Silent(Duration),
-    /// It ran replicas before a supervisor restart and did not reconnect in time.
-    NotReconnected,
-}
-
-impl fmt::Display for LossCause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LossCause::Disconnected => f.write_str("connection closed"),
-            LossCause::Silent(d) => write!(f, "silent for {} ms", d.as_millis()),
-            LossCause::NotReconnected => {
-                f.write_str("did not reconnect after a supervisor restart")
-            }
-        }
-    }
-}
-
-/// Why a task got a new replica after it had one.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReissueCause {
-    WorkerLost {
-        worker: WorkerId,
-        cause: LossCause,
-    },
-    OwnerActive {
-        worker: WorkerId,
-        kind: ActivityKind,
-    },
-    Failed {
-        worker: WorkerId,
-        error: String,
-    },
-    /// The worker reconnected without it.
-    Dropped {
-        worker: WorkerId,
-    },
-    /// The worker's result could not be committed to the store.
-    NotStored {
-        worker: WorkerId,
-        error: String,
-    },
-}
-
-impl ReissueCause {
-    /// A short machine-friendly label: `worker_lost`, `owner_active`, `failed`, `dropped`,
-    /// `not_stored`.
-    pub fn label(&self) -> &'static str {
-        match self {
-            ReissueCause::WorkerLost { .. } => "worker_lost",
-            ReissueCause::OwnerActive { .. } => "owner_active",
-            ReissueCause::Failed { .. } => "failed",
-            ReissueCause::Dropped { .. } => "dropped",
-            ReissueCause::NotStored { .. } => "not_stored",
-        }
-    }
-}
-
-impl fmt::Display for ReissueCause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReissueCause::WorkerLost { worker, cause } => {
-                write!(f, "worker {worker} lost ({cause})")
-            }
-            ReissueCause::OwnerActive { worker, kind } => {
-                write!(f, "owner of worker {worker} came back ({})", kind.as_str())
-            }
-            ReissueCause::Failed { worker, error } => {
-                write!(f, "failed on worker {worker}: {error}")
-            }
-            ReissueCause::Dropped { worker } => {
-                write!(f, "worker {worker} reconnected without it")
-            }
-            ReissueCause::NotStored { worker, error } => {
-                write!(
-                    f,
-                    "result from worker {worker} could not be stored: {error}"
-                )
-            }
-        }
-    }
-}
-
-/// Why a replica was started.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AssignReason {
-    /// The task's first replica.
-    First,
-    /// An extra replica of a critical task.
-    Redundant,
-    /// The task had no live replica left.
-    Reissue(ReissueCause),
-}
-
-/// How a job ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum JobOutcome {
-    Completed,
-    Failed { task: TaskId, error: String },
-    Cancelled,
-}
-
-/// A decision for the I/O shell to carry out.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Output {
-    /// Answer a worker's hello: which held replicas to keep and which to drop.
-    Welcome {
-        worker: WorkerId,
-        keep: Vec<ReplicaId>,
-        drop: Vec<ReplicaId>,
-    },
-    /// Start a replica. `rate` is what a second of it costs on this worker.
-    Assign {
-        worker: WorkerId,
-        assignment: Assignment,
-        reason: AssignReason,
-        rate: f64,
-    },
-    Cancel {
-        worker: WorkerId,
-        replica: ReplicaId,
-        reason: String,
-    },
-    StatusRequest {
-        worker: WorkerId,
-        nonce: u64,
-    },
-    /// The worker no longer counts; if its connection is still open, close it. `replicas` were
-    /// attached to it (they may come back if it reconnects holding them).
-    WorkerLost {
-        worker: WorkerId,
-        cause: LossCause,
-        replicas: Vec<ReplicaId>,
-    },
-    TaskDone {
-        job: JobId,
-        task: TaskId,
-        replica: ReplicaId,
-        worker: WorkerId,
-    },
-    JobFinished {
-        job: JobId,
-        outcome: JobOutcome,
-    },
-}
-
-/// What a worker is doing, as far as the scheduler knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerState {
-    /// Connected and taking tasks.
-    Live,
-    /// Connected, but its owner is using the machine: its replicas are paused.
-    Busy(ActivityKind),
-    /// Connected, waiting for its machine to become idle (it joined while not idle).
-    Waiting,
-    /// Ran replicas before a supervisor restart; expected back within the restart grace.
-    Reconnecting,
-    /// Gone. Kept only while replicas that may come back with it are attached.
-    Lost,
-}
-
-impl WorkerState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkerState::Live => "live",
-            WorkerState::Busy(_) => "busy",
-            WorkerState::Waiting => "waiting",
-            WorkerState::Reconnecting => "reconnecting",
-            WorkerState::Lost => "lost",
-        }
-    }
-
-    /// Whether the worker is connected (whether or not it takes tasks).
-    fn is_connected(self) -> bool {
-        matches!(
-            self,
-            WorkerState::Live | WorkerState::Busy(_) | WorkerState::Waiting
-        )
-    }
-
-    /// Whether a replica on a worker in this state counts as running. A reconnecting worker
-    /// counts until the restart grace ends, so that a supervisor restart does not double every
-    /// task.
-    fn hosts_live_replicas(self) -> bool {
-        matches!(self, WorkerState::Live | WorkerState::Reconnecting)
-    }
-}
-
-/// Cost of one second of execution on a worker with this hardware, in credits: one on the
-/// reference worker, more on faster ones (they finish sooner, so the job pays for speed).
-pub fn rate_per_s(hw: Option<&Hardware>) -> f64 {
-    (capacity(hw) / REFERENCE_MOPS).clamp(0.25, 4.0)
-}
-
-/// Relative capacity of a worker for one task: its measured single-core speed.
-fn capacity(hw: Option<&Hardware>) -> f64 {
-    match hw {
-        Some(hw) if hw.bench_mops.is_finite() && hw.bench_mops > 0.0 => hw.bench_mops,
-        _ => REFERENCE_MOPS,
-    }
-}
-
-/// How many replicas a worker runs at once: its configured slots, but never more than its cores
-/// (a slot without a core only makes every task on the machine slower, and the owner's too).
-fn slot_cap(hw: &Hardware) -> usize {
-    hw.slots.min(hw.cores.max(1)) as usize
-}
+pub use view::{JobView, ReplicaView, TaskPhase, TaskView, WorkerState, WorkerView};
 
 #[derive(Debug)]
 struct Worker {
@@ -402,60 +152,6 @@ pub struct Scheduler {
     replicas: BTreeMap<ReplicaId, Replica>,
     wanting: BTreeSet<WantKey>,
     outputs: VecDeque<Output>,
-}
-
-/// A task's place in a job, as seen from outside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskPhase {
-    /// Dependencies not done yet.
-    Waiting,
-    /// Ready, with no replica running.
-    Ready,
-    Running,
-    Done,
-}
-
-impl TaskPhase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskPhase::Waiting => "waiting",
-            TaskPhase::Ready => "ready",
-            TaskPhase::Running => "running",
-            TaskPhase::Done => "done",
-        }
-    }
-}
-
-/// A live view of one unfinished job, for the status API.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobView {
-    pub tasks: Vec<TaskView>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskView {
-    pub id: TaskId,
-    pub phase: TaskPhase,
-    pub critical: bool,
-    pub failures: u32,
-    pub replicas: Vec<ReplicaView>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReplicaView {
-    pub replica: ReplicaId,
-    pub worker: WorkerId,
-    pub worker_state: WorkerState,
-    pub progress: f32,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkerView {
-    pub id: WorkerId,
-    pub name: String,
-    pub state: WorkerState,
-    pub hardware: Option<Hardware>,
-    pub replicas: Vec<ReplicaId>,
 }
 
 impl Scheduler {

@@ -513,19 +513,387 @@ fn cancelling_a_job_cancels_its_replicas() {
     assert!(!s.cancel_job(&"j".into()));
 }
 
+fn restored_on_a(s: &mut Scheduler, t0: Instant) -> ReplicaId {
+    let old = ReplicaId::new(1, 5);
+    s.restore_job(
+        t0,
+        "j".into(),
+        job(vec![task("x", &[], false)]),
+        BTreeMap::new(),
+        &[(old, "x".into(), w("a"))],
+    );
+    old
+}
+
+/// Heartbeats from `alive` and timeouts every 100 ms from `from` to `to`; returns the outputs.
+fn beat_until(s: &mut Scheduler, alive: &[&str], from: Instant, to: Instant) -> Vec<Output> {
+    let mut out = Vec::new();
+    let mut now = from;
+    while now < to {
+        now = (now + Duration::from_millis(100)).min(to);
+        for id in alive {
+            s.handle_heartbeat(now, &w(id), &[]);
+        }
+        s.handle_timeout(now);
+        out.extend(drain(s));
+    }
+    out
+}
+
+#[test]
+fn a_worker_rejoining_after_the_loss_bound_but_within_the_restart_grace_keeps_its_replicas() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 2);
+    let old = restored_on_a(&mut s, t0);
+    join(&mut s, t0, "b", 4, 0.0);
+    s.begin_restart_grace(t0);
+    let back = t0 + Duration::from_secs(5);
+    assert!(s.config().loss_after() < back - t0);
+    let out = beat_until(&mut s, &["b"], t0, back);
+    assert!(out.is_empty(), "{out:?}");
+    s.handle_worker_joined(back, w("a"), "a".into(), hw(1, 0.0), &[old], true);
+    let out = drain(&mut s);
+    assert_eq!(
+        out,
+        vec![Output::Welcome {
+            worker: w("a"),
+            keep: vec![old],
+            drop: vec![]
+        }]
+    );
+    let out = beat_until(&mut s, &["a", "b"], back, t0 + Duration::from_secs(12));
+    assert!(assigns(&out).is_empty(), "reissued a kept replica: {out:?}");
+    assert_eq!(s.replica_holder(old), Some(&w("a")));
+}
+
+#[test]
+fn a_worker_not_back_when_the_restart_grace_ends_is_lost_and_its_task_reissued() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 2);
+    restored_on_a(&mut s, t0);
+    join(&mut s, t0, "b", 4, 0.0);
+    s.begin_restart_grace(t0);
+    let grace = s.config().restart_grace;
+    let out = beat_until(&mut s, &["b"], t0, t0 + grace - Duration::from_millis(1));
+    assert!(out.is_empty(), "{out:?}");
+    let out = beat_until(
+        &mut s,
+        &["b"],
+        t0 + grace - Duration::from_millis(1),
+        t0 + grace,
+    );
+    assert!(out.iter().any(|o| matches!(o, Output::WorkerLost { worker, cause: LossCause::NotReconnected, .. } if *worker == w("a"))));
+    let a = assigns(&out);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].0, w("b"));
+    assert!(matches!(
+        &a[0].2,
+        AssignReason::Reissue(ReissueCause::WorkerLost {
+            cause: LossCause::NotReconnected,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn reconnecting_workers_have_no_deadline_until_the_restart_grace_begins() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 2);
+    restored_on_a(&mut s, t0);
+    assert_eq!(s.poll_timeout(), None);
+    let late = t0 + Duration::from_secs(3600);
+    s.handle_timeout(late);
+    assert!(drain(&mut s).is_empty());
+    s.begin_restart_grace(late);
+    assert_eq!(s.poll_timeout(), Some(late + s.config().restart_grace));
+}
+
+#[test]
+fn a_task_whose_workers_disconnect_soon_after_it_is_assigned_fails_its_job_at_max_failures() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    for id in ["a", "b", "c", "d"] {
+        join(&mut s, t0, id, 1, 0.0);
+    }
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], false)]));
+    let mut out = drain(&mut s);
+    let mut now = t0;
+    let mut crashed = BTreeSet::new();
+    for _ in 0..3 {
+        let (wk, ..) = assigns(&out).pop().expect("assigned");
+        assert!(crashed.insert(wk.clone()), "went back to {wk}");
+        now += Duration::from_millis(1234);
+        s.handle_worker_left(now, &wk);
+        out = drain(&mut s);
+    }
+    let error = out
+        .iter()
+        .find_map(|o| match o {
+            Output::JobFinished {
+                outcome: JobOutcome::Failed { task, error },
+                ..
+            } if *task == TaskId::from("t") => Some(error.clone()),
+            _ => None,
+        })
+        .expect("job failed after 3 crashes");
+    assert!(
+        error.starts_with("task t failed 3 times, last on worker "),
+        "{error}"
+    );
+    assert!(
+        error.ends_with(
+            " lost 1234 ms after this task was assigned (the task may crash its worker)"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn losses_by_silence_owner_activity_or_after_the_poison_window_are_not_failures() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(
+        Config {
+            max_failures: 1,
+            ..cfg()
+        },
+        1,
+    );
+    for id in ["a", "b", "c", "d"] {
+        join(&mut s, t0, id, 1, 0.0);
+    }
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], false)]));
+    let holder = |out: &[Output]| assigns(out).pop().expect("reissued").0;
+    let first = holder(&drain(&mut s));
+    // Disconnected, but only once the window has passed.
+    let now = t0 + s.config().poison_window;
+    let mut alive: Vec<&str> = vec!["a", "b", "c", "d"];
+    for id in &alive {
+        s.handle_heartbeat(now, &w(id), &[]);
+    }
+    s.handle_worker_left(now, &first);
+    let second = holder(&drain(&mut s));
+    alive.retain(|id| w(id) != first);
+    // Owner activity.
+    s.handle_activity(now, &second, ActivityKind::Keyboard);
+    let third = holder(&drain(&mut s));
+    // Silence: the third holder stops beating and is lost at the miss limit.
+    alive.retain(|id| w(id) != third);
+    let out = beat_until(&mut s, &alive, now, now + Duration::from_millis(400));
+    assert!(out.iter().any(|o| matches!(o, Output::WorkerLost { worker, cause: LossCause::Silent(_), .. } if *worker == third)));
+    assert_eq!(assigns(&out).len(), 1, "{out:?}");
+    assert!(!out.iter().any(|o| matches!(o, Output::JobFinished { .. })));
+    assert_eq!(s.job_view(&"j".into()).unwrap().tasks[0].failures, 0);
+}
+
+#[test]
+fn an_undeliverable_assignment_counts_as_a_failure_and_sends_no_cancel() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(
+        Config {
+            max_failures: 2,
+            ..cfg()
+        },
+        1,
+    );
+    for id in ["a", "b", "c"] {
+        join(&mut s, t0, id, 1, 0.0);
+    }
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], false)]));
+    let (first, a, _) = assigns(&drain(&mut s)).pop().unwrap();
+    s.handle_undeliverable(t0, a.replica, "frame too large".into());
+    let out = drain(&mut s);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Cancel { .. })),
+        "{out:?}"
+    );
+    let (second, b, reason) = assigns(&out).pop().expect("reissued");
+    assert_ne!(second, first, "went back to the worker it could not reach");
+    assert_eq!(
+        reason,
+        AssignReason::Reissue(ReissueCause::Failed {
+            worker: first,
+            error: "frame too large".into()
+        })
+    );
+    assert_eq!(s.replica_holder(a.replica), None);
+    s.handle_undeliverable(t0, b.replica, "frame too large".into());
+    let out = drain(&mut s);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Cancel { .. })),
+        "{out:?}"
+    );
+    assert!(out.contains(&Output::JobFinished {
+        job: "j".into(),
+        outcome: JobOutcome::Failed {
+            task: "t".into(),
+            error: format!("task t failed 2 times, last on worker {second}: frame too large"),
+        }
+    }));
+}
+
+#[test]
+fn a_result_the_store_could_not_commit_is_cancelled_and_reissued_without_a_failure() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(
+        Config {
+            max_failures: 1,
+            ..cfg()
+        },
+        1,
+    );
+    join(&mut s, t0, "a", 1, 0.0);
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], false)]));
+    let r = assigns(&drain(&mut s))[0].1.replica;
+    s.handle_not_stored(t0, &w("a"), r, "disk full".into());
+    let out = drain(&mut s);
+    assert!(
+        matches!(&out[0], Output::Cancel { worker, replica, .. } if *worker == w("a") && *replica == r),
+        "{out:?}"
+    );
+    let cause = ReissueCause::NotStored {
+        worker: w("a"),
+        error: "disk full".into(),
+    };
+    assert_eq!(cause.label(), "not_stored");
+    assert_eq!(
+        cause.to_string(),
+        "result from worker a could not be stored: disk full"
+    );
+    let a = assigns(&out);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].2, AssignReason::Reissue(cause));
+    assert_ne!(a[0].1.replica, r);
+    assert!(s.result_target(&w("a"), r).is_none());
+    assert_eq!(s.job_view(&"j".into()).unwrap().tasks[0].failures, 0);
+}
+
+#[test]
+fn a_status_ack_with_a_nonce_not_outstanding_does_not_answer_the_request() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "a", 1, 0.0);
+    assert!(!s.handle_status_ack(t0, &w("a"), 0), "nothing was asked");
+    s.handle_timeout(t0 + Duration::from_millis(150));
+    let [Output::StatusRequest { nonce, .. }] = drain(&mut s)[..] else {
+        panic!("no status request");
+    };
+    assert!(!s.handle_status_ack(t0 + Duration::from_millis(160), &w("a"), nonce + 1));
+    assert!(!s.handle_status_ack(t0 + Duration::from_millis(160), &w("b"), nonce));
+    // Still outstanding: no second probe, lost at the miss limit from that last frame.
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(460)));
+    assert!(s.handle_status_ack(t0 + Duration::from_millis(170), &w("a"), nonce));
+    assert!(
+        !s.handle_status_ack(t0 + Duration::from_millis(180), &w("a"), nonce),
+        "answered twice"
+    );
+    // Every ack was a sign of life.
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(330)));
+}
+
+#[test]
+fn a_worker_never_runs_more_replicas_than_it_has_cores() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    let tasks = (0..6).map(|i| task(&format!("t{i}"), &[], false)).collect();
+    s.submit_job(t0, "j".into(), job(tasks));
+    let few_cores = Hardware {
+        cores: 2,
+        ..hw(4, 0.0)
+    };
+    s.handle_worker_joined(t0, w("a"), "a".into(), few_cores, &[], true);
+    assert_eq!(assigns(&drain(&mut s)).len(), 2);
+    let no_cores = Hardware {
+        cores: 0,
+        ..hw(4, 0.0)
+    };
+    s.handle_worker_joined(t0, w("b"), "b".into(), no_cores, &[], true);
+    assert_eq!(assigns(&drain(&mut s)).len(), 1, "zero cores counts as one");
+}
+
+#[test]
+fn replica_holder_and_started_follow_the_replica() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "a", 1, 0.0);
+    let t1 = t0 + Duration::from_millis(40);
+    s.submit_job(t1, "j".into(), job(vec![task("t", &[], false)]));
+    let r = assigns(&drain(&mut s))[0].1.replica;
+    assert_eq!(s.replica_holder(r), Some(&w("a")));
+    assert_eq!(s.replica_started(r), Some(t1));
+    s.handle_activity(t1, &w("a"), ActivityKind::Mouse);
+    assert_eq!(s.replica_holder(r), Some(&w("a")), "paused, still held");
+    s.handle_worker_left(t1, &w("a"));
+    assert_eq!(s.replica_holder(r), None);
+    let mut s = Scheduler::new(cfg(), 2);
+    let old = restored_on_a(&mut s, t1);
+    assert_eq!(s.replica_holder(old), Some(&w("a")));
+    assert_eq!(s.replica_started(old), Some(t1));
+    assert_eq!(s.replica_started(ReplicaId::new(2, 99)), None);
+}
+
 // ----- seeded churn simulation -----
 
+/// A scripted worker process. It keeps the replicas it holds across a lost connection (as the
+/// client engine does) unless it crashed; a frozen one does nothing until it thaws.
 struct SimWorker {
     connected: bool,
     frozen: bool,
+    /// Its owner is using the machine (the scheduler saw `Activity`).
     busy: bool,
+    /// It joined before its machine was idle (the scheduler has it `Waiting`).
+    waiting: bool,
     slots: u32,
+    cores: u32,
+    mops: f64,
     last_beat: Instant,
+    /// Replicas it holds, with when each would finish.
     running: BTreeMap<ReplicaId, Instant>,
+}
+
+impl SimWorker {
+    fn hardware(&self) -> Hardware {
+        Hardware {
+            cores: self.cores,
+            ..hw(self.slots, self.mops)
+        }
+    }
+
+    fn computes(&self) -> bool {
+        self.connected && !self.frozen && !self.busy && !self.waiting
+    }
+}
+
+/// How often the simulation took each path, so that a test can insist they were all tried.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tried {
+    restarts: u32,
+    kept: u32,
+    waiting_joins: u32,
+    thawed_rejoins: u32,
+    late_results: u32,
+    cancels: u32,
+    not_stored: u32,
+    undeliverable: u32,
+}
+
+impl std::ops::AddAssign for Tried {
+    fn add_assign(&mut self, o: Self) {
+        self.restarts += o.restarts;
+        self.kept += o.kept;
+        self.waiting_joins += o.waiting_joins;
+        self.thawed_rejoins += o.thawed_rejoins;
+        self.late_results += o.late_results;
+        self.cancels += o.cancels;
+        self.not_stored += o.not_stored;
+        self.undeliverable += o.undeliverable;
+    }
 }
 
 struct Sim {
     s: Scheduler,
+    tried: Tried,
+    cfg: Config,
+    epoch: u32,
     rng: rng::Rng,
     now: Instant,
     t0: Instant,
@@ -534,21 +902,34 @@ struct Sim {
     done: BTreeSet<(JobId, TaskId)>,
     finished: BTreeMap<JobId, JobOutcome>,
     specs: BTreeMap<JobId, JobSpec>,
+    cancelled: BTreeSet<JobId>,
     fail_p: u64,
+    /// What the supervisor's store would hold about running replicas: assigned, not ended.
+    durable: BTreeMap<ReplicaId, (JobId, TaskId, WorkerId)>,
+    /// Replicas that no longer count (cancelled, dropped, failed), for late results.
+    stale: Vec<(WorkerId, ReplicaId)>,
+    /// The `keep` the next `Welcome` must carry: what the worker holds and is still attached.
+    expect_keep: Option<(WorkerId, BTreeSet<ReplicaId>)>,
+    /// When the restart grace of the last simulated restart ends.
+    grace_end: Option<Instant>,
 }
 
 impl Sim {
     fn new(seed: u64, fail_p: u64) -> Self {
         let t0 = Instant::now();
+        let cfg = Config {
+            seed,
+            max_failures: 50,
+            // Longer than the loss bound (300 ms), so that rejoining between the two is tried.
+            restart_grace: Duration::from_millis(1000),
+            poison_window: Duration::from_millis(1000),
+            ..cfg()
+        };
         Sim {
-            s: Scheduler::new(
-                Config {
-                    seed,
-                    max_failures: 50,
-                    ..cfg()
-                },
-                1,
-            ),
+            s: Scheduler::new(cfg.clone(), 1),
+            tried: Tried::default(),
+            cfg,
+            epoch: 1,
             rng: rng::Rng::new(seed ^ 0xdead_beef),
             now: t0,
             t0,
@@ -557,7 +938,12 @@ impl Sim {
             done: BTreeSet::new(),
             finished: BTreeMap::new(),
             specs: BTreeMap::new(),
+            cancelled: BTreeSet::new(),
             fail_p,
+            durable: BTreeMap::new(),
+            stale: Vec::new(),
+            expect_keep: None,
+            grace_end: None,
         }
     }
 
@@ -567,27 +953,62 @@ impl Sim {
 
     fn add_worker(&mut self, id: WorkerId) {
         let slots = 1 + self.rng.below(3) as u32;
+        // Some machines offer more slots than they have cores.
+        let cores = 1 + self.rng.below(u64::from(slots)) as u32;
         let mops = [50.0, 100.0, 400.0][self.rng.below(3) as usize];
         self.workers.insert(
             id.clone(),
             SimWorker {
-                connected: true,
+                connected: false,
                 frozen: false,
                 busy: false,
+                waiting: false,
                 slots,
+                cores,
+                mops,
                 last_beat: self.now,
                 running: BTreeMap::new(),
             },
         );
+        let available = self.rng.below(4) != 0;
+        self.join(&id, available);
+    }
+
+    /// The worker (re)connects, holding whatever it still runs. Replicas it holds that the
+    /// scheduler still has attached to it must be kept.
+    fn join(&mut self, id: &WorkerId, available: bool) {
+        let attached: BTreeSet<ReplicaId> = self
+            .s
+            .workers()
+            .into_iter()
+            .find(|v| v.id == *id)
+            .map(|v| v.replicas.into_iter().collect())
+            .unwrap_or_default();
+        let sw = self.workers.get_mut(id).unwrap();
+        let held: Vec<ReplicaId> = sw.running.keys().copied().collect();
+        sw.connected = true;
+        sw.frozen = false;
+        sw.busy = false;
+        sw.waiting = !available;
+        sw.last_beat = self.now;
+        self.tried.waiting_joins += u32::from(!available);
+        let hardware = sw.hardware();
+        let keep = held
+            .iter()
+            .copied()
+            .filter(|r| attached.contains(r))
+            .collect();
+        self.expect_keep = Some((id.clone(), keep));
         self.s.handle_worker_joined(
             self.now,
             id.clone(),
             id.0.clone(),
-            hw(slots, mops),
-            &[],
-            true,
+            hardware,
+            &held,
+            available,
         );
         self.settle();
+        assert!(self.expect_keep.is_none(), "no welcome for {id}");
     }
 
     fn submit(&mut self, name: &str) {
@@ -629,95 +1050,165 @@ impl Sim {
             match o {
                 Output::Assign {
                     worker, assignment, ..
-                } => {
-                    let state = self
-                        .s
-                        .workers()
-                        .into_iter()
-                        .find(|v| v.id == worker)
-                        .map(|v| v.state);
-                    assert_eq!(
-                        state,
-                        Some(WorkerState::Live),
-                        "assigned to a worker not live"
-                    );
-                    let spec = &self.specs[&assignment.job];
-                    let t = spec.tasks.iter().find(|t| t.id == assignment.task).unwrap();
-                    let want: BTreeSet<&TaskId> = t.deps.iter().collect();
-                    let got: BTreeSet<&TaskId> = assignment.deps.keys().collect();
-                    assert_eq!(want, got, "task started before its deps were done");
-                    for (d, v) in &assignment.deps {
-                        assert_eq!(
-                            Some(inline(v).as_i64().unwrap()),
-                            self.expected
-                                .get(&(assignment.job.clone(), d.clone()))
-                                .copied(),
-                            "wrong dep output"
-                        );
-                    }
-                    let sw = self.workers.get_mut(&worker).expect("known worker");
-                    assert!(sw.connected, "assigned to a disconnected worker");
-                    let finish = self.now + Duration::from_millis(20 + self.rng.below(400));
-                    let v = self.output_of(&assignment);
-                    self.expected
-                        .entry((assignment.job.clone(), assignment.task.clone()))
-                        .or_insert(v);
-                    self.workers
-                        .get_mut(&worker)
-                        .unwrap()
-                        .running
-                        .insert(assignment.replica, finish);
-                }
+                } => self.assigned(worker, assignment),
                 Output::Cancel {
                     worker, replica, ..
                 } => {
-                    if let Some(sw) = self.workers.get_mut(&worker) {
+                    self.durable.remove(&replica);
+                    self.stale.push((worker.clone(), replica));
+                    // A cancel reaches only a connected worker; one that is away hears of it
+                    // in the welcome's `drop` when it comes back.
+                    if let Some(sw) = self.workers.get_mut(&worker).filter(|w| w.connected) {
                         sw.running.remove(&replica);
                     }
                 }
                 Output::WorkerLost { worker, .. } => {
-                    let sw = self.workers.get_mut(&worker).unwrap();
-                    // The shell closes a silent worker's connection; it forgets its work.
-                    sw.connected = false;
-                    sw.running.clear();
+                    // The shell closes its connection; the worker keeps what it holds.
+                    self.workers.get_mut(&worker).unwrap().connected = false;
                 }
-                Output::TaskDone { job, task, .. } => {
+                Output::Welcome { worker, keep, drop } => {
+                    let (id, want) = self.expect_keep.take().expect("a welcome nobody asked");
+                    assert_eq!(id, worker);
+                    let keep: BTreeSet<ReplicaId> = keep.into_iter().collect();
+                    assert_eq!(keep, want, "{worker} did not keep what it held");
+                    self.tried.kept += u32::from(!keep.is_empty());
+                    let sw = self.workers.get_mut(&worker).unwrap();
+                    assert!(
+                        drop.iter()
+                            .all(|r| sw.running.contains_key(r) && !keep.contains(r))
+                    );
+                    assert_eq!(keep.len() + drop.len(), sw.running.len());
+                    sw.running.retain(|r, _| keep.contains(r));
+                    self.durable
+                        .retain(|r, (_, _, w)| *w != worker || keep.contains(r));
+                    self.stale
+                        .extend(drop.into_iter().map(|r| (worker.clone(), r)));
+                }
+                Output::TaskDone {
+                    job, task, replica, ..
+                } => {
+                    self.durable.remove(&replica);
                     assert!(self.done.insert((job, task)), "a task finished twice");
                 }
                 Output::JobFinished { job, outcome } => {
+                    self.durable.retain(|_, (j, _, _)| *j != job);
                     assert!(
                         self.finished.insert(job, outcome).is_none(),
                         "a job finished twice"
                     );
                 }
-                Output::Welcome { .. } | Output::StatusRequest { .. } => {}
+                Output::StatusRequest { worker, nonce } => {
+                    let sw = &self.workers[&worker];
+                    if sw.connected && !sw.frozen {
+                        assert!(self.s.handle_status_ack(self.now, &worker, nonce));
+                    }
+                }
+            }
+            if self.stale.len() > 64 {
+                self.stale.drain(..32);
             }
         }
-        self.check_no_missed_opportunity();
+        let workers = self.s.workers();
+        self.check_slot_caps(&workers);
+        self.check_no_missed_opportunity(&workers);
     }
 
-    /// Nothing is lost: a task with fewer live replicas than it wants has no eligible worker.
-    fn check_no_missed_opportunity(&self) {
-        let workers = self.s.workers();
+    fn assigned(&mut self, worker: WorkerId, assignment: Assignment) {
+        let state = self
+            .s
+            .workers()
+            .into_iter()
+            .find(|v| v.id == worker)
+            .map(|v| v.state);
+        assert_eq!(
+            state,
+            Some(WorkerState::Live),
+            "assigned to a worker not live"
+        );
+        let spec = &self.specs[&assignment.job];
+        let t = spec.tasks.iter().find(|t| t.id == assignment.task).unwrap();
+        let want: BTreeSet<&TaskId> = t.deps.iter().collect();
+        let got: BTreeSet<&TaskId> = assignment.deps.keys().collect();
+        assert_eq!(want, got, "task started before its deps were done");
+        for (d, v) in &assignment.deps {
+            assert_eq!(
+                Some(inline(v).as_i64().unwrap()),
+                self.expected
+                    .get(&(assignment.job.clone(), d.clone()))
+                    .copied(),
+                "wrong dep output"
+            );
+        }
+        assert!(
+            self.workers[&worker].connected,
+            "assigned to a disconnected worker"
+        );
+        let v = self.output_of(&assignment);
+        self.expected
+            .entry((assignment.job.clone(), assignment.task.clone()))
+            .or_insert(v);
+        if self.fail_p > 0 && self.rng.below(100) == 0 {
+            // The shell could not send it.
+            self.tried.undeliverable += 1;
+            self.s
+                .handle_undeliverable(self.now, assignment.replica, "frame too large".into());
+            return;
+        }
+        let finish = self.now + Duration::from_millis(20 + self.rng.below(400));
+        self.durable.insert(
+            assignment.replica,
+            (assignment.job, assignment.task, worker.clone()),
+        );
+        self.workers
+            .get_mut(&worker)
+            .unwrap()
+            .running
+            .insert(assignment.replica, finish);
+    }
+
+    /// No worker holds more replicas than its slots and cores allow, in the scheduler's view or
+    /// in fact.
+    fn check_slot_caps(&self, workers: &[WorkerView]) {
+        for v in workers {
+            let sw = &self.workers[&v.id];
+            let cap = sw.slots.min(sw.cores.max(1)) as usize;
+            if v.hardware.is_some() {
+                assert!(
+                    v.replicas.len() <= cap,
+                    "{} holds {:?} > {cap}",
+                    v.id,
+                    v.replicas
+                );
+            }
+            if sw.connected {
+                assert!(
+                    sw.running.len() <= cap,
+                    "{} runs {} > {cap}",
+                    v.id,
+                    sw.running.len()
+                );
+            }
+        }
+    }
+
+    /// Nothing is lost: a task with fewer live replicas than it wants has no eligible worker
+    /// (free, not running it, and not one it failed on while another live worker has not).
+    fn check_no_missed_opportunity(&self, workers: &[WorkerView]) {
         let free: BTreeMap<&WorkerId, usize> = workers
             .iter()
             .filter(|v| v.state == WorkerState::Live)
             .map(|v| {
-                (
-                    &v.id,
-                    v.hardware.as_ref().unwrap().slots as usize
-                        - v.replicas
-                            .len()
-                            .min(v.hardware.as_ref().unwrap().slots as usize),
-                )
+                let cap = slot_cap(v.hardware.as_ref().unwrap());
+                (&v.id, cap.saturating_sub(v.replicas.len()))
             })
             .filter(|(_, f)| *f > 0)
             .collect();
         for id in self.s.unfinished_jobs() {
             let view = self.s.job_view(&id).unwrap();
             let spec = &self.specs[&id];
-            for (tv, ts) in view.tasks.iter().zip(&spec.tasks) {
-                if matches!(tv.phase, TaskPhase::Done | TaskPhase::Waiting) || tv.failures > 0 {
+            let state = &self.s.jobs[&self.s.job_seq[&id]];
+            for ((tv, ts), t) in view.tasks.iter().zip(&spec.tasks).zip(&state.tasks) {
+                if matches!(tv.phase, TaskPhase::Done | TaskPhase::Waiting) {
                     continue;
                 }
                 let on: BTreeSet<&WorkerId> = tv.replicas.iter().map(|r| &r.worker).collect();
@@ -738,8 +1229,15 @@ impl Sim {
                     })
                     .count();
                 let target = if ts.critical { 2 } else { 1 };
+                let avoid_failed = workers
+                    .iter()
+                    .any(|v| v.state == WorkerState::Live && !t.failed_on.contains(&v.id));
                 if live < target {
-                    let eligible = free.keys().filter(|w| !on.contains(*w)).count();
+                    let eligible = free
+                        .keys()
+                        .filter(|w| !on.contains(*w))
+                        .filter(|w| !(avoid_failed && t.failed_on.contains(**w)))
+                        .count();
                     assert_eq!(
                         eligible, 0,
                         "task {} of {id} has {live}/{target} live replicas while {eligible} workers are free",
@@ -753,7 +1251,7 @@ impl Sim {
     fn next_finish(&self) -> Option<(Instant, WorkerId, ReplicaId)> {
         self.workers
             .iter()
-            .filter(|(_, w)| w.connected && !w.frozen && !w.busy)
+            .filter(|(_, w)| w.computes())
             .flat_map(|(id, w)| w.running.iter().map(move |(r, t)| (*t, id.clone(), *r)))
             .min()
     }
@@ -766,7 +1264,7 @@ impl Sim {
                 .workers
                 .iter()
                 .filter(|(_, w)| w.connected && !w.frozen)
-                .map(|(id, w)| (w.last_beat + self.s.config().heartbeat, id.clone()))
+                .map(|(id, w)| (w.last_beat + self.cfg.heartbeat, id.clone()))
                 .min();
             let finish = self.next_finish();
             let timeout = self.s.poll_timeout();
@@ -786,118 +1284,243 @@ impl Sim {
                 self.workers.get_mut(&id).unwrap().last_beat = t;
                 self.s.handle_heartbeat(self.now, &id, &[]);
             } else if let Some((_, id, r)) = finish.filter(|f| f.0 == next) {
-                self.workers.get_mut(&id).unwrap().running.remove(&r);
-                if self.s.result_target(&id, r).is_some() {
-                    let (job, task) = self.s.result_target(&id, r).unwrap();
-                    if self.rng.below(100) < self.fail_p {
-                        self.s.handle_failure(self.now, &id, r, "injected".into());
-                    } else {
-                        let v = self.expected[&(job, task)];
-                        self.s.handle_result(self.now, &id, r, serde_json::json!(v));
-                    }
-                }
+                self.finished_replica(&id, r);
             } else {
-                let before: BTreeMap<WorkerId, Instant> = self
-                    .workers
-                    .iter()
-                    .filter(|(_, w)| w.frozen && w.connected)
-                    .map(|(id, w)| (id.clone(), w.last_beat))
-                    .collect();
-                self.s.handle_timeout(self.now);
-                // Detection bound: a frozen worker is lost no later than loss_after after its
-                // last heartbeat.
-                for (id, last) in before {
-                    if self.now - last >= self.s.config().loss_after() {
-                        let still = self
-                            .s
-                            .workers()
-                            .into_iter()
-                            .any(|v| v.id == id && v.state != WorkerState::Lost);
-                        assert!(!still, "{id} silent past the bound but not lost");
-                    }
-                }
+                self.timeout();
             }
             self.settle();
         }
         self.now = end;
     }
 
+    fn finished_replica(&mut self, id: &WorkerId, r: ReplicaId) {
+        self.workers.get_mut(id).unwrap().running.remove(&r);
+        let Some((job, task)) = self.s.result_target(id, r) else {
+            return;
+        };
+        if self.rng.below(100) < self.fail_p {
+            self.durable.remove(&r);
+            self.stale.push((id.clone(), r));
+            self.s.handle_failure(self.now, id, r, "injected".into());
+        } else if self.rng.below(30) == 0 {
+            // The store could not commit it: cancelled (which ends its durable record) and
+            // reissued.
+            self.tried.not_stored += 1;
+            self.s
+                .handle_not_stored(self.now, id, r, "disk full".into());
+        } else {
+            let v = self.expected[&(job, task)];
+            self.s.handle_result(self.now, id, r, serde_json::json!(v));
+        }
+    }
+
+    fn timeout(&mut self) {
+        let before: BTreeMap<WorkerId, Instant> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.frozen && w.connected)
+            .map(|(id, w)| (id.clone(), w.last_beat))
+            .collect();
+        self.s.handle_timeout(self.now);
+        let views = self.s.workers();
+        // Detection bound: a frozen worker is lost no later than loss_after after its last
+        // heartbeat...
+        for (id, last) in before {
+            if self.now - last >= self.cfg.loss_after() {
+                let still = views
+                    .iter()
+                    .any(|v| v.id == id && v.state != WorkerState::Lost);
+                assert!(!still, "{id} silent past the bound but not lost");
+            }
+        }
+        // ... and one that does not come back after a restart, when the grace ends.
+        if self.grace_end.is_some_and(|g| self.now >= g) {
+            let late: Vec<&WorkerId> = views
+                .iter()
+                .filter(|v| v.state == WorkerState::Reconnecting)
+                .map(|v| &v.id)
+                .collect();
+            assert!(late.is_empty(), "{late:?} reconnecting past the grace");
+        }
+    }
+
+    /// A result for a replica that no longer counts changes nothing.
+    fn late_result(&mut self) {
+        let candidates: Vec<(WorkerId, ReplicaId)> = self
+            .stale
+            .iter()
+            .filter(|(w, _)| self.workers[w].connected && !self.workers[w].frozen)
+            .cloned()
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let (id, r) = candidates[self.rng.below(candidates.len() as u64) as usize].clone();
+        let jobs = self.s.unfinished_jobs();
+        let views = |s: &Scheduler| -> Vec<Option<JobView>> {
+            jobs.iter().map(|j| s.job_view(j)).collect()
+        };
+        let before = (views(&self.s), self.s.workers());
+        assert!(self.s.result_target(&id, r).is_none(), "{r} still counts");
+        self.s
+            .handle_result(self.now, &id, r, serde_json::json!(-1));
+        assert_eq!(
+            self.s.poll_output(),
+            None,
+            "a late result of {r} did something"
+        );
+        assert_eq!((views(&self.s), self.s.workers()), before);
+        self.tried.late_results += 1;
+    }
+
+    /// The supervisor restarts: every connection drops, a new scheduler (next epoch) is built
+    /// from the durable state, and the workers come back as they will.
+    fn restart(&mut self) {
+        for sw in self.workers.values_mut() {
+            sw.connected = false;
+        }
+        self.epoch += 1;
+        self.tried.restarts += 1;
+        self.s = Scheduler::new(
+            Config {
+                seed: self.cfg.seed.wrapping_add(u64::from(self.epoch)),
+                ..self.cfg.clone()
+            },
+            self.epoch,
+        );
+        self.expect_keep = None;
+        let unfinished: Vec<JobId> = self
+            .specs
+            .keys()
+            .filter(|j| !self.finished.contains_key(*j))
+            .cloned()
+            .collect();
+        for id in unfinished {
+            let spec = self.specs[&id].clone();
+            let done = spec
+                .tasks
+                .iter()
+                .filter(|t| self.done.contains(&(id.clone(), t.id.clone())))
+                .map(|t| {
+                    let v = self.expected[&(id.clone(), t.id.clone())];
+                    (t.id.clone(), serde_json::json!(v))
+                })
+                .collect();
+            let running: Vec<(ReplicaId, TaskId, WorkerId)> = self
+                .durable
+                .iter()
+                .filter(|(_, (j, _, _))| *j == id)
+                .map(|(r, (_, t, w))| (*r, t.clone(), w.clone()))
+                .collect();
+            let job = validate(spec, |_| true).unwrap();
+            self.s.restore_job(self.now, id, job, done, &running);
+            self.settle();
+        }
+        self.s.begin_restart_grace(self.now);
+        self.grace_end = Some(self.now + self.cfg.restart_grace);
+        self.settle();
+        // The workers come back one by one, backing off; the last ones may miss the grace.
+        let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
+        for id in ids {
+            let backoff = self.ms(0, 250);
+            self.run_for(backoff);
+            let sw = &self.workers[&id];
+            if !sw.connected && !sw.frozen {
+                let available = self.rng.below(4) != 0;
+                self.join(&id, available);
+            }
+        }
+    }
+
     fn churn(&mut self, id_counter: &mut u32) {
         let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
         let id = ids[self.rng.below(ids.len() as u64) as usize].clone();
-        match self.rng.below(6) {
-            0 => {
-                let sw = self.workers.get_mut(&id).unwrap();
-                if sw.connected {
-                    sw.connected = false;
-                    sw.running.clear();
-                    self.s.handle_worker_left(self.now, &id);
+        let sw = self.workers.get_mut(&id).unwrap();
+        match self.rng.below(13) {
+            // A crash: the connection closes and the work is gone.
+            0 if sw.connected => {
+                sw.connected = false;
+                sw.running.clear();
+                self.s.handle_worker_left(self.now, &id);
+            }
+            // A network reset: the connection closes; the worker keeps its replicas.
+            1 if sw.connected => {
+                sw.connected = false;
+                self.s.handle_worker_left(self.now, &id);
+                self.settle();
+                // It reconnects after a back-off, holding them.
+                let backoff = self.ms(10, 300);
+                self.run_for(backoff);
+                let sw = &self.workers[&id];
+                if !sw.connected && !sw.frozen {
+                    self.join(&id, true);
                 }
             }
-            1 => {
-                let sw = self.workers.get_mut(&id).unwrap();
-                if sw.connected {
-                    sw.frozen = true;
+            2 if sw.connected => sw.frozen = true,
+            // Thawing: a frozen worker declared lost comes back holding its replicas.
+            3 if sw.frozen => {
+                sw.frozen = false;
+                if !sw.connected {
+                    let available = self.rng.below(3) != 0;
+                    self.tried.thawed_rejoins += 1;
+                    self.join(&id, available);
                 }
             }
-            2 => {
-                let sw = self.workers.get_mut(&id).unwrap();
-                if sw.connected && !sw.frozen && !sw.busy {
-                    sw.busy = true;
-                    self.s
-                        .handle_activity(self.now, &id, ActivityKind::Keyboard);
+            4 if !sw.connected && !sw.frozen => {
+                let available = self.rng.below(3) != 0;
+                self.join(&id, available);
+            }
+            5 if sw.connected && !sw.frozen && !sw.busy && !sw.waiting => {
+                sw.busy = true;
+                self.s
+                    .handle_activity(self.now, &id, ActivityKind::Keyboard);
+            }
+            6 if sw.connected && !sw.frozen && (sw.busy || sw.waiting) => {
+                sw.busy = false;
+                sw.waiting = false;
+                self.s.handle_available(self.now, &id);
+            }
+            7 => self.late_result(),
+            8 if self.rng.below(3) == 0 => {
+                let open: Vec<JobId> = self.s.unfinished_jobs();
+                if !open.is_empty() {
+                    let j = open[self.rng.below(open.len() as u64) as usize].clone();
+                    assert!(self.s.cancel_job(&j));
+                    self.cancelled.insert(j);
+                    self.tried.cancels += 1;
                 }
             }
-            3 => {
-                let sw = self.workers.get_mut(&id).unwrap();
-                if sw.connected && sw.busy {
-                    sw.busy = false;
-                    self.s.handle_available(self.now, &id);
-                }
-            }
-            _ => {
+            9 if self.rng.below(4) == 0 => self.restart(),
+            9..=12 => {
                 *id_counter += 1;
                 self.add_worker(WorkerId(format!("w{id_counter}")));
                 return;
             }
+            _ => {}
         }
         self.settle();
     }
 
-    /// Brings every worker back to health: frozen and disconnected ones are replaced by
-    /// connections that hold nothing, busy ones become available.
+    /// Brings every worker back to health: frozen ones thaw, disconnected ones reconnect
+    /// holding what they still have, busy and waiting ones become available.
     fn heal(&mut self) {
         let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
         for id in ids {
             let sw = self.workers.get_mut(&id).unwrap();
-            if sw.busy && sw.connected && !sw.frozen {
+            sw.frozen = false;
+            if !sw.connected {
+                self.join(&id, true);
+            } else if sw.busy || sw.waiting {
                 sw.busy = false;
+                sw.waiting = false;
                 self.s.handle_available(self.now, &id);
-                self.settle();
-            }
-            let sw = self.workers.get_mut(&id).unwrap();
-            if !sw.connected || sw.frozen {
-                sw.connected = true;
-                sw.frozen = false;
-                sw.busy = false;
-                sw.running.clear();
-                sw.last_beat = self.now;
-                let slots = sw.slots;
-                self.s.handle_worker_joined(
-                    self.now,
-                    id.clone(),
-                    id.0.clone(),
-                    hw(slots, 100.0),
-                    &[],
-                    true,
-                );
                 self.settle();
             }
         }
     }
 }
 
-fn simulate(seed: u64, fail_p: u64) {
+fn simulate(seed: u64, fail_p: u64) -> Tried {
     let mut sim = Sim::new(seed, fail_p);
     let mut ids = 0;
     for _ in 0..(2 + sim.rng.below(5)) {
@@ -919,38 +1542,61 @@ fn simulate(seed: u64, fail_p: u64) {
     sim.run_for(Duration::from_secs(120));
     let elapsed = sim.now - sim.t0;
     for j in sim.specs.keys() {
+        let want = if sim.cancelled.contains(j) {
+            JobOutcome::Cancelled
+        } else {
+            JobOutcome::Completed
+        };
         assert_eq!(
             sim.finished.get(j),
-            Some(&JobOutcome::Completed),
-            "seed {seed}: job {j} did not complete in {elapsed:?}"
+            Some(&want),
+            "seed {seed}: job {j} did not end as it should in {elapsed:?}"
         );
     }
-    for (job, task) in sim.expected.keys() {
-        assert!(
-            sim.done.contains(&(job.clone(), task.clone())),
-            "seed {seed}: {job}/{task} lost"
-        );
-    }
-    for spec in sim.specs.iter() {
-        for t in &spec.1.tasks {
+    for (id, spec) in &sim.specs {
+        if sim.cancelled.contains(id) {
+            continue;
+        }
+        for t in &spec.tasks {
             assert!(
-                sim.done.contains(&(spec.0.clone(), t.id.clone())),
-                "seed {seed}: task never done"
+                sim.done.contains(&(id.clone(), t.id.clone())),
+                "seed {seed}: {id}/{} never done",
+                t.id
             );
         }
     }
+    sim.tried
+}
+
+/// Every path of the simulation was taken at least a few times over the seeds.
+fn assert_tried_everything(t: Tried, failures: bool) {
+    let all = [
+        t.restarts,
+        t.kept,
+        t.waiting_joins,
+        t.thawed_rejoins,
+        t.late_results,
+        t.cancels,
+        t.not_stored,
+    ];
+    assert!(all.iter().all(|n| *n >= 5), "{t:?}");
+    assert_eq!(t.undeliverable >= 5, failures, "{t:?}");
 }
 
 #[test]
 fn under_churn_every_task_of_every_job_finishes_once_the_pool_is_healthy() {
+    let mut tried = Tried::default();
     for seed in 0..300 {
-        simulate(seed, 0);
+        tried += simulate(seed, 0);
     }
+    assert_tried_everything(tried, false);
 }
 
 #[test]
 fn under_churn_and_failures_every_job_still_completes() {
+    let mut tried = Tried::default();
     for seed in 1000..1150 {
-        simulate(seed, 10);
+        tried += simulate(seed, 10);
     }
+    assert_tried_everything(tried, true);
 }
