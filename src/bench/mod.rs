@@ -3,6 +3,7 @@
 //! a slow machine.
 
 pub mod activity;
+pub mod bulk;
 pub mod chaos;
 pub mod footprint;
 pub mod proxy;

@@ -49,6 +49,9 @@ enum BenchCommand {
     /// jobs; checks that no result is lost, duplicated or wrong. Exits non-zero if one is, or a
     /// job does not complete.
     Chaos(bench::chaos::ChaosArgs),
+    /// A large result over a throttled link: no false loss, and owner input still reaches the
+    /// supervisor at once while it uploads.
+    Bulk(bench::bulk::BulkArgs),
 }
 
 #[derive(clap::Args)]
@@ -163,6 +166,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Demo(args) => demo::run(args).await?,
         Command::Bench(BenchCommand::Reissue(args)) => bench::reissue::run(args).await?,
         Command::Bench(BenchCommand::Chaos(args)) => return bench::chaos::run(args).await,
+        Command::Bench(BenchCommand::Bulk(args)) => bench::bulk::run(args).await?,
         Command::Worker(args) => {
             let token = supervisor::read_token(&args.token_file)?;
             let name = args.name.unwrap_or_else(client::host_name);

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 pub use datadir::{DataDir, default_path as default_data_dir};
 pub use engine::{Engine, MAX_RECONNECT_WAIT, MAX_REFUSED_WAIT};
 
-
 use crate::proto::WorkerId;
 use activity::{Observation, SourceFactory};
 use idle::{Busy, IdleConfig, IdleState};

@@ -184,10 +184,26 @@ async fn bad_frames_tokens_and_jobs_get_clear_errors_and_harm_nothing_else() {
         }) => assert!(message.contains("cycle"), "{message}"),
         other => panic!("cyclic job not refused: {other:?}"),
     }
+    // A kernel input beyond the kernel's limits is refused at submission, naming the task.
+    let mut too_long = spec.clone();
+    too_long.name = "too-long".into();
+    too_long.tasks[0].input = serde_json::json!({ "ms": 86_400_001 });
+    match op.submit(&too_long).await {
+        Err(OperatorError::Refused {
+            status: 422,
+            message,
+            ..
+        }) => assert!(
+            message.contains(&format!("task `{}`", too_long.tasks[0].id))
+                && message.contains("\"ms\""),
+            "{message}"
+        ),
+        other => panic!("out-of-range input not refused: {other:?}"),
+    }
     let manifest = dir.path().join("cyclic.toml");
     std::fs::write(
         &manifest,
-        "name = \"cyclic\"\n[[task]]\nid = \"a\"\nkind = \"spin\"\ndeps = [\"b\"]\n[[task]]\nid = \"b\"\nkind = \"spin\"\ndeps = [\"a\"]\n",
+        "name = \"cyclic\"\n[[task]]\nid = \"a\"\nkind = \"spin\"\ninput = { ms = 1 }\ndeps = [\"b\"]\n[[task]]\nid = \"b\"\nkind = \"spin\"\ninput = { ms = 1 }\ndeps = [\"a\"]\n",
     )
     .unwrap();
     let out = tokio::process::Command::new(SUPERVISOR)

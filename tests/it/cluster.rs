@@ -215,10 +215,10 @@ async fn a_task_that_fails_everywhere_fails_its_job_with_the_tasks_error() {
     let _workers = start_workers(&sup, 3, 1).await;
     let op = sup.operator();
 
-    // Valid as a job (the supervisor does not read kernel inputs), wrong for the kernel.
+    // Valid as a job, and refused by every worker: none of them runs fault kernels.
     let spec = JobSpec {
         name: "doomed".into(),
-        tasks: vec![primes("backwards", 10, 5, false)],
+        tasks: vec![TaskSpec::new("backwards", "abort", serde_json::json!({}))],
     };
     let job = op.submit(&spec).await.unwrap();
     let summary = wait_for_job(&op, &job, Duration::from_secs(30)).await;
@@ -228,7 +228,7 @@ async fn a_task_that_fails_everywhere_fails_its_job_with_the_tasks_error() {
         error.starts_with("task backwards failed 3 times"),
         "{error}"
     );
-    assert!(error.contains("bad input"), "{error}");
+    assert!(error.contains("fault kernels are disabled"), "{error}");
     let report = op.report(&job).await.unwrap();
     let tried: BTreeSet<&str> = report.workers.iter().map(|w| w.worker.as_str()).collect();
     assert_eq!(

@@ -2,8 +2,10 @@
 
 mod activity;
 mod bad_input;
+mod chaos;
 mod cli;
 mod cluster;
 mod demo;
 mod harness;
+mod poison;
 mod reliability;

@@ -289,3 +289,28 @@ async fn after_an_8_s_supervisor_outage_a_restart_keeps_every_running_replica() 
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_result_over_a_slow_link_arrives_without_a_false_loss_and_owner_input_is_not_held_up()
+ {
+    let _machine = whole_machine().await;
+    // 4 MiB over 8 Mbit/s: four seconds of upload, more than ten times the loss bound (300 ms).
+    let r = idlegrid::bench::bulk::measure(&idlegrid::bench::bulk::BulkArgs {
+        mb: 4,
+        kbps: 8_000,
+        heartbeat_ms: 100,
+        touch_ms: 400,
+        json: false,
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.job_state, "completed", "{r:?}");
+    assert!(r.result_correct, "{r:?}");
+    assert_eq!(r.false_losses, 0, "{r:?}");
+    assert_eq!(r.reissued, 0, "{r:?}");
+    assert!(r.transfer_s > 3.0, "the link was not slow: {r:?}");
+    assert!(r.touches >= 3, "{r:?}");
+    // Each 1 MiB chunk of the upload takes about a second on this link: an Activity queued
+    // behind the transfer would take that long.
+    assert!(r.notify_max_ms < 300.0, "{r:?}");
+}
