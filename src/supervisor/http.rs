@@ -189,13 +189,11 @@ pub fn output_path(dir: &std::path::Path, job: &JobId, task: &TaskId) -> std::pa
     dir.join(format!("{}.json", &digest[..32]))
 }
 
-fn parse_replica(key: &str) -> Result<ReplicaId, Response> {
-    ReplicaId::parse(key).ok_or_else(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("{key:?} is not a replica id"),
-        )
-    })
+fn bad_replica(key: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        format!("{key:?} is not a replica id"),
+    )
 }
 
 fn received(status: StatusCode, n: u64, message: Option<String>) -> Response {
@@ -206,16 +204,11 @@ fn received(status: StatusCode, n: u64, message: Option<String>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn upload_status(
-    State(_state): State<AppState>,
-    axum::Extension(_worker): axum::Extension<BulkWorker>,
-    Path(key): Path<String>,
-) -> Response {
-    let replica = match parse_replica(&key) {
-        Ok(r) => r,
-        Err(resp) => return resp,
+async fn upload_status(State(state): State<AppState>, Path(key): Path<String>) -> Response {
+    let Some(replica) = ReplicaId::parse(&key) else {
+        return bad_replica(&key);
     };
-    let len = tokio::fs::metadata(upload_path(&_state.conn.uploads, replica))
+    let len = tokio::fs::metadata(upload_path(&state.conn.uploads, replica))
         .await
         .map_or(0, |m| m.len());
     received(StatusCode::OK, len, None)
@@ -236,9 +229,8 @@ async fn upload(
     Query(q): Query<OffsetQuery>,
     body: Body,
 ) -> Response {
-    let replica = match parse_replica(&key) {
-        Ok(r) => r,
-        Err(resp) => return resp,
+    let Some(replica) = ReplicaId::parse(&key) else {
+        return bad_replica(&key);
     };
     match ask(&state, |reply| ApiRequest::MayUpload {
         worker: worker.clone(),
