@@ -334,6 +334,27 @@ pub enum ProtoError {
     Binary,
 }
 
+/// Header that names the worker on its bulk transfers over HTTP (with the worker token as
+/// `Authorization: Bearer`).
+pub const WORKER_HEADER: &str = "x-idlegrid-worker";
+
+/// Whether `id` is a worker id the protocol accepts: 1-64 of A-Z a-z 0-9 - _ .
+pub fn valid_worker_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Cuts an error text to [`MAX_ERROR_CHARS`] characters.
+pub fn cut_error(mut error: String) -> String {
+    if let Some((at, _)) = error.char_indices().nth(MAX_ERROR_CHARS) {
+        error.truncate(at);
+    }
+    error
+}
+
 /// Lower-case hex SHA-256 of `bytes`: the digest in a [`BlobRef`].
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{ClientError, new_worker_id};
-use crate::proto::WorkerId;
+use crate::proto::{self, WorkerId};
 
 /// An opened, locked data dir. Cheap to clone; the lock is released when the last clone goes.
 #[derive(Debug, Clone)]
@@ -55,12 +55,12 @@ impl DataDir {
         })?;
         let id_path = path.join("worker-id");
         let worker_id = match std::fs::read_to_string(&id_path) {
-            Ok(text) if valid_id(text.trim()) => WorkerId(text.trim().to_owned()),
+            Ok(text) if proto::valid_worker_id(text.trim()) => WorkerId(text.trim().to_owned()),
             Ok(text) => {
                 return Err(ClientError::DataDir {
                     dir: path.to_owned(),
                     reason: format!(
-                        "worker-id holds {:?}, not a worker id (letters, digits, '-', '_')",
+                        "worker-id holds {:?}, not a worker id (1-64 letters, digits, '-', '_', '.')",
                         text.chars().take(60).collect::<String>()
                     ),
                 });
@@ -97,13 +97,6 @@ impl DataDir {
 /// This system's data directory for idlegrid (e.g. `~/.local/share/idlegrid` on Linux).
 pub fn default_path() -> Option<PathBuf> {
     directories::ProjectDirs::from("", "", "idlegrid").map(|d| d.data_dir().to_owned())
-}
-
-fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 80
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
 }
 
 #[cfg(unix)]

@@ -905,7 +905,7 @@ mod tests {
 
     use super::*;
     use crate::client::DataDir;
-    use crate::client::outbox::sha256_hex;
+    use crate::proto::sha256_hex;
     use crate::proto::{BlobRef, TaskId};
 
     type ServerWs = WebSocketStream<TcpStream>;

@@ -20,11 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use super::datadir::{sync_dir, write_durably};
-use crate::proto::{self, BlobRef, Execution, MAX_ERROR_CHARS, Payload, ReplicaId, WorkerMsg};
+use crate::proto::{
+    self, BlobRef, Execution, Payload, ReplicaId, WorkerMsg, cut_error, sha256_hex,
+};
 
 /// A finished replica's outcome, ready to report.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +49,7 @@ pub enum OutcomeKind {
 
 impl Outcome {
     /// Shapes what a task returned: an output above `max_output_bytes` becomes a failure, a big
-    /// one keeps its text for the upload, an error is cut to [`MAX_ERROR_CHARS`].
+    /// one keeps its text for the upload, an error is cut to [`proto::MAX_ERROR_CHARS`].
     pub fn new(
         replica: ReplicaId,
         execution: Execution,
@@ -101,21 +102,6 @@ impl Outcome {
             },
         }
     }
-}
-
-/// Cuts an error message to [`MAX_ERROR_CHARS`] characters.
-pub fn cut_error(mut error: String) -> String {
-    if let Some((at, _)) = error.char_indices().nth(MAX_ERROR_CHARS) {
-        error.truncate(at);
-    }
-    error
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The `.outcome` file.
@@ -263,6 +249,7 @@ fn load_one(path: &Path) -> Result<Outcome, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::MAX_ERROR_CHARS;
 
     fn exec() -> Execution {
         Execution {

@@ -15,8 +15,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use tracing::debug;
 
-use super::outbox::sha256_hex;
-use crate::proto::{BlobRef, JobId, ReplicaId, TaskId, WorkerId};
+use crate::proto::{BlobRef, JobId, ReplicaId, TaskId, WORKER_HEADER, WorkerId, sha256_hex};
 
 /// Bytes per `PUT`: what an interrupted upload may have to send again.
 pub const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
@@ -74,7 +73,7 @@ impl Transfer {
         self.http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token)
-            .header("X-Idlegrid-Worker", &self.worker.0)
+            .header(WORKER_HEADER, &self.worker.0)
     }
 
     /// Uploads a result's JSON text, from wherever the supervisor says it has got to.

@@ -256,16 +256,6 @@ pub fn bulk_dirs(data_dir: &std::path::Path) -> (PathBuf, PathBuf) {
     (data_dir.join("uploads"), data_dir.join("outputs"))
 }
 
-/// Cuts a worker's error text to the protocol's bound.
-fn bounded(error: String) -> String {
-    if error.chars().count() <= proto::MAX_ERROR_CHARS {
-        return error;
-    }
-    let mut cut: String = error.chars().take(proto::MAX_ERROR_CHARS).collect();
-    cut.push_str(" [cut]");
-    cut
-}
-
 impl Driver {
     /// Deletes uploads whose replica has ended: nobody will send their result any more.
     fn forget_stale_uploads(&mut self) {
@@ -464,7 +454,7 @@ impl Driver {
                 replica,
                 error,
                 execution,
-            } => self.failure(now, worker, replica, bounded(error), execution),
+            } => self.failure(now, worker, replica, proto::cut_error(error), execution),
             WorkerMsg::Activity { kind, at_ms } => {
                 info!(%worker, kind = kind.as_str(), "owner activity: worker paused");
                 let _ = self.events.send(Event::Activity {

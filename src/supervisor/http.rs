@@ -46,7 +46,7 @@ use super::auth::token_matches;
 use super::driver::{ApiError, ApiRequest, DriverMsg};
 use super::ws;
 use crate::job::JobSpec;
-use crate::proto::{JobId, ReplicaId, TaskId, WorkerId};
+use crate::proto::{JobId, ReplicaId, TaskId, WORKER_HEADER, WorkerId};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -162,7 +162,7 @@ async fn require_worker(
     let Some(worker) = headers
         .get(WORKER_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|w| ws::valid_worker_id(w))
+        .filter(|w| crate::proto::valid_worker_id(w))
     else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -173,9 +173,6 @@ async fn require_worker(
         .insert(BulkWorker(WorkerId(worker.to_owned())));
     next.run(req).await
 }
-
-/// Header naming the worker on bulk transfers.
-pub const WORKER_HEADER: &str = "x-idlegrid-worker";
 
 /// Where the upload of a replica's result is written.
 pub fn upload_path(dir: &std::path::Path, replica: ReplicaId) -> std::path::PathBuf {

@@ -175,15 +175,6 @@ async fn refuse(ws: &mut Ws, r: Refusal) {
     .await;
 }
 
-/// Whether `id` is a worker id this supervisor accepts: 1-64 of A-Z a-z 0-9 - _ .
-pub fn valid_worker_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-}
-
 /// Checks a hello's fields; returns what the driver needs.
 fn check_hello(msg: WorkerMsg, worker_token: &str) -> Result<Hello, Refusal> {
     let WorkerMsg::Hello {
@@ -216,7 +207,7 @@ fn check_hello(msg: WorkerMsg, worker_token: &str) -> Result<Hello, Refusal> {
             "invalid worker token",
         ));
     }
-    if !valid_worker_id(&worker.0) {
+    if !proto::valid_worker_id(&worker.0) {
         return Err(Refusal::new(
             ErrorCode::Protocol,
             format!(
