@@ -115,18 +115,23 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 async fn require_operator(
     State(state): State<AppState>,
     headers: HeaderMap,
     req: Request,
     next: Next,
 ) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if token_matches(token.trim(), &state.operator_token) => next.run(req).await,
+    match bearer(&headers) {
+        Some(token) if token_matches(token, &state.operator_token) => next.run(req).await,
         Some(_) => error(StatusCode::UNAUTHORIZED, "invalid operator token"),
         None => error(
             StatusCode::UNAUTHORIZED,
@@ -152,11 +157,7 @@ async fn require_worker(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !presented.is_some_and(|t| token_matches(t.trim(), &state.conn.worker_token)) {
+    if !bearer(&headers).is_some_and(|t| token_matches(t, &state.conn.worker_token)) {
         return error(StatusCode::UNAUTHORIZED, "invalid worker token");
     }
     let Some(worker) = headers
