@@ -15,7 +15,9 @@ use tracing::{debug, error, info, warn};
 
 use super::http::output_path;
 use super::report::{JobSummary, Report};
-use super::store::{ActivityRecord, Record, ReplicaEnd, ReplicaStart, Store, StoreError};
+use super::store::{
+    ActivityRecord, Record, ReplicaEnd, ReplicaInfo, ReplicaStart, Store, StoreError,
+};
 use super::{Config, Event, SupervisorError, unix_ms};
 use crate::job::{self, JobSpec};
 use crate::proto::{
@@ -158,6 +160,21 @@ pub struct Hello {
     pub available: bool,
 }
 
+/// A result's output as it was uploaded out of band: its file, reference and JSON text.
+#[derive(Debug)]
+pub struct Upload {
+    pub path: PathBuf,
+    pub blob: BlobRef,
+    pub text: String,
+}
+
+impl Upload {
+    /// The output is not kept: its file goes.
+    fn discard(self) {
+        let _ = std::fs::remove_file(self.path);
+    }
+}
+
 #[derive(Debug)]
 pub enum DriverMsg {
     /// A worker passed the hello checks.
@@ -171,8 +188,8 @@ pub enum DriverMsg {
         worker: WorkerId,
         msg: WorkerMsg,
         /// For a result uploaded out of band (already checked and read by the connection
-        /// task): the upload file and its reference.
-        upload: Option<(PathBuf, BlobRef)>,
+        /// task): the upload.
+        upload: Option<Upload>,
     },
     /// The server accepts connections now: the restart grace starts.
     Serving,
@@ -384,9 +401,9 @@ impl Driver {
             } => {
                 if self.conns.get(&worker).is_some_and(|c| c.id == conn) {
                     self.handle_frame(now, &worker, msg, upload);
-                } else if let Some((path, _)) = upload {
+                } else if let Some(upload) = upload {
                     // From a connection that no longer counts: the worker sends it again.
-                    debug!(%worker, "result from a replaced connection ignored: {}", path.display());
+                    debug!(%worker, "result from a replaced connection ignored: {}", upload.path.display());
                 }
             }
             DriverMsg::Serving => self.sched.begin_restart_grace(now),
@@ -406,7 +423,7 @@ impl Driver {
         now: Instant,
         worker: &WorkerId,
         msg: WorkerMsg,
-        upload: Option<(PathBuf, BlobRef)>,
+        upload: Option<Upload>,
     ) {
         match msg {
             WorkerMsg::Hello { .. } => {
@@ -511,19 +528,6 @@ impl Driver {
         }
     }
 
-    /// Caps a reported execution at what the supervisor saw: no replica computes longer than it
-    /// has been assigned, nor uses more CPU time than that on its one thread.
-    fn clamp(&self, replica: ReplicaId, exec: Execution) -> Execution {
-        let observed = match self.store.replica_info(replica) {
-            Ok(Some(info)) => unix_ms().saturating_sub(info.started_ms),
-            _ => 0,
-        };
-        Execution {
-            wall_ms: exec.wall_ms.min(observed),
-            cpu_ms: exec.cpu_ms.min(observed),
-        }
-    }
-
     fn ack(&self, worker: &WorkerId, replica: ReplicaId) {
         self.send(worker, &SupervisorMsg::ResultAck { replica });
     }
@@ -535,26 +539,34 @@ impl Driver {
         replica: ReplicaId,
         output: serde_json::Value,
         execution: Execution,
-        upload: Option<(PathBuf, BlobRef)>,
+        upload: Option<Upload>,
     ) {
         // Any frame is a sign of life.
         self.sched.handle_heartbeat(now, worker, &[]);
-        let execution = self.clamp(replica, execution);
+        let stored = self.store.replica_info(replica);
+        let execution = clamp(&stored, execution);
         let Some((job, task)) = self.sched.result_target(worker, replica) else {
-            self.outcome_not_running(worker, replica, "result", ReplicaEnd::Late, execution, None);
-            if let Some((path, _)) = upload {
-                let _ = std::fs::remove_file(path);
+            self.outcome_not_running(worker, replica, stored, execution, Reported::Result);
+            if let Some(upload) = upload {
+                upload.discard();
             }
             return;
         };
-        let text = output.to_string();
+        // An upload's text as it came (it was checked against its digest); else the output's.
+        let (text, upload) = match upload {
+            Some(Upload { path, blob, text }) => (text, Some((path, blob))),
+            None => (output.to_string(), None),
+        };
         if text.len() as u64 > self.max_output_bytes {
             let error = format!(
                 "output of {} bytes exceeds this pool's limit of {} bytes",
                 text.len(),
                 self.max_output_bytes
             );
-            self.failure(now, worker, replica, error, execution);
+            if let Some((path, _)) = upload {
+                let _ = std::fs::remove_file(path);
+            }
+            self.replica_failed(now, worker, replica, error, execution);
             return;
         }
         // Durable first: once the scheduler marks the task done, a crash must not lose the
@@ -589,18 +601,24 @@ impl Driver {
         execution: Execution,
     ) {
         self.sched.handle_heartbeat(now, worker, &[]);
-        let execution = self.clamp(replica, execution);
+        let stored = self.store.replica_info(replica);
+        let execution = clamp(&stored, execution);
         if self.sched.result_target(worker, replica).is_none() {
-            self.outcome_not_running(
-                worker,
-                replica,
-                "failure",
-                ReplicaEnd::Failed,
-                execution,
-                Some(error),
-            );
+            self.outcome_not_running(worker, replica, stored, execution, Reported::Failure(error));
             return;
         }
+        self.replica_failed(now, worker, replica, error, execution);
+    }
+
+    /// A replica running on this worker failed: recorded, counted by the scheduler, acknowledged.
+    fn replica_failed(
+        &mut self,
+        now: Instant,
+        worker: &WorkerId,
+        replica: ReplicaId,
+        error: String,
+        execution: Execution,
+    ) {
         warn!(%worker, %replica, "replica failed: {error}");
         self.pending.push(Record::Ended {
             replica,
@@ -617,17 +635,20 @@ impl Driver {
     /// repeat of one already stored, a late one (its task is done, or it was cancelled), or one
     /// this worker never ran. The first two are recorded (if not yet) and acknowledged so the
     /// worker forgets them; the last is refused and acknowledged all the same (nothing the
-    /// worker can do with it).
+    /// worker can do with it). `stored` is the store's record of the replica.
     fn outcome_not_running(
         &mut self,
         worker: &WorkerId,
         replica: ReplicaId,
-        kind: &'static str,
-        end: ReplicaEnd,
+        stored: Result<Option<ReplicaInfo>, StoreError>,
         exec: Execution,
-        error: Option<String>,
+        reported: Reported,
     ) {
-        match self.store.replica_info(replica) {
+        let (kind, end, error) = match reported {
+            Reported::Result => ("result", ReplicaEnd::Late, None),
+            Reported::Failure(error) => ("failure", ReplicaEnd::Failed, Some(error)),
+        };
+        match stored {
             Ok(Some(info)) if info.worker == *worker => {
                 debug!(%worker, %replica, "{kind} of a replica that no longer counts");
                 if info.outcome.is_none() {
@@ -1042,6 +1063,25 @@ impl Driver {
                 message: message.to_owned(),
             });
         }
+    }
+}
+
+/// What a worker reported about a replica that is not running there.
+enum Reported {
+    Result,
+    Failure(String),
+}
+
+/// Caps a reported execution at what the supervisor saw of the replica (`stored`): no replica
+/// computes longer than it has been assigned, nor uses more CPU time than that on its one thread.
+fn clamp(stored: &Result<Option<ReplicaInfo>, StoreError>, exec: Execution) -> Execution {
+    let observed = match stored {
+        Ok(Some(info)) => unix_ms().saturating_sub(info.started_ms),
+        _ => 0,
+    };
+    Execution {
+        wall_ms: exec.wall_ms.min(observed),
+        cpu_ms: exec.cpu_ms.min(observed),
     }
 }
 

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 
 use super::auth::token_matches;
-use super::driver::{ConnId, DriverMsg, Hello, Outgoing};
+use super::driver::{ConnId, DriverMsg, Hello, Outgoing, Upload};
 use crate::proto::{self, BlobRef, ErrorCode, Payload, SupervisorMsg, WorkerMsg};
 
 /// How long a new connection may take to say hello.
@@ -382,12 +382,13 @@ pub struct ConnContext {
 
 /// A result whose output was uploaded out of band is checked (length, SHA-256) and read here,
 /// off the driver thread, so the driver only ever sees inline values. Returns the message and
-/// the upload file it came from. A result that does not match its upload closes the connection;
-/// the upload is deleted so the worker sends it again from the start.
+/// the upload it came from (with its text, which the driver stores as it is). A result that does
+/// not match its upload closes the connection; the upload is deleted so the worker sends it
+/// again from the start.
 async fn resolve_blob(
     msg: WorkerMsg,
     ctx: &ConnContext,
-) -> Result<(WorkerMsg, Option<(std::path::PathBuf, BlobRef)>), Refusal> {
+) -> Result<(WorkerMsg, Option<Upload>), Refusal> {
     let WorkerMsg::Result {
         replica,
         output: Payload::Blob(blob),
@@ -405,13 +406,13 @@ async fn resolve_blob(
             .unwrap_or_else(|e| Err(format!("checking the upload failed: {e}")))
     };
     match checked {
-        Ok(value) => Ok((
+        Ok((value, text)) => Ok((
             WorkerMsg::Result {
                 replica,
                 output: Payload::Inline(value),
                 execution,
             },
-            Some((path, blob)),
+            Some(Upload { path, blob, text }),
         )),
         Err(why) => {
             let _ = tokio::fs::remove_file(&path).await;
@@ -423,7 +424,11 @@ async fn resolve_blob(
     }
 }
 
-fn read_upload(path: &std::path::Path, blob: &BlobRef) -> Result<serde_json::Value, String> {
+/// The upload's value and its text, once its length and digest match `blob`.
+fn read_upload(
+    path: &std::path::Path,
+    blob: &BlobRef,
+) -> Result<(serde_json::Value, String), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("no complete upload ({e})"))?;
     if bytes.len() as u64 != blob.bytes {
         return Err(format!(
@@ -436,5 +441,7 @@ fn read_upload(path: &std::path::Path, blob: &BlobRef) -> Result<serde_json::Val
     if digest != blob.sha256 {
         return Err(format!("SHA-256 {digest}, the result says {}", blob.sha256));
     }
-    serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))
+    let text = String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))?;
+    let value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    Ok((value, text))
 }
