@@ -7,6 +7,7 @@ pub mod job;
 pub mod local;
 pub mod operator;
 pub mod proto;
+pub mod rng;
 pub mod runtime;
 pub mod sched;
 mod signal;

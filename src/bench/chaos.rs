@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -23,8 +23,10 @@ use crate::job::{JobSpec, TaskSpec};
 use crate::local::{signal_pid, worker_program};
 use crate::operator::Operator;
 use crate::proto::JobId;
+use crate::rng::Rng;
 use crate::runtime::{self, TaskControl};
 use crate::supervisor::report::Report;
+use crate::supervisor::unix_ms;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ChaosArgs {
@@ -223,36 +225,6 @@ const RESULTS_EVERY: Duration = Duration::from_secs(1);
 
 fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The bench's own seeded SplitMix64 (`sched::rng` is the scheduler's, private to it): a seed
-/// means the same jobs and faults on every version of every dependency.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n`, `n > 0` (the modulo bias is negligible for the small `n` used).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
 }
 
 fn rand_range(rng: &mut Rng, lo: u64, hi: u64) -> u64 {

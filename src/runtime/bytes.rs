@@ -19,6 +19,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
 use super::{Fields, TaskControl, TaskError};
+use crate::rng::Rng;
 
 pub(super) const MAX_BYTES: u64 = 1 << 30;
 
@@ -45,7 +46,7 @@ pub(super) fn run(input: &Value, ctl: &TaskControl) -> Result<Value, TaskError> 
             "this worker cannot allocate the output of {bytes} bytes"
         ))
     })?;
-    let mut generator = SplitMix64(seed);
+    let mut generator = Rng::new(seed);
     let mut chunk = vec![0u8; CHUNK_BYTES.min(total)];
     let mut done = 0;
     while done < total {
@@ -57,28 +58,6 @@ pub(super) fn run(input: &Value, ctl: &TaskControl) -> Result<Value, TaskError> 
         ctl.set_progress((done as f64 / total as f64) as f32);
     }
     Ok(json!({ "bytes": bytes, "seed": seed, "base64": text }))
-}
-
-/// Steele, Lea and Flood's splitmix64: tiny, fast, and the same everywhere.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Fills `out` with the next outputs, little-endian; a partial last word is cut short. Only
-    /// the stream's final chunk may end part-way through a word (chunks are multiples of 8).
-    fn fill(&mut self, out: &mut [u8]) {
-        for word in out.chunks_mut(8) {
-            let bytes = self.next().to_le_bytes();
-            word.copy_from_slice(&bytes[..word.len()]);
-        }
-    }
 }
 
 #[cfg(test)]

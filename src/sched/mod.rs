@@ -30,7 +30,6 @@
 mod capacity;
 mod config;
 mod output;
-mod rng;
 #[cfg(test)]
 mod tests;
 mod view;
@@ -42,11 +41,11 @@ use crate::job::Job;
 use crate::proto::{
     ActivityKind, Assignment, Hardware, JobId, Payload, Progress, ReplicaId, TaskId, WorkerId,
 };
+use crate::rng::Rng;
 pub use capacity::{REFERENCE_MOPS, rate_per_s};
 use capacity::{capacity, slot_cap};
 pub use config::Config;
 pub use output::{AssignReason, JobOutcome, LossCause, Output, ReissueCause};
-use rng::Rng;
 pub use view::{JobView, ReplicaView, TaskPhase, TaskView, WorkerState, WorkerView};
 
 #[derive(Debug)]

@@ -1,7 +1,9 @@
-//! The scheduler's only source of randomness: a seeded SplitMix64.
+//! Seeded SplitMix64 (Steele, Lea and Flood): the scheduler's only source of randomness, the
+//! chaos bench's fault schedule and the `bytes` kernel's data.
 //!
-//! Written out here rather than taken from a crate so that a seed means the same schedule on every
-//! version of every dependency: a failing simulator seed stays a valid regression test.
+//! Written out here rather than taken from a crate so that a seed means the same sequence on
+//! every version of every dependency: a failing simulator seed stays a valid regression test, and
+//! a `bytes` output can be checked anywhere.
 
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -17,6 +19,14 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+
+    /// Fills `out` with the next outputs, little-endian; a partial last word is cut short.
+    pub fn fill(&mut self, out: &mut [u8]) {
+        for word in out.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            word.copy_from_slice(&bytes[..word.len()]);
+        }
     }
 
     /// A number in `0..n`; `n` must be non-zero.
