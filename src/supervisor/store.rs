@@ -350,40 +350,6 @@ impl Store {
             .map_err(Into::into)
     }
 
-    /// The replica whose result a task stored, if it has one.
-    pub fn result_replica(
-        &self,
-        job: &JobId,
-        task: &TaskId,
-    ) -> Result<Option<ReplicaId>, StoreError> {
-        let key: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT replica FROM results WHERE job = ?1 AND task = ?2",
-                params![job.0, task.0],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(key.and_then(|k| ReplicaId::parse(&k)))
-    }
-
-    /// The JSON text of a task's stored output.
-    pub fn result_text(&self, job: &JobId, task: &TaskId) -> Result<Option<String>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT output FROM results WHERE job = ?1 AND task = ?2",
-                params![job.0, task.0],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(Into::into)
-    }
-
-    /// Records that a worker's owner came back (or its machine stopped being idle).
-    pub fn record_activity(&mut self, a: &ActivityRecord) -> Result<(), StoreError> {
-        insert_activity(&self.conn, a)
-    }
-
     /// The newest activity records, of one worker or of all, at most `limit`.
     pub fn activity(
         &self,
@@ -404,11 +370,6 @@ impl Store {
             })
         })?;
         rows.collect::<Result<_, _>>().map_err(Into::into)
-    }
-
-    /// A replica recorded as lost came back with its worker: it is running again.
-    pub fn reopen_replica(&mut self, replica: ReplicaId) -> Result<(), StoreError> {
-        self.write_batch(&[Record::Reopened(replica)])
     }
 
     /// Marks a job finished: `completed`, `failed` or `cancelled`.
