@@ -43,7 +43,7 @@ struct Cli {
     /// client per dir (default: this system's data directory for idlegrid).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Make the built-in kernels fail now and then on purpose (for chaos tests of the pool).
+    /// Run the `abort` fault kernel, which kills this worker process (fault tests of a pool only).
     #[arg(long, hide = true)]
     fault_kernels: bool,
 }

@@ -117,8 +117,6 @@ pub struct ChaosReport {
     /// After the faults: waiting for the jobs, and computing the expected results here.
     pub drain_s: f64,
     pub verify_s: f64,
-    /// Whether workers got `--data-dir DIR/wN` (only when the worker program takes it).
-    pub worker_data_dirs: bool,
     /// Why the run is not clean, one line each (empty when it is).
     pub problems: Vec<String>,
 }
@@ -360,7 +358,6 @@ impl WorkerSlot {
         server: &str,
         token_file: &Path,
         (program, pre): &WorkerProgram,
-        data_dir_flag: bool,
     ) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.data_dir)?;
         let log = std::fs::OpenOptions::new()
@@ -372,10 +369,11 @@ impl WorkerSlot {
             .args(["--server", server, "--name", &self.name])
             .args(["--cpus", &WORKER_CPUS.to_string()])
             .arg("--token-file")
-            .arg(token_file);
-        if data_dir_flag {
-            cmd.arg("--data-dir").arg(&self.data_dir);
-        }
+            .arg(token_file)
+            // Its own data dir, kept across its restarts: the same worker id, and its
+            // unacknowledged results survive a kill.
+            .arg("--data-dir")
+            .arg(&self.data_dir);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -409,19 +407,6 @@ impl Drop for WorkerSlot {
 
 /// A worker program and the arguments before the client's flags.
 type WorkerProgram = (PathBuf, Vec<String>);
-
-/// Whether the worker program takes `--data-dir` (the client gains it in parallel work; an
-/// unknown flag would stop the worker at start).
-fn worker_takes_data_dir((program, pre): &WorkerProgram) -> bool {
-    Command::new(program)
-        .args(pre)
-        .arg("--help")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--data-dir"))
-        .unwrap_or(false)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Jobs
@@ -649,7 +634,6 @@ struct Chaos {
     sup: SupervisorProc,
     op: Option<Operator>,
     workers: Vec<WorkerSlot>,
-    data_dir_flag: bool,
     worker_program: WorkerProgram,
     jobs: Vec<TrackedJob>,
     report: ChaosReport,
@@ -720,10 +704,6 @@ pub async fn run_chaos(opts: ChaosOptions) -> anyhow::Result<ChaosReport> {
         Some(p) => p.clone(),
         None => std::env::current_exe()?,
     };
-    let data_dir_flag = {
-        let wp = worker_program.clone();
-        tokio::task::spawn_blocking(move || worker_takes_data_dir(&wp)).await?
-    };
     let mut chaos = Chaos {
         dir: dir.clone(),
         sup: SupervisorProc {
@@ -734,13 +714,11 @@ pub async fn run_chaos(opts: ChaosOptions) -> anyhow::Result<ChaosReport> {
         },
         op: None,
         workers: Vec::new(),
-        data_dir_flag,
         worker_program,
         jobs: Vec::new(),
         report: ChaosReport {
             seed: opts.seed,
             workers: opts.workers,
-            worker_data_dirs: data_dir_flag,
             ..ChaosReport::default()
         },
         seen: HashMap::new(),
@@ -863,8 +841,7 @@ impl Chaos {
     fn spawn_worker(&mut self, i: usize) -> anyhow::Result<()> {
         let server = self.server_for(i)?;
         let token = self.sup.data_dir.join("worker.token");
-        let flag = self.data_dir_flag;
-        self.workers[i].spawn(&server, &token, &self.worker_program, flag)
+        self.workers[i].spawn(&server, &token, &self.worker_program)
     }
 
     async fn wait_for_workers(&self, limit: Duration) -> anyhow::Result<()> {

@@ -130,7 +130,7 @@ struct WorkerArgs {
     /// directory for idlegrid).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Make the built-in kernels fail now and then on purpose (chaos tests).
+    /// Run the `abort` fault kernel, which kills this worker process (fault tests only).
     #[arg(long)]
     fault_kernels: bool,
 }

@@ -190,7 +190,8 @@ pub fn new_worker_id(name: &str) -> WorkerId {
     WorkerId(format!("{base}-{suffix}"))
 }
 
-/// Makes the built-in kernels fail now and then on purpose (`--fault-kernels`, for chaos tests).
+/// Lets this worker run the `abort` fault kernel, which kills its process (`--fault-kernels`,
+/// for fault tests of a pool only).
 pub fn enable_fault_kernels() {
     crate::runtime::set_fault_kernels(true);
     tracing::warn!("fault kernels enabled: an `abort` task will kill this worker process");
