@@ -142,9 +142,6 @@ pub struct Scheduler {
     next_nonce: u64,
     /// When the restart grace ends, once [`Scheduler::begin_restart_grace`] was called.
     grace_until: Option<Instant>,
-    /// The latest `now` seen by `schedule`: [`Scheduler::cancel_job`] takes no time, yet the
-    /// replicas it makes room for need an assignment instant.
-    last_scheduled: Option<Instant>,
     workers: BTreeMap<WorkerId, Worker>,
     jobs: BTreeMap<u64, JobState>,
     job_seq: HashMap<JobId, u64>,
@@ -165,7 +162,6 @@ impl Scheduler {
             next_job_seq: 0,
             next_nonce: 0,
             grace_until: None,
-            last_scheduled: None,
             workers: BTreeMap::new(),
             jobs: BTreeMap::new(),
             job_seq: HashMap::new(),
@@ -627,14 +623,12 @@ impl Scheduler {
     }
 
     /// Stops a job at the operator's request. Returns false if no such job is running.
-    pub fn cancel_job(&mut self, id: &JobId) -> bool {
+    pub fn cancel_job(&mut self, now: Instant, id: &JobId) -> bool {
         let Some(&seq) = self.job_seq.get(id) else {
             return false;
         };
         self.finish_job(seq, JobOutcome::Cancelled);
-        if let Some(now) = self.last_scheduled {
-            self.schedule(now);
-        }
+        self.schedule(now);
         true
     }
 
@@ -976,7 +970,6 @@ impl Scheduler {
 
     /// Gives every task that wants a replica one, as far as free workers allow.
     fn schedule(&mut self, now: Instant) {
-        self.last_scheduled = Some(self.last_scheduled.map_or(now, |t| t.max(now)));
         let mut free: usize = self.workers.values().map(Worker::free_slots).sum();
         if free == 0 || self.wanting.is_empty() {
             return;

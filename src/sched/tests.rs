@@ -498,7 +498,7 @@ fn cancelling_a_job_cancels_its_replicas() {
     drain(&mut s);
     join(&mut s, t0, "b", 2, 0.0);
     drain(&mut s);
-    assert!(s.cancel_job(&"j".into()));
+    assert!(s.cancel_job(t0, &"j".into()));
     let out = drain(&mut s);
     assert_eq!(
         out.iter()
@@ -510,7 +510,7 @@ fn cancelling_a_job_cancels_its_replicas() {
         job: "j".into(),
         outcome: JobOutcome::Cancelled
     }));
-    assert!(!s.cancel_job(&"j".into()));
+    assert!(!s.cancel_job(t0, &"j".into()));
 }
 
 fn restored_on_a(s: &mut Scheduler, t0: Instant) -> ReplicaId {
@@ -1485,7 +1485,7 @@ impl Sim {
                 let open: Vec<JobId> = self.s.unfinished_jobs();
                 if !open.is_empty() {
                     let j = open[self.rng.below(open.len() as u64) as usize].clone();
-                    assert!(self.s.cancel_job(&j));
+                    assert!(self.s.cancel_job(self.now, &j));
                     self.cancelled.insert(j);
                     self.tried.cancels += 1;
                 }

@@ -743,7 +743,7 @@ impl Driver {
                 let _ = reply.send(self.results(&job, task));
             }
             ApiRequest::Cancel { job, reply } => {
-                let r = if self.sched.cancel_job(&job) {
+                let r = if self.sched.cancel_job(now, &job) {
                     self.drain();
                     self.summary(&job)
                 } else {
