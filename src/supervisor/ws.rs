@@ -321,14 +321,9 @@ async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Se
     // The driver hears first, so that a reissue never waits for the goodbye below.
     let _ = driver.send(DriverMsg::Closed { conn, worker }).await;
     if !writer.is_finished() {
-        if let Some(Refusal { code, message }) = refusal {
-            let _ = tx.send(Outgoing::Close { code, message });
-        } else {
-            let _ = tx.send(Outgoing::Close {
-                code: ErrorCode::Protocol,
-                message: "connection closed".into(),
-            });
-        }
+        let Refusal { code, message } =
+            refusal.unwrap_or_else(|| Refusal::new(ErrorCode::Protocol, "connection closed"));
+        let _ = tx.send(Outgoing::Close { code, message });
         drop(tx);
         if tokio::time::timeout(SEND_TIMEOUT, &mut writer)
             .await
