@@ -303,12 +303,7 @@ impl SupervisorProc {
                 bail!("the supervisor printed no address line ({other:?})");
             }
         };
-        let addr = first
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|s| s.parse().ok());
-        let Some(addr) = addr else {
+        let Some(addr) = crate::supervisor::parse_listening_line(&first) else {
             let _ = child.kill();
             let _ = child.wait();
             bail!("unexpected first line from the supervisor: {first:?}");

@@ -223,7 +223,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let operator_token = cfg.operator_token.clone();
     let sup = supervisor::Supervisor::start(listener, cfg).await?;
     // Scripts (and the tests) read this line to find the port when --listen ends in :0.
-    println!("idlegrid-supervisor listening on http://{addr} (workers: ws://{addr}/worker)");
+    println!("{}", supervisor::listening_line(addr));
     println!(
         "worker token: {}",
         args.token_file

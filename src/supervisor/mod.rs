@@ -260,6 +260,22 @@ pub async fn run(
     sup.shutdown().await
 }
 
+/// The first line `serve` prints: scripts, tests and the chaos bench read the address from it
+/// (with [`parse_listening_line`]) when `--listen` ends in `:0`.
+pub fn listening_line(addr: SocketAddr) -> String {
+    format!("idlegrid-supervisor listening on http://{addr} (workers: ws://{addr}/worker)")
+}
+
+/// The address in a [`listening_line`].
+pub fn parse_listening_line(line: &str) -> Option<SocketAddr> {
+    line.split("http://")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Milliseconds since the Unix epoch, for stored timestamps.
 pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()

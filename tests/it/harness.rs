@@ -43,13 +43,8 @@ impl SupervisorProc {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let first = lines.next().expect("supervisor printed nothing").unwrap();
-        let addr = first
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .parse()
-            .unwrap();
+        let addr = idlegrid::supervisor::parse_listening_line(&first)
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"));
         // Keep draining stdout so the supervisor never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Self {
