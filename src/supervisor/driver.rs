@@ -204,6 +204,8 @@ pub enum DriverMsg {
 struct Conn {
     id: ConnId,
     name: String,
+    /// Replicas the worker runs at most (its slots, capped by its cores).
+    slots: usize,
     tx: mpsc::UnboundedSender<Outgoing>,
 }
 
@@ -377,6 +379,7 @@ impl Driver {
                     Conn {
                         id: conn,
                         name: name.clone(),
+                        slots: hardware.slots as usize,
                         tx,
                     },
                 ) {
@@ -434,8 +437,19 @@ impl Driver {
                 );
                 self.sched.handle_worker_left(now, worker);
             }
-            WorkerMsg::Heartbeat { progress } => {
+            WorkerMsg::Heartbeat { mut progress } => {
                 self.sched.handle_heartbeat(now, worker, &[]);
+                // A worker runs at most its slots: entries beyond them are refused unread, so
+                // a heartbeat full of made-up replicas cannot make the driver look each up.
+                let slots = self.conns.get(worker).map_or(0, |c| c.slots);
+                let excess = progress.len().saturating_sub(slots);
+                if excess > 0 {
+                    progress.truncate(slots);
+                    let what = format!(
+                        "a heartbeat with {excess} progress entries beyond its {slots} slots"
+                    );
+                    self.refused_n(worker, "progress", excess as u64, &what);
+                }
                 for p in progress {
                     self.progress(now, worker, p);
                 }
@@ -522,7 +536,11 @@ impl Driver {
 
     /// Counts a refused report and logs the first of its kind from each worker.
     fn refused(&mut self, worker: &WorkerId, kind: &'static str, what: &str) {
-        *self.stats.refused.entry(kind).or_default() += 1;
+        self.refused_n(worker, kind, 1, what);
+    }
+
+    fn refused_n(&mut self, worker: &WorkerId, kind: &'static str, n: u64, what: &str) {
+        *self.stats.refused.entry(kind).or_default() += n;
         if self.refusals_logged.insert((worker.clone(), kind)) {
             warn!(%worker, "refused a report: {what} (further refusals of this kind from this worker are counted, not logged)");
         }

@@ -314,3 +314,32 @@ async fn a_large_result_over_a_slow_link_arrives_without_a_false_loss_and_owner_
     // behind the transfer would take that long.
     assert!(r.notify_max_ms < 300.0, "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_full_of_made_up_replicas_is_refused_beyond_the_workers_slots() {
+    let _machine = shared_machine().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &[]);
+    let op = sup.operator();
+    let (mut liar, _) = RawWorker::join(&sup, "liar", vec![], false).await;
+    // One slot; ten thousand replicas it never ran.
+    let progress = (0..10_000)
+        .map(|i| Progress {
+            replica: ReplicaId::new(77, i),
+            fraction: 0.5,
+        })
+        .collect();
+    liar.send(&WorkerMsg::Heartbeat { progress }).await;
+    let stats = eventually(Duration::from_secs(10), "the refusals counted", || async {
+        let s = op.stats().await.ok()?;
+        (s["refused"]["progress"] == 10_000).then_some(s)
+    })
+    .await;
+    // The one entry within its slot was looked up and refused; the rest were not read.
+    assert_eq!(stats["refused"]["progress"], 10_000, "{stats}");
+    let log = sup.log();
+    assert!(
+        log.contains("a heartbeat with 9999 progress entries beyond its 1 slots"),
+        "{log}"
+    );
+}
