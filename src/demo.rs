@@ -56,7 +56,7 @@ pub fn mandelbrot_job(width: u32, height: u32, tiles: u32, max_iter: u32) -> Job
         ..Estimates::default()
     };
     let mut tasks = vec![TaskSpec {
-        critical: true,
+        critical: Some(true),
         estimates: estimates(0.01, 0),
         ..TaskSpec::new("seed", "mandelbrot_view", view)
     }];
@@ -72,7 +72,7 @@ pub fn mandelbrot_job(width: u32, height: u32, tiles: u32, max_iter: u32) -> Job
     deps.extend(tile_ids);
     tasks.push(TaskSpec {
         deps,
-        critical: true,
+        critical: Some(true),
         estimates: estimates(0.2, 64),
         ..TaskSpec::new(
             "assemble",
@@ -83,6 +83,7 @@ pub fn mandelbrot_job(width: u32, height: u32, tiles: u32, max_iter: u32) -> Job
     JobSpec {
         name: "mandelbrot".into(),
         tasks,
+        ..Default::default()
     }
 }
 

@@ -12,6 +12,8 @@
 //!
 //! ```toml
 //! name = "primes-demo"                 # 1..=200 characters
+//! redundancy_budget = 0.25             # extra replicas: at most this share of the CPU estimate
+//! min_complete = 90                    # complete once 90 tasks are done (optional tasks)
 //!
 //! [[task]]                             # one table per task
 //! id = "count-0"                       # 1..=128 of A-Z a-z 0-9 . _ -
@@ -19,13 +21,16 @@
 //! input = { from = 0, to = 1000000 }   # any TOML value...
 //! # input_file = "inputs/count-0.json" # ...or a JSON file, relative to the manifest's directory
 //! deps = ["seed"]                      # tasks that must finish first
-//! critical = true                      # run on several workers from the start
-//! replicas = 3                         # 2..=8, only with `critical`
+//! critical = true                      # run on several workers from the start (false: never;
+//!                                      # absent: the supervisor decides from the job's shape)
+//! replicas = 3                         # 2..=8, only with `critical = true`
+//! optional = true                      # the job may complete without it
 //! [task.estimates]                     # all optional; zero means unknown
 //! cpu_s = 2.5
 //! mem_mb = 512
 //! disk_mb = 0
-//! net_kb = 64
+//! net_kb = 64                         # data moved over the network
+//! out_kb = 16                         # size of the output dependents receive
 //! ```
 //!
 //! Unknown keys are errors. A task with neither `input` nor `input_file` gets `{}`. TOML
@@ -46,11 +51,19 @@ use serde::{Deserialize, Serialize};
 use crate::proto::TaskId;
 
 /// A job as submitted: a name and its tasks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub name: String,
     pub tasks: Vec<TaskSpec>,
+    /// Extra replicas of critical tasks may cost at most this fraction of the job's estimated
+    /// CPU time (the supervisor's `--redundancy-budget`, 0.25, when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redundancy_budget: Option<f64>,
+    /// The job is complete once this many tasks are done (all non-optional ones among them);
+    /// the rest are cancelled. Absent: every non-optional task (at least one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_complete: Option<usize>,
 }
 
 /// One task of a job.
@@ -66,9 +79,13 @@ pub struct TaskSpec {
     /// Tasks that must be done before this one starts; their outputs become its inputs.
     #[serde(default)]
     pub deps: Vec<TaskId>,
-    /// Run on several distinct workers from the start.
-    #[serde(default)]
-    pub critical: bool,
+    /// Run on several distinct workers from the start (`Some(true)`), or never (`Some(false)`);
+    /// `None` lets the supervisor decide from the job's shape (`sched::criticality`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical: Option<bool>,
+    /// The job may complete without this task (see [`JobSpec::min_complete`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
     /// Replicas for a critical task, overriding the supervisor's default (2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u32>,
@@ -84,7 +101,8 @@ impl TaskSpec {
             kind: kind.to_owned(),
             input,
             deps: Vec::new(),
-            critical: false,
+            critical: None,
+            optional: false,
             replicas: None,
             estimates: Estimates::default(),
         }
@@ -103,6 +121,9 @@ pub struct Estimates {
     pub disk_mb: u64,
     #[serde(default)]
     pub net_kb: u64,
+    /// Size of the task's output, which its dependents receive.
+    #[serde(default)]
+    pub out_kb: u64,
 }
 
 /// Most tasks one job may have.
@@ -258,6 +279,8 @@ pub fn parse_manifest(text: &str, base_dir: &Path) -> Result<JobSpec, ManifestEr
     Ok(JobSpec {
         name: raw.name,
         tasks,
+        redundancy_budget: raw.redundancy_budget,
+        min_complete: raw.min_complete,
     })
 }
 
@@ -265,6 +288,8 @@ pub fn parse_manifest(text: &str, base_dir: &Path) -> Result<JobSpec, ManifestEr
 #[serde(deny_unknown_fields)]
 struct RawManifest {
     name: String,
+    redundancy_budget: Option<f64>,
+    min_complete: Option<usize>,
     // Each task is first kept as a plain table with its position, so that a problem inside it
     // can name the task and point at its header (serde's own error could do neither).
     #[serde(default)]
@@ -280,8 +305,9 @@ struct RawTask {
     input_file: Option<PathBuf>,
     #[serde(default)]
     deps: Vec<TaskId>,
+    critical: Option<bool>,
     #[serde(default)]
-    critical: bool,
+    optional: bool,
     replicas: Option<u32>,
     #[serde(default)]
     estimates: Estimates,
@@ -323,6 +349,7 @@ fn read_task(
         input,
         deps: raw.deps,
         critical: raw.critical,
+        optional: raw.optional,
         replicas: raw.replicas,
         estimates: raw.estimates,
     })
@@ -490,6 +517,13 @@ impl Job {
         self.index.get(id).copied()
     }
 
+    /// Tasks that must be done for the job to complete: `min_complete`, or else every task not
+    /// marked optional (at least one). Every non-optional task is always among them.
+    pub fn min_complete(&self) -> usize {
+        let required = self.spec.tasks.iter().filter(|t| !t.optional).count();
+        self.spec.min_complete.unwrap_or(required.max(1))
+    }
+
     pub fn into_spec(self) -> JobSpec {
         self.spec
     }
@@ -535,7 +569,7 @@ impl Adjacency {
 
 /// Why a [`JobSpec`] is not a valid job. Indices count tasks from 0, as in `JobSpec::tasks`;
 /// messages count from 1, as a person reading the manifest does.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum JobError {
     #[error("the job has no tasks")]
     Empty,
@@ -598,6 +632,23 @@ pub enum JobError {
          (add `critical = true` or remove `replicas`)"
     )]
     ReplicasWithoutCritical { task: TaskId, replicas: u32 },
+    #[error(
+        "redundancy_budget = {budget} is out of range (a fraction of the job's CPU time, \
+         0 to {MAX_REDUNDANCY_BUDGET})"
+    )]
+    BadRedundancyBudget { budget: f64 },
+    #[error("min_complete = {min} is out of range (1..={tasks}, the job's tasks)")]
+    MinCompleteOutOfRange { min: usize, tasks: usize },
+    #[error(
+        "min_complete = {min} is below the {required} tasks not marked optional \
+         (every task without `optional = true` must complete)"
+    )]
+    MinCompleteBelowRequired { min: usize, required: usize },
+    #[error(
+        "task `{task}` depends on optional task `{dep}` but is not optional itself \
+         (the job may complete without `{dep}`)"
+    )]
+    RequiredAfterOptional { task: TaskId, dep: TaskId },
 }
 
 /// Checks a spec and indexes its dependency graph. Linear in tasks plus dependencies, iterative,
@@ -657,7 +708,9 @@ pub fn validate_with(
         check_replicas(task)?;
         check_estimates(task)?;
     }
+    check_completion(&spec)?;
     let deps = resolve_deps(&spec.tasks, &index)?;
+    check_optional_deps(&spec.tasks, &deps)?;
     let dependents = deps.transposed();
     let order = topological_order(&deps, &dependents).map_err(|cycle| JobError::Cycle {
         tasks: cycle.iter().map(|&i| spec.tasks[i].id.clone()).collect(),
@@ -738,6 +791,47 @@ fn check_input_size(task: &TaskSpec) -> Result<(), JobError> {
     Ok(())
 }
 
+/// Largest `redundancy_budget`: extra replicas worth four times the job's own CPU time.
+pub const MAX_REDUNDANCY_BUDGET: f64 = 4.0;
+
+fn check_completion(spec: &JobSpec) -> Result<(), JobError> {
+    if let Some(budget) = spec.redundancy_budget
+        && !(budget.is_finite() && (0.0..=MAX_REDUNDANCY_BUDGET).contains(&budget))
+    {
+        return Err(JobError::BadRedundancyBudget { budget });
+    }
+    if let Some(min) = spec.min_complete {
+        let required = spec.tasks.iter().filter(|t| !t.optional).count();
+        if min == 0 || min > spec.tasks.len() {
+            return Err(JobError::MinCompleteOutOfRange {
+                min,
+                tasks: spec.tasks.len(),
+            });
+        }
+        if min < required {
+            return Err(JobError::MinCompleteBelowRequired { min, required });
+        }
+    }
+    Ok(())
+}
+
+/// A required task may not wait for an optional one: the job may complete, and cancel the
+/// optional task, before it ever runs.
+fn check_optional_deps(tasks: &[TaskSpec], deps: &Adjacency) -> Result<(), JobError> {
+    for (i, task) in tasks.iter().enumerate() {
+        if task.optional {
+            continue;
+        }
+        if let Some(&d) = deps.row(i).iter().find(|&&d| tasks[d].optional) {
+            return Err(JobError::RequiredAfterOptional {
+                task: task.id.clone(),
+                dep: tasks[d].id.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn check_replicas(task: &TaskSpec) -> Result<(), JobError> {
     let Some(replicas) = task.replicas else {
         return Ok(());
@@ -748,7 +842,7 @@ fn check_replicas(task: &TaskSpec) -> Result<(), JobError> {
             replicas,
         });
     }
-    if !task.critical {
+    if task.critical != Some(true) {
         return Err(JobError::ReplicasWithoutCritical {
             task: task.id.clone(),
             replicas,
@@ -784,6 +878,7 @@ fn check_estimates(task: &TaskSpec) -> Result<(), JobError> {
         ("mem_mb", estimates.mem_mb, MAX_MEM_MB),
         ("disk_mb", estimates.disk_mb, MAX_DISK_MB),
         ("net_kb", estimates.net_kb, MAX_NET_KB),
+        ("out_kb", estimates.out_kb, MAX_NET_KB),
     ] {
         if value > limit {
             let problem = format!("absurd (more than {limit}; wrong unit?)");
@@ -936,7 +1031,8 @@ mod tests {
             kind: "spin".into(),
             input: json!({}),
             deps: deps.iter().map(|&dep| dep.into()).collect(),
-            critical: false,
+            critical: None,
+            optional: false,
             replicas: None,
             estimates: Estimates::default(),
         }
@@ -946,6 +1042,7 @@ mod tests {
         JobSpec {
             name: "test".into(),
             tasks,
+            ..Default::default()
         }
     }
 
@@ -1001,7 +1098,13 @@ mod tests {
             );
             assert!(task.deps.is_empty());
         }
-        assert_eq!(spec.tasks.iter().filter(|t| t.critical).count(), 1);
+        assert_eq!(
+            spec.tasks
+                .iter()
+                .filter(|t| t.critical == Some(true))
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -1013,7 +1116,9 @@ mod tests {
         assert_eq!(job.tasks()[seed].input, json!({"ms": 200}));
         assert_eq!(job.dependents(seed).len(), 6);
         assert_eq!(job.dependencies(finish), job.dependents(seed));
-        assert!(job.tasks()[seed].critical && job.tasks()[finish].critical);
+        assert!(
+            job.tasks()[seed].critical == Some(true) && job.tasks()[finish].critical == Some(true)
+        );
         assert_eq!(job.topo_order().first(), Some(&seed));
         assert_eq!(job.topo_order().last(), Some(&finish));
     }
@@ -1033,7 +1138,7 @@ mod tests {
         );
         let assemble = job.index_of(&"assemble".into()).unwrap();
         assert_eq!(job.dependencies(assemble).len(), 9);
-        assert!(job.tasks()[assemble].critical && view.critical);
+        assert!(job.tasks()[assemble].critical == Some(true) && view.critical == Some(true));
         let tiles: Vec<_> = job
             .tasks()
             .iter()
@@ -1068,7 +1173,8 @@ mod tests {
         let spec = parse_manifest(ONE_TASK, Path::new(".")).unwrap();
         assert_eq!(spec.tasks[0].input, json!({}));
         assert_eq!(spec.tasks[0].deps, Vec::<TaskId>::new());
-        assert!(!spec.tasks[0].critical);
+        assert_eq!(spec.tasks[0].critical, None);
+        assert!(!spec.tasks[0].optional);
         assert_eq!(spec.tasks[0].replicas, None);
         assert_eq!(spec.tasks[0].estimates, Estimates::default());
     }
@@ -1087,13 +1193,15 @@ mod tests {
                 kind: "primes".into(),
                 input: json!({"from": 0, "to": 10}),
                 deps: vec!["seed".into()],
-                critical: true,
+                critical: Some(true),
+                optional: false,
                 replicas: Some(3),
                 estimates: Estimates {
                     cpu_s: 2.0,
                     mem_mb: 512,
                     disk_mb: 1,
                     net_kb: 64,
+                    out_kb: 0,
                 },
             }
         );
@@ -1479,6 +1587,7 @@ mod tests {
             mem_mb: 16 << 20,
             disk_mb: 1 << 30,
             net_kb: 1 << 40,
+            out_kb: 1 << 40,
         };
         assert!(validate(spec(vec![fine]), known).is_ok());
     }
@@ -1498,7 +1607,7 @@ mod tests {
     fn replicas_outside_2_to_8_are_refused() {
         for replicas in [0, 1, 9, u32::MAX] {
             let mut t = task("a", &[]);
-            t.critical = true;
+            t.critical = Some(true);
             t.replicas = Some(replicas);
             assert_eq!(
                 rejection(spec(vec![t])).to_string(),
@@ -1507,7 +1616,7 @@ mod tests {
         }
         for replicas in [2, 8] {
             let mut t = task("a", &[]);
-            t.critical = true;
+            t.critical = Some(true);
             t.replicas = Some(replicas);
             assert!(validate(spec(vec![t]), known).is_ok());
         }
@@ -1616,7 +1725,7 @@ mod tests {
                         t.estimates.cpu_s = [f64::NAN, -1.0, f64::INFINITY, 1e300][rng.below(4)];
                     }
                     if rng.below(20) == 0 {
-                        t.critical = rng.below(2) == 0;
+                        t.critical = Some(rng.below(2) == 0);
                         t.replicas = Some(rng.below(10) as u32);
                     }
                     t
@@ -1655,6 +1764,7 @@ mod tests {
             mem_mb: 512,
             disk_mb: 1,
             net_kb: 64,
+            out_kb: 8,
         };
         let text = serde_json::to_string(&original).unwrap();
         let back: JobSpec = serde_json::from_str(&text).unwrap();

@@ -117,6 +117,7 @@ mod measure {
                 "spin",
                 serde_json::json!({ "ms": 3_600_000 }),
             )],
+            ..Default::default()
         };
         op.submit(&spec).await?;
 

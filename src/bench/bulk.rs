@@ -174,6 +174,7 @@ pub async fn measure(args: &BulkArgs) -> anyhow::Result<BulkReport> {
         .submit(&JobSpec {
             name: "bulk".into(),
             tasks: vec![TaskSpec::new("big", "bytes", input.clone())],
+            ..Default::default()
         })
         .await?;
     let expected = tokio::task::spawn_blocking(move || {

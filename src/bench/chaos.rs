@@ -422,31 +422,32 @@ fn make_job(rng: &mut Rng, n: u32) -> JobSpec {
         0 | 1 => {
             for i in 0..rand_range(rng, 1, 5) {
                 let mut t = task(rng, format!("t{i}"));
-                t.critical = rng.below(5) == 0;
+                t.critical = Some(rng.below(5) == 0);
                 tasks.push(t);
             }
         }
         _ => {
             // root -> middle (2..=4) -> join; root and join critical.
             let mut root = task(rng, "root".into());
-            root.critical = true;
+            root.critical = Some(true);
             tasks.push(root);
             let middle = rand_range(rng, 2, 4);
             for i in 0..middle {
                 let mut t = task(rng, format!("m{i}"));
                 t.deps = vec!["root".into()];
-                t.critical = rng.below(4) == 0;
+                t.critical = Some(rng.below(4) == 0);
                 tasks.push(t);
             }
             let mut join = task(rng, "join".into());
             join.deps = (0..middle).map(|i| format!("m{i}").into()).collect();
-            join.critical = true;
+            join.critical = Some(true);
             tasks.push(join);
         }
     }
     JobSpec {
         name: format!("chaos-{n}"),
         tasks,
+        ..Default::default()
     }
 }
 

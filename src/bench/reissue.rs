@@ -86,6 +86,7 @@ impl Bench {
                 "spin",
                 serde_json::json!({ "ms": 600_000 }),
             )],
+            ..Default::default()
         };
         let job = self.op.submit(&spec).await?;
         let deadline = Instant::now() + Duration::from_secs(30);

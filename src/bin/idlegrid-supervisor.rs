@@ -207,6 +207,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         seed: std::process::id().into(),
         poison_window: Duration::from_millis(args.poison_window_ms),
         restart_grace,
+        ..Default::default()
     };
     let mut cfg = supervisor::Config::with_tokens_in(&args.data_dir, sched)?;
     cfg.max_output_bytes = args.max_output_mb << 20;

@@ -524,6 +524,7 @@ mod tests {
         let spec = |tasks| JobSpec {
             name: "j".into(),
             tasks,
+            ..Default::default()
         };
         let good = TaskSpec::new("a", "spin", json!({"ms": 5}));
         let bad = TaskSpec::new("b", "primes", json!({"from": 9, "to": 3}));
@@ -554,6 +555,7 @@ mod tests {
         let spec = JobSpec {
             name: "big".into(),
             tasks: vec![TaskSpec::new("big", "bytes", input)],
+            ..Default::default()
         };
         assert!(validate_job(spec).is_ok());
     }

@@ -29,22 +29,25 @@
 
 mod capacity;
 mod config;
+pub mod criticality;
 mod output;
 #[cfg(test)]
 mod tests;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::job::Job;
 use crate::proto::{
     ActivityKind, Assignment, Hardware, JobId, Payload, Progress, ReplicaId, TaskId, WorkerId,
 };
 use crate::rng::Rng;
-pub use capacity::{REFERENCE_MOPS, rate_per_s};
-use capacity::{capacity, slot_cap};
-pub use config::Config;
+use capacity::slot_cap;
+pub use capacity::{
+    CapacityClass, History, KindSpeed, Link, REFERENCE_MOPS, bench_speed, class_of, expected_speed,
+};
+pub use config::{ClassRates, Config, Policy};
 pub use output::{AssignReason, JobOutcome, LossCause, Output, ReissueCause};
 pub use view::{JobView, ReplicaView, TaskPhase, TaskView, WorkerState, WorkerView};
 
@@ -63,6 +66,8 @@ struct Worker {
     reconnect_by: Option<Instant>,
     /// Replicas attached to this worker, whatever its state.
     replicas: BTreeSet<ReplicaId>,
+    /// Its link as last measured.
+    link: Option<Link>,
 }
 
 impl Worker {
@@ -76,6 +81,7 @@ impl Worker {
             probe_nonce: None,
             reconnect_by: None,
             replicas: BTreeSet::new(),
+            link: None,
         }
     }
 
@@ -148,6 +154,8 @@ pub struct Scheduler {
     replicas: BTreeMap<ReplicaId, Replica>,
     wanting: BTreeSet<WantKey>,
     outputs: VecDeque<Output>,
+    /// Measured speeds by worker, kept while the worker is away (it may come back).
+    history: HashMap<WorkerId, History>,
 }
 
 impl Scheduler {
@@ -168,6 +176,7 @@ impl Scheduler {
             replicas: BTreeMap::new(),
             wanting: BTreeSet::new(),
             outputs: VecDeque::new(),
+            history: HashMap::new(),
         }
     }
 
@@ -315,6 +324,27 @@ impl Scheduler {
         }
     }
 
+    /// The supervisor measured the worker's link. Below `min_link_kbps` it takes no tasks (it
+    /// stays connected, and its running replicas run on).
+    pub fn handle_link(&mut self, now: Instant, id: &WorkerId, link: Link) {
+        let Some(w) = self.workers.get_mut(id).filter(|w| w.state.is_connected()) else {
+            return;
+        };
+        w.link = Some(link);
+        self.schedule(now);
+    }
+
+    /// Gives back a worker's measured speeds (from the store, under its stable id), before or
+    /// after it joins.
+    pub fn restore_history(&mut self, id: &WorkerId, speeds: Vec<KindSpeed>) {
+        let history = History::from_speeds(speeds);
+        if history.is_empty() {
+            self.history.remove(id);
+        } else {
+            self.history.insert(id.clone(), history);
+        }
+    }
+
     /// The worker acknowledged a status request. True if `nonce` is that of the outstanding
     /// request, which it then answers; a stale or made-up nonce leaves the request outstanding,
     /// though the frame itself still shows the worker is alive.
@@ -352,14 +382,16 @@ impl Scheduler {
         Some((job.id.clone(), job.job.tasks()[r.task].id.clone()))
     }
 
-    /// A replica finished. The first result of a task wins; the task's other replicas are
-    /// cancelled and its dependents may become ready.
+    /// A replica finished after `busy` of CPU time. The first result of a task wins; the task's
+    /// other replicas are cancelled and its dependents may become ready. The worker's measured
+    /// speed for the task's kind is updated (when the task has a CPU estimate).
     pub fn handle_result(
         &mut self,
         now: Instant,
         id: &WorkerId,
         replica: ReplicaId,
         output: serde_json::Value,
+        busy: Duration,
     ) {
         if !self.touch(now, id) || self.result_target(id, replica).is_none() {
             return;
@@ -368,6 +400,7 @@ impl Scheduler {
             return;
         };
         let (seq, ti) = (r.job, r.task);
+        self.observe_speed(id, seq, ti, busy);
         self.remove_replica(replica, None);
         let Some(job) = self.jobs.get_mut(&seq) else {
             return;
@@ -668,7 +701,7 @@ impl Scheduler {
                 TaskView {
                     id: spec.id.clone(),
                     phase,
-                    critical: spec.critical,
+                    critical: spec.critical == Some(true),
                     failures: t.failures,
                     replicas,
                 }
@@ -712,6 +745,36 @@ impl Scheduler {
     }
 
     // ----- internals -----
+
+    /// Folds one execution into the worker's measured speed for the task's kind.
+    fn observe_speed(&mut self, id: &WorkerId, seq: u64, ti: usize, busy: Duration) {
+        let Some(spec) = self.jobs.get(&seq).map(|j| &j.job.tasks()[ti]) else {
+            return;
+        };
+        let est = spec.estimates.cpu_s;
+        if est <= 0.0 || busy.is_zero() {
+            return;
+        }
+        let kind = spec.kind.clone();
+        let sample = est / busy.as_secs_f64();
+        if let Some(speed) = self
+            .history
+            .entry(id.clone())
+            .or_default()
+            .observe(&kind, sample)
+        {
+            self.outputs.push_back(Output::Speed {
+                worker: id.clone(),
+                speed,
+            });
+        }
+    }
+
+    /// The worker's capacity class for a task of `kind` (any kind: `None`).
+    fn class(&self, id: &WorkerId, w: &Worker, kind: Option<&str>) -> CapacityClass {
+        let speed = expected_speed(w.hardware.as_ref(), self.history.get(id), kind);
+        class_of(speed, w.link.as_ref())
+    }
 
     /// Records that the worker was heard from. False if the scheduler does not know it as
     /// connected (never joined, or already lost: its messages no longer count).
@@ -853,7 +916,7 @@ impl Scheduler {
 
     fn target_replicas(&self, seq: u64, ti: usize) -> usize {
         let spec = &self.jobs[&seq].job.tasks()[ti];
-        if spec.critical {
+        if spec.critical == Some(true) {
             spec.replicas.unwrap_or(self.cfg.critical_replicas).max(1) as usize
         } else {
             1
@@ -872,7 +935,7 @@ impl Scheduler {
         let Some(job) = self.jobs.get(&seq) else {
             return;
         };
-        let critical = job.job.tasks()[ti].critical;
+        let critical = job.job.tasks()[ti].critical == Some(true);
         let task = &job.tasks[ti];
         let wants = task.output.is_none() && task.missing_deps == 0;
         let key = if !wants {
@@ -1002,7 +1065,7 @@ impl Scheduler {
     fn pick_worker(&mut self, seq: u64, ti: usize) -> Option<WorkerId> {
         let job = &self.jobs[&seq];
         let task = &job.tasks[ti];
-        let critical = job.job.tasks()[ti].critical;
+        let critical = job.job.tasks()[ti].critical == Some(true);
         let running_on: BTreeSet<&WorkerId> = task
             .replicas
             .iter()
@@ -1015,7 +1078,7 @@ impl Scheduler {
             .iter()
             .any(|(id, w)| w.state == WorkerState::Live && !task.failed_on.contains(id));
         let preference = |w: &Worker| {
-            let (cap, free) = (capacity(w.hardware.as_ref()), w.free_slots() as f64);
+            let (cap, free) = (bench_speed(w.hardware.as_ref()), w.free_slots() as f64);
             if critical { (cap, free) } else { (free, cap) }
         };
         let mut best: Vec<&WorkerId> = Vec::new();
@@ -1089,13 +1152,17 @@ impl Scheduler {
                 started: now,
             },
         );
+        let kind = assignment.kind.clone();
         let w = self.workers.get_mut(&worker).expect("picked worker exists");
         w.replicas.insert(replica);
-        let rate = rate_per_s(w.hardware.as_ref());
+        let w = &self.workers[&worker];
+        let class = self.class(&worker, w, Some(&kind));
+        let rate = class.rate(&self.cfg.class_rates);
         self.outputs.push_back(Output::Assign {
             worker,
             assignment,
             reason,
+            class,
             rate,
         });
         self.refresh_task(seq, ti);

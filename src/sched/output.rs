@@ -5,6 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::capacity::{CapacityClass, KindSpeed};
 use crate::proto::{ActivityKind, Assignment, JobId, ReplicaId, TaskId, WorkerId};
 
 /// Why a worker stopped counting as a running host of its replicas.
@@ -54,11 +55,29 @@ pub enum ReissueCause {
         worker: WorkerId,
         error: String,
     },
+    /// A replica is running far longer than expected on its worker and than its job's finished
+    /// tasks (progress monitor): another replica goes to a faster free worker. The slow one keeps
+    /// running; the first to finish wins.
+    Straggler {
+        worker: WorkerId,
+        elapsed: Duration,
+        expected: Duration,
+    },
+    /// The job finished no task for this long (progress monitor): its running tasks get another
+    /// replica.
+    Stalled {
+        idle: Duration,
+    },
+    /// `deadline` policy: the replica's deadline (4x the task's estimate) passed.
+    DeadlinePassed {
+        worker: WorkerId,
+        deadline: Duration,
+    },
 }
 
 impl ReissueCause {
     /// A short machine-friendly label: `worker_lost`, `owner_active`, `failed`, `dropped`,
-    /// `not_stored`.
+    /// `not_stored`, `straggler`, `stalled`, `deadline`.
     pub fn label(&self) -> &'static str {
         match self {
             ReissueCause::WorkerLost { .. } => "worker_lost",
@@ -66,6 +85,9 @@ impl ReissueCause {
             ReissueCause::Failed { .. } => "failed",
             ReissueCause::Dropped { .. } => "dropped",
             ReissueCause::NotStored { .. } => "not_stored",
+            ReissueCause::Straggler { .. } => "straggler",
+            ReissueCause::Stalled { .. } => "stalled",
+            ReissueCause::DeadlinePassed { .. } => "deadline",
         }
     }
 }
@@ -91,6 +113,28 @@ impl fmt::Display for ReissueCause {
                     "result from worker {worker} could not be stored: {error}"
                 )
             }
+            ReissueCause::Straggler {
+                worker,
+                elapsed,
+                expected,
+            } => write!(
+                f,
+                "straggler on worker {worker}: running {:.1} s, expected {:.1} s",
+                elapsed.as_secs_f64(),
+                expected.as_secs_f64()
+            ),
+            ReissueCause::Stalled { idle } => {
+                write!(
+                    f,
+                    "job stalled: no task finished for {:.1} s",
+                    idle.as_secs_f64()
+                )
+            }
+            ReissueCause::DeadlinePassed { worker, deadline } => write!(
+                f,
+                "deadline of {:.1} s passed on worker {worker}",
+                deadline.as_secs_f64()
+            ),
         }
     }
 }
@@ -100,10 +144,28 @@ impl fmt::Display for ReissueCause {
 pub enum AssignReason {
     /// The task's first replica.
     First,
-    /// An extra replica of a critical task.
+    /// An extra replica of a critical task (within the job's redundancy budget).
     Redundant,
-    /// The task had no live replica left.
+    /// A replica of a running task on a worker that would otherwise idle (pool saturation).
+    Saturation,
+    /// `speculative` policy: a copy of a task running longer than 1.5x its job's median.
+    Speculative,
+    /// The task had no live replica left, or the progress monitor gave it another
+    /// ([`ReissueCause::Straggler`], [`ReissueCause::Stalled`]).
     Reissue(ReissueCause),
+}
+
+impl AssignReason {
+    /// `first`, `redundant`, `saturation`, `speculative`, or the reissue cause's label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AssignReason::First => "first",
+            AssignReason::Redundant => "redundant",
+            AssignReason::Saturation => "saturation",
+            AssignReason::Speculative => "speculative",
+            AssignReason::Reissue(cause) => cause.label(),
+        }
+    }
 }
 
 /// How a job ended.
@@ -123,11 +185,13 @@ pub enum Output {
         keep: Vec<ReplicaId>,
         drop: Vec<ReplicaId>,
     },
-    /// Start a replica. `rate` is what a second of it costs on this worker.
+    /// Start a replica. `rate` is what a CPU-second of it costs on this worker, the rate of its
+    /// capacity `class` at the time of assignment.
     Assign {
         worker: WorkerId,
         assignment: Assignment,
         reason: AssignReason,
+        class: CapacityClass,
         rate: f64,
     },
     Cancel {
@@ -155,5 +219,11 @@ pub enum Output {
     JobFinished {
         job: JobId,
         outcome: JobOutcome,
+    },
+    /// The worker's measured speed for a task kind changed (keep it under its stable id:
+    /// [`super::Scheduler::restore_history`] gives it back after a restart or reconnect).
+    Speed {
+        worker: WorkerId,
+        speed: KindSpeed,
     },
 }

@@ -33,7 +33,8 @@ fn task(id: &str, deps: &[&str], critical: bool) -> TaskSpec {
         kind: "spin".into(),
         input: serde_json::json!({}),
         deps: deps.iter().map(|d| TaskId::from(*d)).collect(),
-        critical,
+        critical: Some(critical),
+        optional: false,
         replicas: None,
         estimates: Estimates::default(),
     }
@@ -44,6 +45,7 @@ fn job(tasks: Vec<TaskSpec>) -> Job {
         JobSpec {
             name: "t".into(),
             tasks,
+            ..Default::default()
         },
         |_| true,
     )
@@ -275,7 +277,7 @@ fn a_paused_replica_that_finishes_first_after_the_owner_leaves_wins() {
     s.handle_available(t0, &w("a"));
     assert!(assigns(&drain(&mut s)).is_empty());
     assert!(s.result_target(&w("a"), r).is_some());
-    s.handle_result(t0, &w("a"), r, serde_json::json!(1));
+    s.handle_result(t0, &w("a"), r, serde_json::json!(1), Duration::ZERO);
     let out = drain(&mut s);
     assert!(out.contains(&Output::Cancel {
         worker: w("b"),
@@ -349,7 +351,7 @@ fn dependents_start_only_after_their_deps_and_receive_their_outputs() {
     let a = assigns(&drain(&mut s));
     assert_eq!(a.len(), 2);
     for (i, (wk, asg, _)) in a.iter().enumerate() {
-        s.handle_result(t0, wk, asg.replica, serde_json::json!(i));
+        s.handle_result(t0, wk, asg.replica, serde_json::json!(i), Duration::ZERO);
         let next = assigns(&drain(&mut s));
         if i == 0 {
             assert!(next.is_empty(), "z started before both deps were done");
@@ -484,7 +486,7 @@ fn a_result_from_a_worker_that_does_not_hold_the_replica_is_ignored() {
     let (holder, a, _) = assigns(&drain(&mut s)).remove(0);
     let other = if holder == w("a") { w("b") } else { w("a") };
     assert!(s.result_target(&other, a.replica).is_none());
-    s.handle_result(t0, &other, a.replica, serde_json::json!(0));
+    s.handle_result(t0, &other, a.replica, serde_json::json!(0), Duration::ZERO);
     assert!(drain(&mut s).is_empty());
     assert_eq!(s.unfinished_jobs(), vec![JobId::from("j")]);
 }
@@ -1025,6 +1027,7 @@ impl Sim {
         let spec = JobSpec {
             name: name.into(),
             tasks,
+            ..Default::default()
         };
         let id = JobId::from(name);
         self.specs.insert(id.clone(), spec.clone());
@@ -1084,6 +1087,7 @@ impl Sim {
                     self.stale
                         .extend(drop.into_iter().map(|r| (worker.clone(), r)));
                 }
+                Output::Speed { .. } => {}
                 Output::TaskDone {
                     job, task, replica, ..
                 } => {
@@ -1228,7 +1232,7 @@ impl Sim {
                         )
                     })
                     .count();
-                let target = if ts.critical { 2 } else { 1 };
+                let target = if ts.critical == Some(true) { 2 } else { 1 };
                 let avoid_failed = workers
                     .iter()
                     .any(|v| v.state == WorkerState::Live && !t.failed_on.contains(&v.id));
@@ -1310,7 +1314,8 @@ impl Sim {
                 .handle_not_stored(self.now, id, r, "disk full".into());
         } else {
             let v = self.expected[&(job, task)];
-            self.s.handle_result(self.now, id, r, serde_json::json!(v));
+            self.s
+                .handle_result(self.now, id, r, serde_json::json!(v), Duration::ZERO);
         }
     }
 
@@ -1363,7 +1368,7 @@ impl Sim {
         let before = (views(&self.s), self.s.workers());
         assert!(self.s.result_target(&id, r).is_none(), "{r} still counts");
         self.s
-            .handle_result(self.now, &id, r, serde_json::json!(-1));
+            .handle_result(self.now, &id, r, serde_json::json!(-1), Duration::ZERO);
         assert_eq!(
             self.s.poll_output(),
             None,

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
@@ -595,7 +595,13 @@ impl Driver {
         {
             Ok(_) => {
                 self.keep_for_dependents(&job, &task, &text, upload);
-                self.sched.handle_result(now, worker, replica, output);
+                self.sched.handle_result(
+                    now,
+                    worker,
+                    replica,
+                    output,
+                    Duration::from_millis(execution.wall_ms),
+                );
                 self.ack(worker, replica);
             }
             Err(e) => {
@@ -860,7 +866,7 @@ impl Driver {
                             "not_done"
                         },
                         id: t.id.0,
-                        critical: t.critical,
+                        critical: t.critical == Some(true),
                         failures: 0,
                         replicas: Vec::new(),
                     })
@@ -925,6 +931,7 @@ impl Driver {
                 mut assignment,
                 reason,
                 rate,
+                ..
             } => {
                 let job = assignment.job.clone();
                 for (dep, payload) in &mut assignment.deps {
@@ -954,6 +961,8 @@ impl Driver {
                 let (label, detail) = match &reason {
                     AssignReason::First => ("first", None),
                     AssignReason::Redundant => ("redundant", None),
+                    AssignReason::Saturation => ("saturation", None),
+                    AssignReason::Speculative => ("speculative", None),
                     AssignReason::Reissue(cause) => {
                         *self.stats.reissues.entry(cause.label()).or_default() += 1;
                         ("reissue", Some(cause.to_string()))
@@ -1002,6 +1011,8 @@ impl Driver {
                     at_ms: unix_ms(),
                 });
             }
+            // Kept in the store by the QoS shell work (issue 7, in progress).
+            Output::Speed { .. } => {}
             Output::StatusRequest { worker, nonce } => {
                 self.send(&worker, &SupervisorMsg::StatusRequest { nonce });
             }

@@ -670,6 +670,7 @@ mod tests {
         JobSpec {
             name: "j".into(),
             tasks: vec![task("a"), task("b")],
+            ..Default::default()
         }
     }
 

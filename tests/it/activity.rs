@@ -114,6 +114,7 @@ async fn owner_input_and_busy_processes_pause_the_task_and_tell_the_supervisor()
             "primes",
             serde_json::json!({ "from": 1_000_000_000u64, "to": 6_000_000_000u64 }),
         )],
+        ..Default::default()
     };
     let job = op.submit(&spec).await.unwrap();
     eventually(Duration::from_secs(10), "the task under way", || async {
@@ -258,6 +259,7 @@ fn spin_job(ms: u64) -> JobSpec {
             "spin",
             serde_json::json!({ "ms": ms }),
         )],
+        ..Default::default()
     }
 }
 

@@ -84,6 +84,7 @@ async fn bad_frames_tokens_and_jobs_get_clear_errors_and_harm_nothing_else() {
     let spec = JobSpec {
         name: "bystander".into(),
         tasks: (0..4).map(|i| spin(&format!("s{i}"), 3000)).collect(),
+        ..Default::default()
     };
     let job = op.submit(&spec).await.unwrap();
     eventually(

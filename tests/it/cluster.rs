@@ -13,7 +13,7 @@ use crate::harness::*;
 /// A prime-counting task over `[from, to)`.
 fn primes(id: &str, from: u64, to: u64, critical: bool) -> TaskSpec {
     TaskSpec {
-        critical,
+        critical: Some(critical),
         ..TaskSpec::new(id, "primes", serde_json::json!({ "from": from, "to": to }))
     }
 }
@@ -33,6 +33,7 @@ fn primes_job(name: &str, n: u64, width: u64) -> JobSpec {
                 )
             })
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -135,7 +136,7 @@ async fn a_critical_task_runs_on_two_distinct_workers_at_once() {
 
     // The critical task takes about a second; the others a tenth of that.
     let mut spec = primes_job("critical", 3, 150_000_000);
-    spec.tasks[0].critical = true;
+    spec.tasks[0].critical = Some(true);
     spec.tasks[0].input = serde_json::json!({ "from": 1_000_000_000u64, "to": 3_000_000_000u64 });
     let job = op.submit(&spec).await.unwrap();
     let running_on = eventually(
@@ -219,6 +220,7 @@ async fn a_task_that_fails_everywhere_fails_its_job_with_the_tasks_error() {
     let spec = JobSpec {
         name: "doomed".into(),
         tasks: vec![TaskSpec::new("backwards", "abort", serde_json::json!({}))],
+        ..Default::default()
     };
     let job = op.submit(&spec).await.unwrap();
     let summary = wait_for_job(&op, &job, Duration::from_secs(30)).await;

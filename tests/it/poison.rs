@@ -15,6 +15,7 @@ fn spin_job(name: &str, n: usize) -> JobSpec {
         tasks: (0..n)
             .map(|i| TaskSpec::new(format!("s{i}"), "spin", serde_json::json!({ "ms": 100 })))
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -38,6 +39,7 @@ async fn a_task_whose_output_exceeds_the_limit_fails_its_job_after_max_failures_
                 "bytes",
                 serde_json::json!({ "bytes": 3 << 19, "seed": 1 }),
             )],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -96,6 +98,7 @@ async fn a_task_that_kills_its_worker_fails_its_job_after_max_failures_and_the_p
                 "abort",
                 serde_json::json!({ "after_ms": 100 }),
             )],
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -129,6 +129,7 @@ async fn a_result_is_acknowledged_once_stored_and_a_resent_result_changes_nothin
         .submit(&JobSpec {
             name: "acked".into(),
             tasks: vec![spin("a", 10)],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -195,6 +196,7 @@ async fn reports_about_replicas_a_worker_does_not_hold_are_refused_and_stored_no
     let spec = JobSpec {
         name: "honest".into(),
         tasks: vec![spin("a", 1500), spin("b", 1500)],
+        ..Default::default()
     };
     let job = op.submit(&spec).await.unwrap();
     let running = eventually(Duration::from_secs(20), "both tasks running", || async {
@@ -262,6 +264,7 @@ async fn after_an_8_s_supervisor_outage_a_restart_keeps_every_running_replica() 
     let spec = JobSpec {
         name: "outage".into(),
         tasks: vec![spin("a", 14_000), spin("b", 14_000)],
+        ..Default::default()
     };
     let job = op.submit(&spec).await.unwrap();
     eventually(Duration::from_secs(20), "both tasks running", || async {
