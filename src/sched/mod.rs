@@ -702,6 +702,8 @@ impl Scheduler {
                     id: spec.id.clone(),
                     phase,
                     critical: spec.critical == Some(true),
+                    critical_reasons: Vec::new(),
+                    planned_replicas: 1,
                     failures: t.failures,
                     replicas,
                 }
@@ -714,12 +716,21 @@ impl Scheduler {
     pub fn workers(&self) -> Vec<WorkerView> {
         self.workers
             .iter()
-            .map(|(id, w)| WorkerView {
-                id: id.clone(),
-                name: w.name.clone(),
-                state: w.state,
-                hardware: w.hardware.clone(),
-                replicas: w.replicas.iter().copied().collect(),
+            .map(|(id, w)| {
+                let history = self.history.get(id);
+                WorkerView {
+                    id: id.clone(),
+                    name: w.name.clone(),
+                    state: w.state,
+                    hardware: w.hardware.clone(),
+                    replicas: w.replicas.iter().copied().collect(),
+                    bench_speed: bench_speed(w.hardware.as_ref()),
+                    history: history.map(History::speeds).unwrap_or_default(),
+                    speed: expected_speed(w.hardware.as_ref(), history, None),
+                    link: w.link,
+                    class: self.class(id, w, None),
+                    held_back: self.held_back(w),
+                }
             })
             .collect()
     }
@@ -767,6 +778,22 @@ impl Scheduler {
                 worker: id.clone(),
                 speed,
             });
+        }
+    }
+
+    /// Why an idle, connected worker takes no tasks, if it does not.
+    fn held_back(&self, w: &Worker) -> Option<String> {
+        if w.state != WorkerState::Live {
+            return None;
+        }
+        match &w.link {
+            None if self.cfg.require_link => Some("link not measured yet".to_owned()),
+            Some(link) if link.kbps() < self.cfg.min_link_kbps => Some(format!(
+                "link {:.0} kbit/s is below the pool's minimum of {:.0} kbit/s",
+                link.kbps(),
+                self.cfg.min_link_kbps
+            )),
+            _ => None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Read-only views of the scheduler's state for the status API and dashboards: what a worker is
 //! doing, where each task of an unfinished job stands. Built on request; nothing here decides.
 
+use super::capacity::{CapacityClass, KindSpeed, Link};
 use crate::proto::{ActivityKind, Hardware, ReplicaId, TaskId, WorkerId};
 
 /// What a worker is doing, as far as the scheduler knows.
@@ -77,7 +78,12 @@ pub struct JobView {
 pub struct TaskView {
     pub id: TaskId,
     pub phase: TaskPhase,
+    /// Planned for more than one replica from the start.
     pub critical: bool,
+    /// Why (`criticality::CriticalReason`, as text: "gates 16 tasks", "critical path").
+    pub critical_reasons: Vec<String>,
+    /// Replicas planned from the start.
+    pub planned_replicas: u32,
     pub failures: u32,
     pub replicas: Vec<ReplicaView>,
 }
@@ -97,4 +103,15 @@ pub struct WorkerView {
     pub state: WorkerState,
     pub hardware: Option<Hardware>,
     pub replicas: Vec<ReplicaId>,
+    /// Speed from the join benchmark, relative to the reference core.
+    pub bench_speed: f64,
+    /// Measured speed per task kind (history kept under the worker's stable id).
+    pub history: Vec<KindSpeed>,
+    /// The speed placement uses when the kind is not known: history first, else the benchmark.
+    pub speed: f64,
+    pub link: Option<Link>,
+    pub class: CapacityClass,
+    /// Why a connected worker takes no tasks though it is idle (a slow link, no link measured
+    /// yet); `None` when it takes them or is not idle.
+    pub held_back: Option<String>,
 }
