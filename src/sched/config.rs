@@ -51,6 +51,12 @@ impl Policy {
         self == Policy::Idlegrid
     }
 
+    /// The scheduler looks at running jobs every `progress_interval` (stalls and stragglers for
+    /// `idlegrid`, speculative copies for `speculative`).
+    pub fn monitors_progress(self) -> bool {
+        matches!(self, Policy::Idlegrid | Policy::Speculative)
+    }
+
     /// A worker that stays silent past the loss bound, or whose owner returns, stops counting as
     /// running its replicas (rather than keeping them until a deadline).
     pub fn detects_loss(self) -> bool {

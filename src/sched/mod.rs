@@ -31,6 +31,7 @@ mod capacity;
 mod config;
 pub mod criticality;
 mod output;
+mod qos;
 #[cfg(test)]
 mod tests;
 mod view;
@@ -48,6 +49,7 @@ pub use capacity::{
     CapacityClass, History, KindSpeed, Link, REFERENCE_MOPS, bench_speed, class_of, expected_speed,
 };
 pub use config::{ClassRates, Config, Policy};
+use criticality::Plan;
 pub use output::{AssignReason, JobOutcome, LossCause, Output, ReissueCause};
 pub use view::{JobView, ReplicaView, TaskPhase, TaskView, WorkerState, WorkerView};
 
@@ -101,6 +103,25 @@ struct Replica {
     progress: f32,
     /// When it was assigned (for a restored replica: when it was restored).
     started: Instant,
+    /// Why it was started beyond the task's plan, if it was.
+    extra: Extra,
+    /// `deadline` policy: when it stops counting as live (it may still finish and win).
+    deadline: Option<Instant>,
+    /// Its deadline passed: attached, but no longer counted as running.
+    expired: bool,
+}
+
+/// Replicas started beyond a task's planned count, by what started them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Extra {
+    /// Planned (first, a critical task's redundancy) or a reissue of a task left with none.
+    No,
+    /// On a worker that would otherwise idle; the first to be given back when work arrives.
+    Saturation,
+    /// `speculative` policy.
+    Speculative,
+    /// Progress monitor: the task was straggling or its job stalled.
+    Monitor,
 }
 
 #[derive(Debug, Default)]
@@ -124,7 +145,23 @@ struct JobState {
     tasks: Vec<Task>,
     /// Position of each task in the job's topological order, for fair ordering.
     topo_pos: Vec<usize>,
-    remaining: usize,
+    /// Which tasks are critical and how many replicas each gets from the start.
+    plan: Plan,
+    /// Tasks done so far.
+    done: usize,
+    /// Tasks not marked optional and not done yet.
+    required_left: usize,
+    /// When a task of the job last finished (or the job arrived): the progress monitor's clock.
+    last_done: Instant,
+    /// Wall time from assignment to result of each winning replica, seconds, for medians.
+    durations: Vec<f64>,
+}
+
+impl JobState {
+    /// Enough tasks are done for the job to complete (`min_complete`, optional tasks).
+    fn complete(&self) -> bool {
+        self.required_left == 0 && self.done >= self.job.min_complete()
+    }
 }
 
 /// Ordering of tasks that want another replica: first those with none running (critical first),
@@ -156,6 +193,10 @@ pub struct Scheduler {
     outputs: VecDeque<Output>,
     /// Measured speeds by worker, kept while the worker is away (it may come back).
     history: HashMap<WorkerId, History>,
+    /// `deadline` policy: replicas by deadline.
+    deadlines: BTreeSet<(Instant, ReplicaId)>,
+    /// When the progress monitor next looks at the running jobs.
+    next_check: Option<Instant>,
 }
 
 impl Scheduler {
@@ -177,6 +218,8 @@ impl Scheduler {
             wanting: BTreeSet::new(),
             outputs: VecDeque::new(),
             history: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            next_check: None,
         }
     }
 
@@ -192,9 +235,15 @@ impl Scheduler {
     /// When [`Scheduler::handle_timeout`] must next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         // O(workers) per call; the swarm issue replaces this with a deadline heap.
-        self.workers
+        let workers = self
+            .workers
             .values()
             .filter_map(|w| self.next_deadline(w))
+            .min();
+        let replicas = self.deadlines.first().map(|(t, _)| *t);
+        [workers, replicas, self.next_check]
+            .into_iter()
+            .flatten()
             .min()
     }
 
@@ -203,15 +252,19 @@ impl Scheduler {
         match w.state {
             WorkerState::Lost => None,
             WorkerState::Reconnecting => w.reconnect_by,
+            _ if !self.cfg.policy.detects_loss() => None,
             _ if !w.probe_sent => Some((w.last_heard + self.cfg.probe_after()).min(lost_at)),
             _ => Some(lost_at),
         }
     }
 
-    /// Checks heartbeat deadlines: probes workers that missed one, loses those past the limit.
+    /// Checks deadlines: probes workers that missed a heartbeat, loses those past the limit,
+    /// expires replicas past their deadline (`deadline` policy), and runs the progress monitor
+    /// when it is due.
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut lost = Vec::new();
         let mut probe = Vec::new();
+        let detects_loss = self.cfg.policy.detects_loss();
         for (id, w) in &self.workers {
             match w.state {
                 WorkerState::Lost => continue,
@@ -221,6 +274,7 @@ impl Scheduler {
                     }
                     continue;
                 }
+                _ if !detects_loss => continue,
                 _ => {}
             }
             let silent = now.saturating_duration_since(w.last_heard);
@@ -243,6 +297,17 @@ impl Scheduler {
         }
         for (id, cause) in lost {
             self.lose(now, &id, cause);
+        }
+        while let Some(&(at, r)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.expire(r);
+        }
+        if self.next_check.is_some_and(|t| now >= t) {
+            self.check_progress(now);
+            self.next_check = (!self.jobs.is_empty()).then(|| now + self.cfg.progress_interval);
         }
         self.schedule(now);
     }
@@ -399,7 +464,7 @@ impl Scheduler {
         let Some(r) = self.replicas.get(&replica) else {
             return;
         };
-        let (seq, ti) = (r.job, r.task);
+        let (seq, ti, started) = (r.job, r.task, r.started);
         self.observe_speed(id, seq, ti, busy);
         self.remove_replica(replica, None);
         let Some(job) = self.jobs.get_mut(&seq) else {
@@ -408,7 +473,13 @@ impl Scheduler {
         let task_id = job.job.tasks()[ti].id.clone();
         job.tasks[ti].output = Some(output);
         job.tasks[ti].pending_cause = None;
-        job.remaining -= 1;
+        job.done += 1;
+        if !job.job.tasks()[ti].optional {
+            job.required_left -= 1;
+        }
+        job.last_done = now;
+        job.durations
+            .push(now.saturating_duration_since(started).as_secs_f64());
         let job_id = job.id.clone();
         let others = std::mem::take(&mut job.tasks[ti].replicas);
         self.outputs.push_back(Output::TaskDone {
@@ -429,7 +500,7 @@ impl Scheduler {
             job.tasks[d].missing_deps -= 1;
             self.refresh_task(seq, d);
         }
-        if self.jobs[&seq].remaining == 0 {
+        if self.jobs[&seq].complete() {
             self.finish_job(seq, JobOutcome::Completed);
         }
         self.schedule(now);
@@ -526,7 +597,7 @@ impl Scheduler {
             return;
         }
         w.state = WorkerState::Busy(kind);
-        if !was_live {
+        if !was_live || !self.cfg.policy.detects_loss() {
             return;
         }
         let cause = ReissueCause::OwnerActive {
@@ -591,18 +662,31 @@ impl Scheduler {
                 .filter(|d| job.index_of(d).is_some_and(|di| tasks[di].output.is_none()))
                 .count();
         }
-        let remaining = tasks.iter().filter(|t| t.output.is_none()).count();
+        let done = tasks.iter().filter(|t| t.output.is_some()).count();
+        let required_left = job
+            .tasks()
+            .iter()
+            .zip(&tasks)
+            .filter(|(spec, t)| !spec.optional && t.output.is_none())
+            .count();
+        let plan = criticality::plan(&job, self.cfg.critical_replicas, self.cfg.redundancy_budget);
         self.job_seq.insert(id.clone(), seq);
-        self.jobs.insert(
-            seq,
-            JobState {
-                id,
-                job,
-                tasks,
-                topo_pos,
-                remaining,
-            },
-        );
+        let state = JobState {
+            id,
+            job,
+            tasks,
+            topo_pos,
+            plan,
+            done,
+            required_left,
+            last_done: now,
+            durations: Vec::new(),
+        };
+        let complete = state.complete();
+        self.jobs.insert(seq, state);
+        if self.cfg.policy.monitors_progress() && self.next_check.is_none() {
+            self.next_check = Some(now + self.cfg.progress_interval);
+        }
         for (replica, task, worker) in running {
             let Some(ti) = self.jobs[&seq].job.index_of(task) else {
                 continue;
@@ -626,13 +710,17 @@ impl Scheduler {
                     worker: worker.clone(),
                     progress: 0.0,
                     started: now,
+                    extra: Extra::No,
+                    deadline: None,
+                    expired: false,
                 },
             );
+            self.set_deadline(now, *replica);
             let task = &mut self.jobs.get_mut(&seq).expect("inserted above").tasks[ti];
             task.replicas.push(*replica);
             task.ever_started = true;
         }
-        if remaining == 0 {
+        if complete {
             self.finish_job(seq, JobOutcome::Completed);
         } else {
             for ti in 0..n {
@@ -674,7 +762,8 @@ impl Scheduler {
             .tasks()
             .iter()
             .zip(&job.tasks)
-            .map(|(spec, t)| {
+            .zip(&job.plan.tasks)
+            .map(|((spec, t), plan)| {
                 let replicas: Vec<ReplicaView> = t
                     .replicas
                     .iter()
@@ -701,9 +790,9 @@ impl Scheduler {
                 TaskView {
                     id: spec.id.clone(),
                     phase,
-                    critical: spec.critical == Some(true),
-                    critical_reasons: Vec::new(),
-                    planned_replicas: 1,
+                    critical: plan.critical(),
+                    critical_reasons: plan.reasons.iter().map(ToString::to_string).collect(),
+                    planned_replicas: plan.replicas,
                     failures: t.failures,
                     replicas,
                 }
@@ -932,22 +1021,39 @@ impl Scheduler {
         job.tasks[ti]
             .replicas
             .iter()
-            .filter(|r| {
-                self.replicas
-                    .get(r)
-                    .and_then(|rep| self.workers.get(&rep.worker))
-                    .is_some_and(|w| w.state.hosts_live_replicas())
-            })
+            .filter(|r| self.is_live(r))
             .count()
     }
 
+    /// Whether a replica counts as running: not past its deadline, on a worker that hosts.
+    fn is_live(&self, r: &ReplicaId) -> bool {
+        self.replicas.get(r).is_some_and(|rep| {
+            !rep.expired
+                && self
+                    .workers
+                    .get(&rep.worker)
+                    .is_some_and(|w| self.hosts(w.state))
+        })
+    }
+
+    /// Whether replicas on a worker in this state count as running. Under `deadline` a worker
+    /// whose owner came back keeps its (paused) replicas until their deadline.
+    fn hosts(&self, state: WorkerState) -> bool {
+        state.hosts_live_replicas()
+            || (!self.cfg.policy.detects_loss() && matches!(state, WorkerState::Busy(_)))
+    }
+
+    /// Replicas the task gets from the start: its plan under `idlegrid`, one otherwise.
     fn target_replicas(&self, seq: u64, ti: usize) -> usize {
-        let spec = &self.jobs[&seq].job.tasks()[ti];
-        if spec.critical == Some(true) {
-            spec.replicas.unwrap_or(self.cfg.critical_replicas).max(1) as usize
+        if self.cfg.policy.replicates_critical() {
+            self.jobs[&seq].plan.tasks[ti].replicas.max(1) as usize
         } else {
             1
         }
+    }
+
+    fn is_critical(&self, seq: u64, ti: usize) -> bool {
+        self.target_replicas(seq, ti) > 1
     }
 
     fn refresh_replica_task(&mut self, r: ReplicaId) {
@@ -959,10 +1065,10 @@ impl Scheduler {
     /// Puts the task in `wanting` under its current key, or takes it out if it wants nothing.
     fn refresh_task(&mut self, seq: u64, ti: usize) {
         let live = self.live_replicas(seq, ti);
+        let critical = self.jobs.contains_key(&seq) && self.is_critical(seq, ti);
         let Some(job) = self.jobs.get(&seq) else {
             return;
         };
-        let critical = job.job.tasks()[ti].critical == Some(true);
         let task = &job.tasks[ti];
         let wants = task.output.is_none() && task.missing_deps == 0;
         let key = if !wants {
@@ -998,6 +1104,9 @@ impl Scheduler {
         let Some(rep) = self.replicas.remove(&r) else {
             return;
         };
+        if let Some(at) = rep.deadline {
+            self.deadlines.remove(&(at, r));
+        }
         if let Some(w) = self.workers.get_mut(&rep.worker) {
             w.replicas.remove(&r);
             if w.state == WorkerState::Lost && w.replicas.is_empty() {
@@ -1058,41 +1167,52 @@ impl Scheduler {
         }
     }
 
-    /// Gives every task that wants a replica one, as far as free workers allow.
+    /// Gives every task that wants a replica one, as far as free workers allow; then, under
+    /// `idlegrid`, hands workers held by saturation replicas to tasks that have none, and lets
+    /// workers that would still idle take saturation replicas.
     fn schedule(&mut self, now: Instant) {
         let mut free: usize = self.workers.values().map(Worker::free_slots).sum();
-        if free == 0 || self.wanting.is_empty() {
-            return;
-        }
-        let keys: Vec<WantKey> = self.wanting.iter().copied().collect();
-        for key in keys {
-            if free == 0 {
-                break;
-            }
-            while self
-                .jobs
-                .get(&key.job)
-                .is_some_and(|j| j.tasks[key.task].queued.is_some())
-            {
-                let Some(worker) = self.pick_worker(key.job, key.task) else {
-                    break;
-                };
-                self.start_replica(now, key.job, key.task, worker);
-                free -= 1;
+        if free > 0 && !self.wanting.is_empty() {
+            let keys: Vec<WantKey> = self.wanting.iter().copied().collect();
+            for key in keys {
                 if free == 0 {
                     break;
                 }
+                while self
+                    .jobs
+                    .get(&key.job)
+                    .is_some_and(|j| j.tasks[key.task].queued.is_some())
+                {
+                    let Some(worker) = self.pick_worker(key.job, key.task, Pick::Any) else {
+                        break;
+                    };
+                    self.start_replica(now, key.job, key.task, worker, Extra::No, None);
+                    free -= 1;
+                    if free == 0 {
+                        break;
+                    }
+                }
             }
+        }
+        if self.cfg.policy.saturates() {
+            self.preempt_saturation(now);
+            self.saturate(now);
         }
     }
 
-    /// The best worker for another replica of the task: live, with a free slot, not already
-    /// running it; preferably one that has not failed it. Critical tasks go to the highest
-    /// capacity; others spread over the workers with the most free slots.
-    fn pick_worker(&mut self, seq: u64, ti: usize) -> Option<WorkerId> {
+    /// The best worker for another replica of the task: live, with a free slot, its link fast
+    /// enough, its memory and disk no smaller than the task's estimates, not already running it;
+    /// preferably one that has not failed it. Under `idlegrid`, critical tasks go to the highest
+    /// capacity class, network-heavy ones to the fastest links, and every task to the fastest
+    /// worker for its kind; the other policies spread tasks over the workers with the most free
+    /// slots, blind to speed. `Pick::FasterThan` takes only workers expected to be faster.
+    fn pick_worker(&mut self, seq: u64, ti: usize, pick: Pick) -> Option<WorkerId> {
         let job = &self.jobs[&seq];
         let task = &job.tasks[ti];
-        let critical = job.job.tasks()[ti].critical == Some(true);
+        let spec = &job.job.tasks()[ti];
+        let critical = self.is_critical(seq, ti);
+        let aware = self.cfg.policy.replicates_critical();
+        let net_heavy = spec.estimates.net_kb >= NET_HEAVY_KB;
         let running_on: BTreeSet<&WorkerId> = task
             .replicas
             .iter()
@@ -1104,25 +1224,36 @@ impl Scheduler {
             .workers
             .iter()
             .any(|(id, w)| w.state == WorkerState::Live && !task.failed_on.contains(id));
-        let preference = |w: &Worker| {
-            let (cap, free) = (bench_speed(w.hardware.as_ref()), w.free_slots() as f64);
-            if critical { (cap, free) } else { (free, cap) }
-        };
         let mut best: Vec<&WorkerId> = Vec::new();
-        let mut best_pref = (f64::MIN, f64::MIN);
+        let mut best_pref = [f64::MIN; 3];
         for (id, w) in &self.workers {
             if w.free_slots() == 0
+                || self.held_back(w).is_some()
+                || !fits(w.hardware.as_ref(), spec)
                 || running_on.contains(id)
                 || (avoid_failed && task.failed_on.contains(id))
             {
                 continue;
             }
-            let pref = preference(w);
-            match pref
-                .0
-                .total_cmp(&best_pref.0)
-                .then(pref.1.total_cmp(&best_pref.1))
+            let speed = expected_speed(w.hardware.as_ref(), self.history.get(id), Some(&spec.kind));
+            if let Pick::FasterThan(min) = pick
+                && speed <= min
             {
+                continue;
+            }
+            let free = w.free_slots() as f64;
+            let pref = if !aware {
+                [free, 0.0, 0.0]
+            } else {
+                let class = f64::from(class_of(speed, w.link.as_ref()) as u8);
+                let link = w.link.map_or(0.0, |l| l.kbps());
+                match (critical, net_heavy) {
+                    (_, true) => [link, speed, free],
+                    (true, false) => [class, speed, free],
+                    (false, false) => [speed, free, 0.0],
+                }
+            };
+            match cmp3(&pref, &best_pref) {
                 std::cmp::Ordering::Less => continue,
                 std::cmp::Ordering::Greater => {
                     best.clear();
@@ -1139,7 +1270,17 @@ impl Scheduler {
         Some(best[pick].clone())
     }
 
-    fn start_replica(&mut self, now: Instant, seq: u64, ti: usize, worker: WorkerId) {
+    /// Starts a replica of the task on `worker`. `reason` is given for extras; a planned replica
+    /// is a first, a reissue (the task had none live) or a redundant one.
+    fn start_replica(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        ti: usize,
+        worker: WorkerId,
+        extra: Extra,
+        reason: Option<AssignReason>,
+    ) {
         self.next_replica += 1;
         let replica = ReplicaId::new(self.epoch, self.next_replica);
         let had_live = self.live_replicas(seq, ti) > 0;
@@ -1162,10 +1303,21 @@ impl Scheduler {
             deps,
         };
         let task = &mut job.tasks[ti];
-        let reason = match (task.ever_started, had_live, task.pending_cause.take()) {
-            (false, _, _) => AssignReason::First,
-            (true, false, Some(cause)) => AssignReason::Reissue(cause),
-            _ => AssignReason::Redundant,
+        let reason = match reason {
+            Some(reason) => {
+                // A task that lost its last live replica and gets one from the monitor is
+                // still a reissue for that loss.
+                if let (false, Some(cause)) = (had_live, task.pending_cause.take()) {
+                    AssignReason::Reissue(cause)
+                } else {
+                    reason
+                }
+            }
+            None => match (task.ever_started, had_live, task.pending_cause.take()) {
+                (false, _, _) => AssignReason::First,
+                (true, false, Some(cause)) => AssignReason::Reissue(cause),
+                _ => AssignReason::Redundant,
+            },
         };
         task.ever_started = true;
         task.replicas.push(replica);
@@ -1177,8 +1329,12 @@ impl Scheduler {
                 worker: worker.clone(),
                 progress: 0.0,
                 started: now,
+                extra,
+                deadline: None,
+                expired: false,
             },
         );
+        self.set_deadline(now, replica);
         let kind = assignment.kind.clone();
         let w = self.workers.get_mut(&worker).expect("picked worker exists");
         w.replicas.insert(replica);
@@ -1193,5 +1349,32 @@ impl Scheduler {
             rate,
         });
         self.refresh_task(seq, ti);
+    }
+}
+
+/// Tasks expected to move at least this much over the network (kB) go to the fastest links.
+const NET_HEAVY_KB: u64 = 10 * 1024;
+
+/// Which workers a replica may go to.
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    Any,
+    /// Only workers expected to run the task's kind faster than this (relative speed).
+    FasterThan(f64),
+}
+
+fn cmp3(a: &[f64; 3], b: &[f64; 3]) -> std::cmp::Ordering {
+    a[0].total_cmp(&b[0])
+        .then(a[1].total_cmp(&b[1]))
+        .then(a[2].total_cmp(&b[2]))
+}
+
+/// Whether a worker's memory and disk are no smaller than the task's estimates (zero: unknown,
+/// no constraint). A worker that reported no hardware fits nothing with an estimate.
+fn fits(hw: Option<&Hardware>, spec: &crate::job::TaskSpec) -> bool {
+    let e = &spec.estimates;
+    match hw {
+        Some(hw) => hw.memory_mb >= e.mem_mb && hw.disk_mb >= e.disk_mb,
+        None => e.mem_mb == 0 && e.disk_mb == 0,
     }
 }

@@ -95,10 +95,17 @@ fn a_critical_task_starts_on_the_two_fastest_distinct_workers() {
     join(&mut s, t0, "mid", 4, 200.0);
     s.submit_job(t0, "j".into(), job(vec![task("seed", &[], true)]));
     let a = assigns(&drain(&mut s));
-    let workers: BTreeSet<_> = a.iter().map(|(w, ..)| w.0.as_str()).collect();
+    let workers: BTreeSet<_> = a[..2].iter().map(|(w, ..)| w.0.as_str()).collect();
     assert_eq!(workers, BTreeSet::from(["fast", "mid"]));
     assert_eq!(a[0].2, AssignReason::First);
     assert_eq!(a[1].2, AssignReason::Redundant);
+    // The slow worker would idle: it takes a saturation replica (the task has no estimate, so
+    // only a critical one is insured this way).
+    assert_eq!(a.len(), 3);
+    assert_eq!(
+        (a[2].0.clone(), a[2].2.clone()),
+        (w("slow"), AssignReason::Saturation)
+    );
 }
 
 #[test]
@@ -201,11 +208,12 @@ fn owner_activity_reissues_only_tasks_without_another_live_replica() {
     let mut s = Scheduler::new(cfg(), 1);
     join(&mut s, t0, "a", 2, 0.0);
     join(&mut s, t0, "b", 2, 0.0);
-    s.submit_job(
-        t0,
-        "j".into(),
-        job(vec![task("crit", &[], true), task("plain", &[], false)]),
-    );
+    // Estimated, on equal workers: no free worker would finish sooner, so saturation stays out.
+    let mut tasks = vec![task("crit", &[], true), task("plain", &[], false)];
+    for t in &mut tasks {
+        t.estimates.cpu_s = 10.0;
+    }
+    s.submit_job(t0, "j".into(), job(tasks));
     let a = assigns(&drain(&mut s));
     let plain_on = a
         .iter()
@@ -600,7 +608,12 @@ fn a_worker_not_back_when_the_restart_grace_ends_is_lost_and_its_task_reissued()
 #[test]
 fn reconnecting_workers_have_no_deadline_until_the_restart_grace_begins() {
     let t0 = Instant::now();
-    let mut s = Scheduler::new(cfg(), 2);
+    // No progress monitor, so the only deadlines are the workers'.
+    let cfg = Config {
+        policy: Policy::None,
+        ..cfg()
+    };
+    let mut s = Scheduler::new(cfg, 2);
     restored_on_a(&mut s, t0);
     assert_eq!(s.poll_timeout(), None);
     let late = t0 + Duration::from_secs(3600);
@@ -1105,6 +1118,7 @@ impl Sim {
                     let sw = &self.workers[&worker];
                     if sw.connected && !sw.frozen {
                         assert!(self.s.handle_status_ack(self.now, &worker, nonce));
+                        self.workers.get_mut(&worker).unwrap().last_beat = self.now;
                     }
                 }
             }
@@ -1298,7 +1312,10 @@ impl Sim {
     }
 
     fn finished_replica(&mut self, id: &WorkerId, r: ReplicaId) {
-        self.workers.get_mut(id).unwrap().running.remove(&r);
+        let sw = self.workers.get_mut(id).unwrap();
+        sw.running.remove(&r);
+        // Whatever it sends now is a sign of life too.
+        sw.last_beat = self.now;
         let Some((job, task)) = self.s.result_target(id, r) else {
             return;
         };
