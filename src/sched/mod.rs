@@ -34,6 +34,8 @@ mod output;
 mod qos;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_qos;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};

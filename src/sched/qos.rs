@@ -67,17 +67,22 @@ impl Scheduler {
     }
 
     /// When the replica is expected to finish, in seconds of its own running, and how long it
-    /// has run: from its progress when it reported enough, else from the estimate and its
-    /// worker's speed (a replica already past that gets as long again as it ran).
+    /// has run: from its progress once that says enough (MIN_PROGRESS, or any progress after a
+    /// quarter of the expected time), else from the estimate and its worker's speed (a replica
+    /// already past that gets as long again as it ran).
     fn projection(&self, now: Instant, r: &ReplicaId) -> Option<(f64, f64)> {
         let rep = self.replicas.get(r)?;
         let elapsed = now.saturating_duration_since(rep.started).as_secs_f64();
         let p = f64::from(rep.progress);
-        if p >= MIN_PROGRESS && elapsed > 0.0 {
+        let expected = self
+            .est_cpu(rep.job, rep.task)
+            .zip(self.replica_speed(r))
+            .map(|(e, s)| e / s);
+        let telling = p >= MIN_PROGRESS || expected.is_some_and(|e| elapsed >= 0.25 * e);
+        if p > 0.0 && elapsed > 0.0 && telling {
             return Some((elapsed / p, elapsed));
         }
-        let expected = self.est_cpu(rep.job, rep.task)? / self.replica_speed(r)?;
-        Some((expected.max(2.0 * elapsed).max(elapsed), elapsed))
+        Some((expected?.max(2.0 * elapsed), elapsed))
     }
 
     /// Every task with a live replica, with its best projection.
@@ -295,7 +300,8 @@ impl Scheduler {
                 continue;
             };
             let speed = self.replica_speed(&r).unwrap_or(1.0);
-            let expected = self.est_cpu(t.seq, t.ti).map(|e| e / speed);
+            let est = self.est_cpu(t.seq, t.ti);
+            let expected = est.map(|e| e / speed);
             let median = self.jobs.get(&t.seq).and_then(|j| median(&j.durations));
             let slow = match (expected, median) {
                 (Some(e), Some(m)) => projected >= factor * e && projected >= factor * m,
@@ -306,11 +312,14 @@ impl Scheduler {
             if !slow {
                 continue;
             }
-            let Some(w) = self.pick_worker(t.seq, t.ti, Pick::FasterThan(speed)) else {
+            // Faster than it turns out to be, not than its benchmark promised: a straggler is
+            // usually a machine that benchmarked well and then slowed down.
+            let observed = est.map_or(speed, |e| e / projected).min(speed);
+            let Some(w) = self.pick_worker(t.seq, t.ti, Pick::FasterThan(observed)) else {
                 continue;
             };
             // Worth it only if the faster worker is expected to finish first.
-            if let Some(est) = self.est_cpu(t.seq, t.ti) {
+            if let Some(est) = est {
                 let kind = &self.jobs[&t.seq].job.tasks()[t.ti].kind;
                 let wk = &self.workers[&w];
                 let new =

@@ -8,7 +8,7 @@ use super::*;
 use crate::job::{Estimates, JobSpec, TaskSpec, validate};
 use crate::proto::{ActivityKind, Hardware, JobId, ReplicaId, TaskId, WorkerId};
 
-fn hw(slots: u32, mops: f64) -> Hardware {
+pub(super) fn hw(slots: u32, mops: f64) -> Hardware {
     Hardware {
         cores: slots,
         memory_mb: 8192,
@@ -20,14 +20,14 @@ fn hw(slots: u32, mops: f64) -> Hardware {
 }
 
 /// The value of an inline payload (the scheduler never makes any other kind).
-fn inline(p: &Payload) -> &serde_json::Value {
+pub(super) fn inline(p: &Payload) -> &serde_json::Value {
     match p {
         Payload::Inline(v) => v,
         Payload::Blob(_) => panic!("the scheduler sent a blob reference"),
     }
 }
 
-fn task(id: &str, deps: &[&str], critical: bool) -> TaskSpec {
+pub(super) fn task(id: &str, deps: &[&str], critical: bool) -> TaskSpec {
     TaskSpec {
         id: id.into(),
         kind: "spin".into(),
@@ -40,7 +40,7 @@ fn task(id: &str, deps: &[&str], critical: bool) -> TaskSpec {
     }
 }
 
-fn job(tasks: Vec<TaskSpec>) -> Job {
+pub(super) fn job(tasks: Vec<TaskSpec>) -> Job {
     validate(
         JobSpec {
             name: "t".into(),
@@ -52,22 +52,22 @@ fn job(tasks: Vec<TaskSpec>) -> Job {
     .expect("valid test job")
 }
 
-fn w(id: &str) -> WorkerId {
+pub(super) fn w(id: &str) -> WorkerId {
     WorkerId::from(id)
 }
 
-fn cfg() -> Config {
+pub(super) fn cfg() -> Config {
     Config {
         heartbeat: Duration::from_millis(100),
         ..Config::default()
     }
 }
 
-fn drain(s: &mut Scheduler) -> Vec<Output> {
+pub(super) fn drain(s: &mut Scheduler) -> Vec<Output> {
     std::iter::from_fn(|| s.poll_output()).collect()
 }
 
-fn assigns(out: &[Output]) -> Vec<(WorkerId, Assignment, AssignReason)> {
+pub(super) fn assigns(out: &[Output]) -> Vec<(WorkerId, Assignment, AssignReason)> {
     out.iter()
         .filter_map(|o| match o {
             Output::Assign {
@@ -81,7 +81,13 @@ fn assigns(out: &[Output]) -> Vec<(WorkerId, Assignment, AssignReason)> {
         .collect()
 }
 
-fn join(s: &mut Scheduler, now: Instant, id: &str, slots: u32, mops: f64) -> Vec<Output> {
+pub(super) fn join(
+    s: &mut Scheduler,
+    now: Instant,
+    id: &str,
+    slots: u32,
+    mops: f64,
+) -> Vec<Output> {
     s.handle_worker_joined(now, w(id), id.into(), hw(slots, mops), &[], true);
     drain(s)
 }
@@ -1223,9 +1229,8 @@ impl Sim {
             .collect();
         for id in self.s.unfinished_jobs() {
             let view = self.s.job_view(&id).unwrap();
-            let spec = &self.specs[&id];
             let state = &self.s.jobs[&self.s.job_seq[&id]];
-            for ((tv, ts), t) in view.tasks.iter().zip(&spec.tasks).zip(&state.tasks) {
+            for (tv, t) in view.tasks.iter().zip(&state.tasks) {
                 if matches!(tv.phase, TaskPhase::Done | TaskPhase::Waiting) {
                     continue;
                 }
@@ -1246,7 +1251,7 @@ impl Sim {
                         )
                     })
                     .count();
-                let target = if ts.critical == Some(true) { 2 } else { 1 };
+                let target = tv.planned_replicas as usize;
                 let avoid_failed = workers
                     .iter()
                     .any(|v| v.state == WorkerState::Live && !t.failed_on.contains(&v.id));
