@@ -88,7 +88,7 @@ pub const BUSY: RGBColor = RGBColor(214, 222, 240);
 /// The horizontal reference line of [`grouped_bars_png`].
 pub const REFERENCE: RGBColor = RGBColor(120, 40, 150);
 /// Series colours in order (Okabe-Ito, distinguishable with the common colour-vision
-/// deficiencies), repeated past eight series.
+/// deficiencies); a chart has at most this many series, so no two share a colour.
 pub const SERIES_COLOURS: [RGBColor; 8] = [
     RGBColor(0, 114, 178),
     RGBColor(230, 159, 0),
@@ -455,15 +455,22 @@ fn draw_header(
     }
     let (mut x, mut y) = (20i32, 46i32);
     for entry in entries {
-        let text_w = root
-            .estimate_text_size(&entry.text, &font)
-            .map_err(|e| e.to_string())? as (u32, u32);
         let mark_w = if matches!(entry.mark, Mark::None) {
             0
         } else {
             22
         };
-        let entry_w = mark_w + text_w.0 as i32 + 22;
+        // An entry longer than the whole line is shortened rather than drawn off the edge.
+        let text = fit_text(
+            root,
+            &entry.text,
+            &font,
+            width.saturating_sub(80 + mark_w as u32),
+        );
+        let (text_w, _) = root
+            .estimate_text_size(&text, &font)
+            .map_err(|e| e.to_string())?;
+        let entry_w = mark_w + text_w as i32 + 22;
         if x > 20 && x + entry_w > width as i32 - 20 {
             x = 20;
             y += 24;
@@ -482,7 +489,7 @@ fn draw_header(
             }
             .map_err(|e| e.to_string())?;
             root.draw(&Text::new(
-                entry.text.clone(),
+                text,
                 (x + mark_w, y + 8),
                 font.pos(Pos::new(HPos::Left, VPos::Center)),
             ))
@@ -607,6 +614,8 @@ pub fn gantt_png(path: &Path, title: &str, rows: &[GanttRow]) -> Result<(), Char
                 let (x1, y1) = chart.backend_coord(&(b.end_s, bottom + 0.18));
                 // A pixel of gap at the start of a wide bar tells back-to-back replicas apart.
                 let x0 = if x1 - x0 >= 4 { x0 + 1 } else { x0 };
+                // An instant (or sub-pixel) replica still shows, as a 1-pixel line.
+                let x1 = x1.max(x0 + 1);
                 root.draw(&Rectangle::new(
                     [(x0, y0), (x1, y1)],
                     b.outcome.colour().filled(),
@@ -643,6 +652,16 @@ fn validate_bars(
         return Err(bad(
             path,
             "no series: a bar chart needs at least one".into(),
+        ));
+    }
+    if series.len() > SERIES_COLOURS.len() {
+        return Err(bad(
+            path,
+            format!(
+                "{} series: at most {} can be told apart by colour",
+                series.len(),
+                SERIES_COLOURS.len()
+            ),
         ));
     }
     let mut y_max: f64 = 0.0;
@@ -697,8 +716,8 @@ fn value_label(v: f64) -> String {
 }
 
 /// Grouped bars: a group per entry of `groups` (e.g. scenarios), a bar per series within it
-/// (e.g. policies), each labelled with its value; a legend names the series; the y axis is
-/// titled `y_label`. `reference` draws a horizontal line (e.g. 1.0 = ideal). The image widens
+/// (e.g. policies, at most [`SERIES_COLOURS`]`.len()` = 8), each labelled with its value; a
+/// legend names the series; the y axis is titled `y_label`. `reference` draws a horizontal line (e.g. 1.0 = ideal). The image widens
 /// with the number of bars so that bars and their labels stay readable.
 pub fn grouped_bars_png(
     path: &Path,
@@ -721,7 +740,7 @@ pub fn grouped_bars_png(
         .iter()
         .enumerate()
         .map(|(j, s)| LegendEntry {
-            mark: Mark::Swatch(SERIES_COLOURS[j % SERIES_COLOURS.len()]),
+            mark: Mark::Swatch(SERIES_COLOURS[j]),
             text: s.name.clone(),
         })
         .collect();
@@ -780,7 +799,7 @@ pub fn grouped_bars_png(
         });
 
         for (j, s) in series.iter().enumerate() {
-            let colour = SERIES_COLOURS[j % SERIES_COLOURS.len()];
+            let colour = SERIES_COLOURS[j];
             let x_of = |g: usize| g as f64 + PAD + j as f64 * bar_w;
             chart
                 .draw_series(s.values.iter().enumerate().map(|(g, &v)| {
@@ -809,7 +828,7 @@ pub fn grouped_bars_png(
         for (g, name) in groups.iter().enumerate() {
             let (x0, y) = chart.backend_coord(&(g as f64, 0.0));
             let (x1, _) = chart.backend_coord(&(g as f64 + 1.0, 0.0));
-            let text = fit_text(&root, name, &group_font, (x1 - x0).max(1) as u32 - 6);
+            let text = fit_text(&root, name, &group_font, (x1 - x0 - 6).max(1) as u32);
             root.draw(&Text::new(
                 text,
                 ((x0 + x1) / 2, y + 10),

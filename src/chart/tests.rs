@@ -123,12 +123,18 @@ fn gantt_bar_length_follows_its_duration() {
     let rows = vec![
         row("long", &[(0.0, 20.0, Won)], &[]),
         row("short", &[(0.0, 10.0, Lost)], &[]),
+        row("instant", &[(5.0, 5.0, Failed)], &[]),
     ];
     gantt_png(&path, "lengths", &rows).unwrap();
     let image = Image::read(&path);
     let bar_pixels = |colour| (image.count(colour) - IN_LEGEND) as f64;
     let ratio = bar_pixels(WON) / bar_pixels(LOST);
     assert!((1.9..2.1).contains(&ratio), "won/lost pixels {ratio}");
+    let instant = bar_pixels(FAILED);
+    assert!(
+        (5.0..30.0).contains(&instant),
+        "a zero-length bar drew {instant} pixels, not a thin line"
+    );
 }
 
 #[test]
@@ -272,6 +278,12 @@ fn grouped_bars_bad_input_is_refused_with_an_error_naming_it() {
     let cases: Vec<Case> = vec![
         (vec![], good.clone(), None, &["no groups"]),
         (groups.clone(), vec![], None, &["no series"]),
+        (
+            groups.clone(),
+            vec![series("p", &[1.0, 2.0]); 9],
+            None,
+            &["9 series", "at most 8"],
+        ),
         (
             groups.clone(),
             vec![series("short", &[1.0])],
