@@ -1,6 +1,7 @@
 //! idlegrid: volunteer computing on idle desktops. See `ARCHITECTURE.md` for the map.
 
 pub mod bench;
+pub mod chart;
 pub mod client;
 pub mod demo;
 pub mod job;
