@@ -492,8 +492,8 @@ impl Prober {
 
     fn finish(&mut self, now: Instant) {
         let rtt = self.rtt();
-        let down = figure(&self.down, rtt, self.cfg.grow_below);
-        let up = figure(&self.up, rtt, self.cfg.grow_below);
+        let down = figure(&self.down, rtt);
+        let up = figure(&self.up, rtt);
         self.actions.push_back(Action::Measured(Measurement {
             link: Link {
                 up_kbps: up * 8.0 / 1000.0,
@@ -526,29 +526,16 @@ fn lower_bound(leg: &Leg) -> f64 {
     }
 }
 
-/// A direction's speed in bytes a second.
-///
-/// Each leg takes a fixed time (the round trip, bursts that buffers on the way absorb at
-/// once) plus its bytes over the link's rate. The last leg alone, less the round trip, is the
-/// estimate when it was the largest (fast links: the fixed part is small beside it). When the
-/// link ended the growth (the last leg was long), the slope between the last two legs takes
-/// the fixed part out altogether; it is used unless noise made it implausible.
-fn figure(dir: &Direction, rtt: Duration, grow_below: Duration) -> f64 {
+/// A direction's speed in bytes a second: the last complete leg's bytes over its time less the
+/// round trip (the last leg is the largest, and took at least `grow_below` unless it hit the
+/// size cap, so the fixed part of its time is small beside the transfer), or what a leg cut
+/// short showed, whichever is more.
+fn figure(dir: &Direction, rtt: Duration) -> f64 {
     let measured = dir.legs.last().map(|&(bytes, took)| {
         let t = took.as_secs_f64();
         // The round trip may be measured a little long; never let it eat most of the time.
         let transfer = (t - rtt.as_secs_f64()).max(t / 8.0).max(1e-6);
-        let single = bytes as f64 / transfer;
-        if let [.., (b0, t0), (b1, t1)] = dir.legs[..]
-            && t1.saturating_sub(rtt) >= grow_below
-            && t1 > t0
-        {
-            let slope = (b1 - b0) as f64 / (t1 - t0).as_secs_f64();
-            if slope >= single / 2.0 && slope <= single * 2.0 {
-                return slope;
-            }
-        }
-        single
+        bytes as f64 / transfer
     });
     match (measured, dir.floor) {
         (Some(m), Some(f)) => m.max(f),
@@ -698,7 +685,7 @@ mod tests {
     }
 
     #[test]
-    fn a_leg_that_hits_its_limit_gives_a_lower_bound_and_the_next_probe_comes_soon() {
+    fn a_leg_that_hits_its_limit_gives_a_lower_bound() {
         // 20 kbit/s: the first leg (16 KiB) needs 6.5 s, the limit is 3 s.
         let link = SimLink {
             latency: 5 * MS,

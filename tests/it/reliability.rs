@@ -73,7 +73,37 @@ impl RawWorker {
                 .expect("connection open")
                 .unwrap();
             if let Message::Text(t) = frame {
-                return proto::decode_supervisor(&t).unwrap();
+                match proto::decode_supervisor(&t).unwrap() {
+                    // The supervisor measures every worker's link: answer as a worker does.
+                    SupervisorMsg::LinkPing { nonce } => {
+                        self.send(&WorkerMsg::LinkPong { nonce }).await
+                    }
+                    SupervisorMsg::LinkDown { nonce, bytes, .. } => {
+                        let mut digest = proto::LinkDigest::default();
+                        while digest.bytes() < bytes {
+                            if let Some(Ok(Message::Binary(b))) = self.ws.next().await {
+                                digest.update(&b);
+                            }
+                        }
+                        let digest = digest.finish();
+                        self.send(&WorkerMsg::LinkReceived {
+                            nonce,
+                            bytes,
+                            digest,
+                        })
+                        .await;
+                    }
+                    SupervisorMsg::LinkUp { nonce, bytes, .. } => {
+                        let chunk = proto::LINK_CHUNK_BYTES as u64;
+                        for offset in (0..bytes).step_by(chunk as usize) {
+                            let len = chunk.min(bytes - offset) as usize;
+                            let payload = proto::link_chunk(nonce, offset, len);
+                            self.ws.send(Message::binary(payload)).await.unwrap();
+                        }
+                        self.send(&WorkerMsg::LinkSent { nonce, bytes }).await;
+                    }
+                    msg => return msg,
+                }
             }
         }
     }
