@@ -481,7 +481,9 @@ impl LinkDigest {
     }
 
     fn mix(&mut self, w: u64) {
-        self.h = (self.h ^ w).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(23);
+        self.h = (self.h ^ w)
+            .wrapping_mul(0x0000_0100_0000_01b3)
+            .rotate_left(23);
     }
 
     /// Bytes seen so far.
@@ -698,7 +700,11 @@ mod tests {
             ));
         }
         assert_eq!(pieces, whole);
-        assert_ne!(link_chunk(8, 0, 64), whole[..64], "another nonce, other bytes");
+        assert_ne!(
+            link_chunk(8, 0, 64),
+            whole[..64],
+            "another nonce, other bytes"
+        );
         let expected = link_digest(7, whole.len() as u64);
         for cut in [1, 3, 8, 13, 4096, LINK_CHUNK_BYTES] {
             let mut d = LinkDigest::default();

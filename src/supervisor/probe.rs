@@ -58,7 +58,10 @@ const RETRY_AFTER: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Send this control message; report when it leaves with [`Prober::handle_sent`].
-    Send { nonce: u64, msg: SupervisorMsg },
+    Send {
+        nonce: u64,
+        msg: SupervisorMsg,
+    },
     /// Send this message (report when it leaves), then `bytes` of payload in binary frames of
     /// [`proto::link_chunk`] for `nonce`.
     SendPayload {
@@ -67,7 +70,9 @@ pub enum Action {
         bytes: u64,
     },
     /// Stop sending the payload of `nonce`.
-    StopPayload { nonce: u64 },
+    StopPayload {
+        nonce: u64,
+    },
     Measured(Measurement),
 }
 
@@ -438,7 +443,9 @@ impl Prober {
             self.start_leg(now, false, self.cfg.first_bytes);
             return Ok(());
         }
-        let took = leg.sent.map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+        let took = leg
+            .sent
+            .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
         self.down.legs.push((bytes, took));
         match self.grow(bytes, took) {
             Some(next) => self.start_leg(now, true, next),
@@ -717,7 +724,10 @@ mod tests {
             panic!()
         };
         p.handle_sent(nonce, t0);
-        assert!(p.handle_msg(t0, &WorkerMsg::LinkPong { nonce: nonce + 7 }).is_err());
+        assert!(
+            p.handle_msg(t0, &WorkerMsg::LinkPong { nonce: nonce + 7 })
+                .is_err()
+        );
         // A pong that never comes: the probe is abandoned, a late pong is tolerated once.
         p.handle_timeout(t0 + Duration::from_secs(3));
         assert!(!p.is_probing());
@@ -751,7 +761,10 @@ mod tests {
         };
         assert!(p.handle_msg(t0, &more).is_err());
         assert!(p.handle_binary(t0, proto::LINK_CHUNK_BYTES + 1).is_err());
-        assert!(p.handle_binary(t0, 100).is_err(), "binary during a down leg");
+        assert!(
+            p.handle_binary(t0, 100).is_err(),
+            "binary during a down leg"
+        );
     }
 
     #[test]
@@ -772,7 +785,8 @@ mod tests {
                     msg: SupervisorMsg::LinkPing { .. },
                 } => {
                     p.handle_sent(nonce, t0);
-                    p.handle_msg(t0 + MS, &WorkerMsg::LinkPong { nonce }).unwrap();
+                    p.handle_msg(t0 + MS, &WorkerMsg::LinkPong { nonce })
+                        .unwrap();
                 }
                 Action::SendPayload { nonce, bytes, .. } => {
                     p.handle_sent(nonce, t0);
@@ -801,7 +815,12 @@ mod tests {
         for _ in 0..bytes / proto::LINK_CHUNK_BYTES as u64 {
             p.handle_binary(t0, proto::LINK_CHUNK_BYTES).unwrap();
         }
-        assert!(p.handle_binary(t0, 1).unwrap_err().0.contains("more arrived"));
+        assert!(
+            p.handle_binary(t0, 1)
+                .unwrap_err()
+                .0
+                .contains("more arrived")
+        );
         let lie = WorkerMsg::LinkSent {
             nonce,
             bytes: bytes * 2,

@@ -296,13 +296,7 @@ async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Se
     let (sink, mut stream) = ws.split();
     let (probe_tx, probe_rx) = mpsc::unbounded_channel();
     let (sent_tx, mut sent_rx) = mpsc::unbounded_channel();
-    let mut writer = tokio::spawn(write_frames(
-        sink,
-        rx,
-        probe_rx,
-        sent_tx,
-        worker.clone(),
-    ));
+    let mut writer = tokio::spawn(write_frames(sink, rx, probe_rx, sent_tx, worker.clone()));
     let mut link = ctx.probe.map(|cfg| LinkProbe {
         prober: Prober::new(cfg, Instant::now()),
         to_writer: probe_tx,
@@ -544,10 +538,7 @@ impl LinkProbe {
 
     /// The prober, with every departure the writer reported so far taken in: an answer never
     /// arrives before the stamp of its request is read.
-    fn take_stamps(
-        &mut self,
-        sent: &mut mpsc::UnboundedReceiver<(u64, Instant)>,
-    ) -> &mut Prober {
+    fn take_stamps(&mut self, sent: &mut mpsc::UnboundedReceiver<(u64, Instant)>) -> &mut Prober {
         while let Ok((nonce, at)) = sent.try_recv() {
             self.prober.handle_sent(nonce, at);
         }

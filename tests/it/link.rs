@@ -206,7 +206,11 @@ async fn a_worker_below_the_minimum_link_stays_connected_and_gets_no_task_while_
     // minimum; it is still connected.
     let link = match slow_link {
         Some(l) => l,
-        None => next_link(&mut events, &slow, Duration::from_secs(20)).await.0,
+        None => {
+            next_link(&mut events, &slow, Duration::from_secs(20))
+                .await
+                .0
+        }
     };
     println!(
         "50 kbit/s link: down {:.0} kbit/s, up {:.0} kbit/s",
@@ -259,4 +263,118 @@ async fn probing_a_200_kbit_link_every_few_seconds_never_makes_its_worker_look_l
     let op = pool.operator();
     wait_for_workers(&op, 1).await;
     assert_eq!(proxy.connections(), 1);
+}
+
+/// A raw WebSocket client that says hello as `id` and reads up to the welcome.
+async fn raw_join(
+    pool: &Pool,
+    id: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::{SinkExt, StreamExt};
+    use idlegrid::proto::{self, Hardware, SupervisorMsg, WorkerMsg};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{}/worker", pool.sup.addr());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let hello = WorkerMsg::Hello {
+        protocol: proto::PROTOCOL_VERSION,
+        worker: id.into(),
+        name: id.into(),
+        token: pool.cfg.worker_token.clone(),
+        hardware: Hardware {
+            cores: 1,
+            memory_mb: 1024,
+            disk_mb: 1024,
+            os: "test".into(),
+            slots: 1,
+            bench_mops: 0.0,
+        },
+        held: vec![],
+        available: true,
+    };
+    ws.send(Message::text(proto::encode(&hello))).await.unwrap();
+    loop {
+        if let Some(Ok(Message::Text(t))) = ws.next().await
+            && matches!(
+                proto::decode_supervisor(&t),
+                Ok(SupervisorMsg::Welcome { .. })
+            )
+        {
+            return ws;
+        }
+    }
+}
+
+/// Reads until the supervisor's fatal error; its message.
+async fn fatal_error(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> String {
+    use futures_util::StreamExt;
+    use idlegrid::proto::{self, SupervisorMsg};
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let Message::Text(t) = frame
+            && let Ok(SupervisorMsg::Error { message, fatal, .. }) = proto::decode_supervisor(&t)
+        {
+            assert!(fatal, "{message}");
+            return message;
+        }
+    }
+    panic!("no error before the connection ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_frames_not_asked_for_and_probe_answers_with_a_wrong_nonce_close_that_connection_and_are_counted()
+ {
+    use futures_util::{SinkExt, StreamExt};
+    use idlegrid::proto::{self, SupervisorMsg, WorkerMsg};
+    use tokio_tungstenite::tungstenite::Message;
+    let _machine = shared_machine().await;
+    let pool = Pool::start(Duration::from_secs(1), Duration::from_secs(600), 100.0).await;
+    let op = pool.operator();
+    let (good, _stop) = pool.worker("good", pool.sup.addr()).await;
+
+    // Binary frames nobody asked for (the probe has not sent its ping yet, or is waiting for
+    // the pong).
+    let mut ws = raw_join(&pool, "raw-binary").await;
+    ws.send(Message::binary(vec![7u8; 100])).await.unwrap();
+    let message = fatal_error(&mut ws).await;
+    assert!(message.contains("binary frame not asked for"), "{message}");
+
+    // A pong with a nonce that was not asked for.
+    let mut ws = raw_join(&pool, "raw-nonce").await;
+    let nonce = loop {
+        if let Some(Ok(Message::Text(t))) = ws.next().await
+            && let Ok(SupervisorMsg::LinkPing { nonce }) = proto::decode_supervisor(&t)
+        {
+            break nonce;
+        }
+    };
+    let wrong = WorkerMsg::LinkPong { nonce: nonce + 100 };
+    ws.send(Message::text(proto::encode(&wrong))).await.unwrap();
+    let message = fatal_error(&mut ws).await;
+    assert!(
+        message.contains(&format!("link_pong for link probe {}", nonce + 100))
+            && message.contains("not asked for"),
+        "{message}"
+    );
+
+    // Both counted; the well-behaved worker was measured and is still live.
+    let stats = eventually(Duration::from_secs(10), "two refusals counted", || async {
+        let s = op.stats().await.ok()?;
+        (s["refused"]["link_probe"] == 2).then_some(s)
+    })
+    .await;
+    println!("{stats}");
+    let workers = op.workers().await.unwrap();
+    let live: Vec<&str> = workers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["state"] == "live")
+        .filter_map(|w| w["worker"].as_str())
+        .collect();
+    assert_eq!(live, vec![good.0.as_str()], "{workers}");
 }

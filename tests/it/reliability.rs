@@ -19,6 +19,8 @@ type Ws =
 /// A hand-driven worker speaking the protocol frame by frame.
 struct RawWorker {
     ws: Ws,
+    /// Messages that arrived between link probe payload frames, not yet returned.
+    pending: std::collections::VecDeque<SupervisorMsg>,
 }
 
 impl RawWorker {
@@ -50,7 +52,10 @@ impl RawWorker {
             available,
         };
         ws.send(Message::text(proto::encode(&hello))).await.unwrap();
-        let mut me = Self { ws };
+        let mut me = Self {
+            ws,
+            pending: Default::default(),
+        };
         match me.next().await {
             SupervisorMsg::Welcome { keep, .. } => (me, keep),
             other => panic!("expected a welcome, got {other:?}"),
@@ -66,6 +71,9 @@ impl RawWorker {
 
     /// The next message from the supervisor (within 10 s).
     async fn next(&mut self) -> SupervisorMsg {
+        if let Some(msg) = self.pending.pop_front() {
+            return msg;
+        }
         loop {
             let frame = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
                 .await
@@ -80,9 +88,15 @@ impl RawWorker {
                     }
                     SupervisorMsg::LinkDown { nonce, bytes, .. } => {
                         let mut digest = proto::LinkDigest::default();
+                        // The supervisor's other messages may come between payload frames.
                         while digest.bytes() < bytes {
-                            if let Some(Ok(Message::Binary(b))) = self.ws.next().await {
-                                digest.update(&b);
+                            match self.ws.next().await {
+                                Some(Ok(Message::Binary(b))) => digest.update(&b),
+                                Some(Ok(Message::Text(t))) => self
+                                    .pending
+                                    .push_back(proto::decode_supervisor(&t).unwrap()),
+                                Some(Ok(_)) => {}
+                                other => panic!("connection ended during a link probe: {other:?}"),
                             }
                         }
                         let digest = digest.finish();
@@ -102,7 +116,10 @@ impl RawWorker {
                         }
                         self.send(&WorkerMsg::LinkSent { nonce, bytes }).await;
                     }
-                    msg => return msg,
+                    msg => self.pending.push_back(msg),
+                }
+                if let Some(msg) = self.pending.pop_front() {
+                    return msg;
                 }
             }
         }
