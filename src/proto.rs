@@ -2,7 +2,8 @@
 //! version and the identifiers they carry.
 //!
 //! This is the only module that knows the wire format (JSON text frames, one message per frame,
-//! internally tagged by `"type"`). Everything else sees typed values. Decoding never panics: any
+//! internally tagged by `"type"`; binary frames only for the payload of a link probe, see
+//! [`SupervisorMsg::LinkDown`]). Everything else sees typed values. Decoding never panics: any
 //! frame that is not valid JSON for a known message is a [`ProtoError`].
 
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. A worker announces it in [`WorkerMsg::Hello`]; the supervisor refuses
 /// a worker whose version it does not speak.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame either side accepts, in bytes. Larger frames are refused by the WebSocket layer
 /// before they are buffered whole.
@@ -28,6 +29,15 @@ pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 64 << 20;
 
 /// Longest error string a worker may report for a failed replica; longer ones are cut.
 pub const MAX_ERROR_CHARS: usize = 2000;
+
+/// A link probe's payload travels in binary frames of at most this many bytes: a heartbeat or
+/// an `Activity` waits in the sender's writer behind one frame at most, not behind a whole leg,
+/// and a leg cut short by its time limit still counts what arrived.
+pub const LINK_CHUNK_BYTES: usize = 4 << 10;
+/// Most payload bytes one leg of a link probe may ask for, either way.
+pub const MAX_LINK_PROBE_BYTES: u64 = 4 << 20;
+/// Longest time limit one leg of a link probe may be given.
+pub const MAX_LINK_LEG_MS: u64 = 600_000;
 
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -258,6 +268,24 @@ pub enum WorkerMsg {
     Available {
         at_ms: u64,
     },
+    /// Answer to [`SupervisorMsg::LinkPing`], sent at once (ahead of any outcome).
+    LinkPong {
+        nonce: u64,
+    },
+    /// The payload of a [`SupervisorMsg::LinkDown`] arrived: all of it, or (when its time limit
+    /// passed first) the `bytes` that did. `digest` is [`LinkDigest`] of what arrived: proof
+    /// that it did.
+    LinkReceived {
+        nonce: u64,
+        bytes: u64,
+        digest: u64,
+    },
+    /// Follows the last binary frame sent for a [`SupervisorMsg::LinkUp`]: `bytes` were sent,
+    /// fewer than asked if the time limit passed first.
+    LinkSent {
+        nonce: u64,
+        bytes: u64,
+    },
 }
 
 fn yes() -> bool {
@@ -292,6 +320,26 @@ pub enum SupervisorMsg {
     },
     StatusRequest {
         nonce: u64,
+    },
+    /// Start of a link probe: answer with [`WorkerMsg::LinkPong`] at once (the round trip is
+    /// taken off the transfer times).
+    LinkPing {
+        nonce: u64,
+    },
+    /// `bytes` of payload ([`link_chunk`]) follow in binary frames. The worker answers with
+    /// [`WorkerMsg::LinkReceived`] once they have all arrived, or `timeout_ms` after this
+    /// message with what did.
+    LinkDown {
+        nonce: u64,
+        bytes: u64,
+        timeout_ms: u64,
+    },
+    /// Send `bytes` of payload ([`link_chunk`]) in binary frames, stopping when `timeout_ms` have
+    /// passed since this message, then [`WorkerMsg::LinkSent`].
+    LinkUp {
+        nonce: u64,
+        bytes: u64,
+        timeout_ms: u64,
     },
     /// Something the worker sent was refused. When `fatal`, the supervisor closes the connection
     /// right after.
@@ -330,7 +378,9 @@ pub enum ErrorCode {
 pub enum ProtoError {
     #[error("malformed message: {0}")]
     Malformed(#[from] serde_json::Error),
-    #[error("binary frames are not part of the protocol; send JSON text frames")]
+    #[error(
+        "binary frame not asked for: binary frames carry only the payload of a link probe the supervisor asked for"
+    )]
     Binary,
 }
 
@@ -365,6 +415,104 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         let _ = write!(out, "{b:02x}");
     }
     out
+}
+
+/// The bytes `offset..offset + len` of the payload of link probe `nonce`: pseudo-random (no
+/// compression on the way can flatter a link), the same on both sides, so the receiver's
+/// [`LinkDigest`] shows the sender what arrived. `offset` is a multiple of 8 (frames are
+/// [`LINK_CHUNK_BYTES`]).
+pub fn link_chunk(nonce: u64, offset: u64, len: usize) -> Vec<u8> {
+    // SplitMix64's state after n outputs is seed + n * its increment: start at any word.
+    let word = offset / 8;
+    let mut rng = crate::rng::Rng::new(
+        nonce
+            .wrapping_mul(0xd1b5_4a32_d192_ed03)
+            .wrapping_add(word.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+    );
+    let mut out = vec![0u8; len];
+    rng.fill(&mut out);
+    out
+}
+
+/// A 64-bit digest of a byte stream, the same however the stream is cut into frames. Not
+/// cryptographic: it proves only that a worker read the bytes it says arrived.
+#[derive(Debug, Clone)]
+pub struct LinkDigest {
+    h: u64,
+    tail: [u8; 8],
+    tail_len: usize,
+    bytes: u64,
+}
+
+impl Default for LinkDigest {
+    fn default() -> Self {
+        Self {
+            h: 0xcbf2_9ce4_8422_2325,
+            tail: [0; 8],
+            tail_len: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl LinkDigest {
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.bytes += data.len() as u64;
+        if self.tail_len > 0 {
+            let take = (8 - self.tail_len).min(data.len());
+            self.tail[self.tail_len..self.tail_len + take].copy_from_slice(&data[..take]);
+            self.tail_len += take;
+            data = &data[take..];
+            if self.tail_len < 8 {
+                return;
+            }
+            self.mix(u64::from_le_bytes(self.tail));
+            self.tail_len = 0;
+        }
+        let mut words = data.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            self.mix(u64::from_le_bytes(b));
+        }
+        let rest = words.remainder();
+        self.tail[..rest.len()].copy_from_slice(rest);
+        self.tail_len = rest.len();
+    }
+
+    fn mix(&mut self, w: u64) {
+        self.h = (self.h ^ w)
+            .wrapping_mul(0x0000_0100_0000_01b3)
+            .rotate_left(23);
+    }
+
+    /// Bytes seen so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn finish(&self) -> u64 {
+        let mut d = self.clone();
+        if d.tail_len > 0 {
+            let mut last = [0u8; 8];
+            last[..d.tail_len].copy_from_slice(&d.tail[..d.tail_len]);
+            d.mix(u64::from_le_bytes(last));
+        }
+        d.mix(d.bytes);
+        d.h
+    }
+}
+
+/// The digest of the first `bytes` bytes of link probe `nonce`'s payload.
+pub fn link_digest(nonce: u64, bytes: u64) -> u64 {
+    let mut d = LinkDigest::default();
+    let mut offset = 0;
+    while offset < bytes {
+        let len = (bytes - offset).min(LINK_CHUNK_BYTES as u64) as usize;
+        d.update(&link_chunk(nonce, offset, len));
+        offset += len as u64;
+    }
+    d.finish()
 }
 
 /// Decodes one text frame from a worker.
@@ -437,6 +585,16 @@ mod tests {
                 at_ms: 17,
             },
             WorkerMsg::Available { at_ms: 18 },
+            WorkerMsg::LinkPong { nonce: u64::MAX },
+            WorkerMsg::LinkReceived {
+                nonce: 4,
+                bytes: 16 << 10,
+                digest: u64::MAX - 1,
+            },
+            WorkerMsg::LinkSent {
+                nonce: 5,
+                bytes: MAX_LINK_PROBE_BYTES,
+            },
         ];
         for msg in msgs {
             assert_eq!(decode_worker(&encode(&msg)).unwrap(), msg);
@@ -478,6 +636,17 @@ mod tests {
                 reason: "won elsewhere".into(),
             },
             SupervisorMsg::StatusRequest { nonce: 3 },
+            SupervisorMsg::LinkPing { nonce: 1 },
+            SupervisorMsg::LinkDown {
+                nonce: 2,
+                bytes: 64 << 10,
+                timeout_ms: 3000,
+            },
+            SupervisorMsg::LinkUp {
+                nonce: 3,
+                bytes: MAX_LINK_PROBE_BYTES,
+                timeout_ms: MAX_LINK_LEG_MS,
+            },
             SupervisorMsg::Error {
                 code: ErrorCode::Unauthorized,
                 message: "wrong token".into(),
@@ -500,9 +669,59 @@ mod tests {
             "{\"type\":\"result\"}",
             "{\"type\":\"heartbeat\",\"progress\":[{\"replica\":-1,\"fraction\":0}]}",
             "\u{0}\u{1}",
+            "{\"type\":\"link_pong\"}",
+            "{\"type\":\"link_pong\",\"nonce\":-1}",
+            "{\"type\":\"link_pong\",\"nonce\":18446744073709551616}",
+            "{\"type\":\"link_received\",\"nonce\":1,\"bytes\":2}",
+            "{\"type\":\"link_received\",\"nonce\":1,\"bytes\":1.5,\"digest\":0}",
+            "{\"type\":\"link_sent\",\"nonce\":\"1\",\"bytes\":2}",
         ] {
             assert!(decode_worker(frame).is_err(), "{frame:?} decoded");
         }
+        for frame in [
+            "{\"type\":\"link_ping\"}",
+            "{\"type\":\"link_down\",\"nonce\":1,\"bytes\":-5,\"timeout_ms\":1}",
+            "{\"type\":\"link_up\",\"nonce\":1,\"bytes\":5}",
+        ] {
+            assert!(decode_supervisor(frame).is_err(), "{frame:?} decoded");
+        }
+    }
+
+    #[test]
+    fn a_link_digest_is_the_same_however_the_payload_is_cut_and_differs_when_a_byte_does() {
+        let whole = link_chunk(7, 0, 3 * LINK_CHUNK_BYTES);
+        // Chunks generated at their offsets are the pieces of the whole.
+        let mut pieces = Vec::new();
+        for i in 0..3 {
+            pieces.extend(link_chunk(
+                7,
+                (i * LINK_CHUNK_BYTES) as u64,
+                LINK_CHUNK_BYTES,
+            ));
+        }
+        assert_eq!(pieces, whole);
+        assert_ne!(
+            link_chunk(8, 0, 64),
+            whole[..64],
+            "another nonce, other bytes"
+        );
+        let expected = link_digest(7, whole.len() as u64);
+        for cut in [1, 3, 8, 13, 4096, LINK_CHUNK_BYTES] {
+            let mut d = LinkDigest::default();
+            for part in whole.chunks(cut) {
+                d.update(part);
+            }
+            assert_eq!(d.bytes(), whole.len() as u64);
+            assert_eq!(d.finish(), expected, "cut into {cut}-byte pieces");
+        }
+        let mut flipped = whole.clone();
+        flipped[LINK_CHUNK_BYTES + 5] ^= 1;
+        let mut d = LinkDigest::default();
+        d.update(&flipped);
+        assert_ne!(d.finish(), expected);
+        // A prefix has a digest of its own: a partial ack cannot claim the whole.
+        assert_ne!(link_digest(7, LINK_CHUNK_BYTES as u64), expected);
+        assert_ne!(link_digest(7, 0), link_digest(7, 8));
     }
 
     #[test]

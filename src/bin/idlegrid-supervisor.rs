@@ -85,6 +85,14 @@ struct ServeArgs {
     /// client's longest reconnect wait plus the loss bound).
     #[arg(long, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     restart_grace_ms: Option<u64>,
+    /// How often each worker's link is measured (a timed transfer both ways over its
+    /// WebSocket), in seconds; also once at join. 0: never (workers are not held back by link).
+    #[arg(long, default_value_t = supervisor::DEFAULT_LINK_PROBE.as_secs(), value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    link_probe_s: u64,
+    /// Workers whose measured link is slower than this (kbit/s, the slower direction) get no
+    /// tasks; they stay connected.
+    #[arg(long, default_value_t = 100.0, value_parser = parse_kbps)]
+    min_link_kbps: f64,
     /// Largest task output accepted, in MiB; a larger one fails its replica.
     #[arg(long, default_value_t = idlegrid::proto::DEFAULT_MAX_OUTPUT_BYTES >> 20, value_parser = clap::value_parser!(u64).range(1..=4096))]
     max_output_mb: u64,
@@ -207,10 +215,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         seed: std::process::id().into(),
         poison_window: Duration::from_millis(args.poison_window_ms),
         restart_grace,
+        min_link_kbps: args.min_link_kbps,
         ..Default::default()
     };
     let mut cfg = supervisor::Config::with_tokens_in(&args.data_dir, sched)?;
     cfg.max_output_bytes = args.max_output_mb << 20;
+    cfg.link_probe = (args.link_probe_s > 0).then(|| Duration::from_secs(args.link_probe_s));
     if let Some(f) = &args.token_file {
         cfg.worker_token = supervisor::read_token(f)?;
     }
@@ -245,6 +255,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     sup.shutdown().await?;
     Ok(())
+}
+
+/// A link speed in kbit/s: a finite number >= 0.
+fn parse_kbps(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("{s:?} is not a speed in kbit/s (a number >= 0)"))
 }
 
 async fn submit(args: SubmitArgs) -> anyhow::Result<std::process::ExitCode> {

@@ -16,6 +16,11 @@
 //! reference, and dependency outputs sent by reference are downloaded before the replica is
 //! queued (see `transfer`).
 //!
+//! The supervisor measures the link now and then: the engine answers its ping at once, counts
+//! (and digests) the payload it sends down, and has the writer send the payload it asks for up,
+//! a frame at a time between urgent messages, stopping at the leg's time limit. Frames beyond
+//! what was announced end the connection, as any bad frame does.
+//!
 //! The owner comes first: an observation from an activity source reaches the engine on a
 //! channel, the idle policy turns it into a transition, and on `BecameBusy` every running
 //! replica is paused and `Activity` is sent in the same turn of the loop, not with the next
@@ -133,12 +138,35 @@ impl Inbox {
 
 /// The current connection's sending side.
 struct Link {
-    /// Heartbeats, `Activity`, `Available`, `StatusAck`: the writer sends these first.
+    /// Heartbeats, `Activity`, `Available`, `StatusAck`, link probe answers: the writer sends
+    /// these first.
     urgent: mpsc::UnboundedSender<Message>,
     /// Outcomes.
     bulk: mpsc::UnboundedSender<Message>,
+    /// Link probe payload to send up: last, a frame at a time.
+    probe_up: mpsc::UnboundedSender<UpLeg>,
     /// Uploads started on this connection; stopped with it (the next one resumes them).
     uploads: HashMap<ReplicaId, JoinHandle<()>>,
+    /// The link probe payload coming down, if any.
+    down: Option<DownLeg>,
+    /// Payload bytes of a down leg whose time limit passed that may still arrive.
+    late_bytes: u64,
+}
+
+/// Link probe payload the supervisor is sending.
+struct DownLeg {
+    nonce: u64,
+    bytes: u64,
+    digest: proto::LinkDigest,
+    /// When what arrived is reported, complete or not.
+    deadline: Instant,
+}
+
+/// Link probe payload the supervisor asked for.
+struct UpLeg {
+    nonce: u64,
+    bytes: u64,
+    deadline: Instant,
 }
 
 impl Drop for Link {
@@ -577,11 +605,15 @@ impl Engine {
         let (sink, mut stream) = ws.split();
         let (urgent, urgent_rx) = mpsc::unbounded_channel();
         let (bulk, bulk_rx) = mpsc::unbounded_channel();
-        let mut writer = tokio::spawn(write(sink, urgent_rx, bulk_rx));
+        let (probe_up, probe_rx) = mpsc::unbounded_channel();
+        let mut writer = tokio::spawn(write(sink, urgent_rx, bulk_rx, probe_rx));
         self.link = Some(Link {
             urgent,
             bulk,
+            probe_up,
             uploads: HashMap::new(),
+            down: None,
+            late_bytes: 0,
         });
         self.status.send_modify(|s| {
             s.connected = true;
@@ -599,6 +631,17 @@ impl Engine {
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = loop {
             let deadline = self.idle.poll_timeout();
+            let down_at = self
+                .link
+                .as_ref()
+                .and_then(|l| l.down.as_ref())
+                .map(|d| d.deadline);
+            let down_timer = async {
+                match down_at {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 wake = self.inbox.next(shutdown, deadline) => {
@@ -622,12 +665,19 @@ impl Engine {
                         }
                         Err(e) => break SessionEnd::Disconnected(format!("supervisor sent a bad frame: {e}")),
                     },
+                    Some(Ok(Message::Binary(data))) => {
+                        if let Err(why) = self.on_probe_bytes(&data) {
+                            warn!("closing the connection: {why}");
+                            break SessionEnd::Disconnected(why);
+                        }
+                    }
                     Some(Ok(Message::Close(frame))) => {
                         let why = frame.map(|f| f.reason.to_string()).unwrap_or_else(|| "closed".into());
                         break SessionEnd::Disconnected(format!("supervisor closed the connection: {why}"));
                     }
                     Some(Ok(_)) => {}
                 },
+                () = down_timer => self.on_down_deadline(),
                 _ = beat.tick() => {
                     let progress = self
                         .running
@@ -759,9 +809,135 @@ impl Engine {
                 }
             }
             SupervisorMsg::Welcome { .. } => debug!("ignoring a second welcome"),
+            SupervisorMsg::LinkPing { nonce } => self.send_urgent(&WorkerMsg::LinkPong { nonce }),
+            SupervisorMsg::LinkDown {
+                nonce,
+                bytes,
+                timeout_ms,
+            } => {
+                if let Err(why) = self.on_link_down(nonce, bytes, timeout_ms) {
+                    warn!("closing the connection: {why}");
+                    return Some(SessionEnd::Disconnected(why));
+                }
+            }
+            SupervisorMsg::LinkUp {
+                nonce,
+                bytes,
+                timeout_ms,
+            } => {
+                if let Err(why) = check_leg(bytes, timeout_ms) {
+                    warn!("closing the connection: {why}");
+                    return Some(SessionEnd::Disconnected(why));
+                }
+                if let Some(link) = &self.link {
+                    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+                    let _ = link.probe_up.send(UpLeg {
+                        nonce,
+                        bytes,
+                        deadline,
+                    });
+                }
+            }
         }
         None
     }
+
+    /// The supervisor announces link probe payload.
+    fn on_link_down(&mut self, nonce: u64, bytes: u64, timeout_ms: u64) -> Result<(), String> {
+        check_leg(bytes, timeout_ms)?;
+        let Some(link) = &mut self.link else {
+            return Ok(());
+        };
+        if let Some(d) = &link.down {
+            return Err(format!(
+                "the supervisor announced link probe {nonce} while probe {} was still arriving",
+                d.nonce
+            ));
+        }
+        // Payload of an earlier leg cut short was all sent before this announcement.
+        link.late_bytes = 0;
+        link.down = Some(DownLeg {
+            nonce,
+            bytes,
+            digest: proto::LinkDigest::default(),
+            deadline: Instant::now() + Duration::from_millis(timeout_ms),
+        });
+        if bytes == 0 {
+            self.on_down_deadline();
+        }
+        Ok(())
+    }
+
+    /// A binary frame: link probe payload, which must have been announced.
+    fn on_probe_bytes(&mut self, data: &[u8]) -> Result<(), String> {
+        let Some(link) = &mut self.link else {
+            return Ok(());
+        };
+        let len = data.len() as u64;
+        if data.len() > proto::LINK_CHUNK_BYTES {
+            return Err(format!(
+                "the supervisor sent a binary frame of {len} bytes; link probe frames are at most {} bytes",
+                proto::LINK_CHUNK_BYTES
+            ));
+        }
+        let Some(down) = &mut link.down else {
+            if link.late_bytes >= len {
+                link.late_bytes -= len;
+                return Ok(());
+            }
+            return Err(format!(
+                "the supervisor sent a binary frame ({len} bytes) it had not announced"
+            ));
+        };
+        if down.digest.bytes() + len > down.bytes {
+            return Err(format!(
+                "the supervisor sent more than the {} bytes it announced for link probe {}",
+                down.bytes, down.nonce
+            ));
+        }
+        down.digest.update(data);
+        if down.digest.bytes() == down.bytes {
+            self.on_down_deadline();
+        }
+        Ok(())
+    }
+
+    /// The down leg is complete or its time is up: say what arrived.
+    fn on_down_deadline(&mut self) {
+        let Some(link) = &mut self.link else {
+            return;
+        };
+        let Some(down) = link.down.take() else {
+            return;
+        };
+        let bytes = down.digest.bytes();
+        link.late_bytes = down.bytes - bytes;
+        if bytes < down.bytes {
+            debug!(
+                nonce = down.nonce,
+                bytes,
+                of = down.bytes,
+                "link probe leg cut short by its time limit"
+            );
+        }
+        self.send_urgent(&WorkerMsg::LinkReceived {
+            nonce: down.nonce,
+            bytes,
+            digest: down.digest.finish(),
+        });
+    }
+}
+
+/// A link probe leg within the protocol's limits, or why not.
+fn check_leg(bytes: u64, timeout_ms: u64) -> Result<(), String> {
+    if bytes > proto::MAX_LINK_PROBE_BYTES || timeout_ms > proto::MAX_LINK_LEG_MS {
+        return Err(format!(
+            "the supervisor asked for a link probe leg of {bytes} bytes in {timeout_ms} ms; the protocol allows at most {} bytes and {} ms",
+            proto::MAX_LINK_PROBE_BYTES,
+            proto::MAX_LINK_LEG_MS
+        ));
+    }
+    Ok(())
 }
 
 /// Downloads the dependency outputs of `a` sent by reference and puts them inline.
@@ -778,18 +954,42 @@ async fn fetch_deps(transfer: &Transfer, mut a: Assignment) -> Result<Assignment
     Ok(a)
 }
 
-/// The writer half: sends what the engine queues, urgent messages first, until the engine
-/// drops its senders (then closes the connection) or sending fails (returns why).
+/// The writer half: sends what the engine queues, urgent messages first, then outcomes, then
+/// link probe payload a frame at a time (ended by `LinkSent`), until the engine drops its
+/// senders (then closes the connection) or sending fails (returns why).
 async fn write(
     mut sink: SplitSink<Ws, Message>,
     mut urgent: mpsc::UnboundedReceiver<Message>,
     mut bulk: mpsc::UnboundedReceiver<Message>,
+    mut probe: mpsc::UnboundedReceiver<UpLeg>,
 ) -> String {
+    let mut up: Option<(UpLeg, u64)> = None;
+    let mut probe_open = true;
     loop {
         let msg = tokio::select! {
             biased;
             Some(m) = urgent.recv() => m,
             Some(m) = bulk.recv() => m,
+            leg = probe.recv(), if up.is_none() && probe_open => {
+                match leg {
+                    Some(leg) => up = Some((leg, 0)),
+                    None => probe_open = false,
+                }
+                continue;
+            }
+            () = std::future::ready(()), if up.is_some() => {
+                let Some((leg, sent)) = &mut up else { continue };
+                if *sent >= leg.bytes || Instant::now() >= leg.deadline {
+                    let done = WorkerMsg::LinkSent { nonce: leg.nonce, bytes: *sent };
+                    up = None;
+                    Message::text(proto::encode(&done))
+                } else {
+                    let len = (leg.bytes - *sent).min(proto::LINK_CHUNK_BYTES as u64) as usize;
+                    let chunk = proto::link_chunk(leg.nonce, *sent, len);
+                    *sent += len as u64;
+                    Message::binary(chunk)
+                }
+            }
             else => {
                 let _ = sink.close().await;
                 return "connection closed by this worker".into();

@@ -191,6 +191,18 @@ pub enum DriverMsg {
         /// task): the upload.
         upload: Option<Upload>,
     },
+    /// The connection measured the worker's link.
+    Link {
+        conn: ConnId,
+        worker: WorkerId,
+        measurement: super::probe::Measurement,
+    },
+    /// The connection refused something the worker sent (counted in the stats), and closes.
+    Refused {
+        worker: WorkerId,
+        kind: &'static str,
+        what: String,
+    },
     /// The server accepts connections now: the restart grace starts.
     Serving,
     Closed {
@@ -409,6 +421,22 @@ impl Driver {
                     debug!(%worker, "result from a replaced connection ignored: {}", upload.path.display());
                 }
             }
+            DriverMsg::Link {
+                conn,
+                worker,
+                measurement: m,
+            } => {
+                if self.conns.get(&worker).is_some_and(|c| c.id == conn) {
+                    let _ = self.events.send(Event::LinkMeasured {
+                        worker: worker.clone(),
+                        link: m.link,
+                        rtt: m.rtt,
+                        cut_short: m.cut_short,
+                    });
+                    self.sched.handle_link(now, &worker, m.link);
+                }
+            }
+            DriverMsg::Refused { worker, kind, what } => self.refused(&worker, kind, &what),
             DriverMsg::Serving => self.sched.begin_restart_grace(now),
             DriverMsg::Closed { conn, worker } => {
                 if self.conns.get(&worker).is_some_and(|c| c.id == conn) {
@@ -512,6 +540,10 @@ impl Driver {
                 info!(%worker, "worker idle again");
                 self.sched.handle_available(now, worker);
             }
+            // The connection task answers link probes itself; none reaches here.
+            WorkerMsg::LinkPong { .. }
+            | WorkerMsg::LinkReceived { .. }
+            | WorkerMsg::LinkSent { .. } => {}
         }
     }
 

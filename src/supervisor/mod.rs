@@ -14,6 +14,7 @@
 mod auth;
 mod driver;
 mod http;
+pub mod probe;
 pub mod report;
 pub mod store;
 mod ws;
@@ -37,6 +38,9 @@ use crate::sched;
 /// Smallest and largest heartbeat interval a supervisor accepts.
 pub const HEARTBEAT_RANGE_MS: std::ops::RangeInclusive<u64> = 1..=600_000;
 
+/// How often a worker's link is measured unless configured otherwise (and once at join).
+pub const DEFAULT_LINK_PROBE: Duration = Duration::from_secs(600);
+
 /// Largest HTTP request body (a job submission), in bytes.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
 
@@ -51,6 +55,10 @@ pub struct Config {
     pub operator_token: String,
     /// Largest task output (JSON text) accepted; a larger one fails its replica.
     pub max_output_bytes: u64,
+    /// How often each worker's link is measured (and at join); `None`: never. While links are
+    /// probed, a worker gets tasks only once its link is measured and no slower than
+    /// `sched.min_link_kbps` (`sched.require_link` is set from this at start).
+    pub link_probe: Option<Duration>,
 }
 
 impl Config {
@@ -66,6 +74,7 @@ impl Config {
             worker_token: load_or_create_token(&data_dir.join("worker.token"))?,
             operator_token: load_or_create_token(&data_dir.join("operator.token"))?,
             max_output_bytes: crate::proto::DEFAULT_MAX_OUTPUT_BYTES,
+            link_probe: Some(DEFAULT_LINK_PROBE),
             sched,
         })
     }
@@ -101,6 +110,14 @@ pub enum Event {
     WorkerLost {
         worker: WorkerId,
         cause: String,
+    },
+    /// A worker's link was measured (at join, then every `link_probe`).
+    LinkMeasured {
+        worker: WorkerId,
+        link: sched::Link,
+        rtt: Duration,
+        /// A leg hit its time limit: the figures are lower bounds.
+        cut_short: bool,
     },
     /// A replica was sent to a worker, at `at`.
     Assigned {
@@ -169,8 +186,10 @@ impl Supervisor {
     /// Opens the store in the data dir, resumes its unfinished jobs and serves on `listener`.
     pub async fn start(
         listener: tokio::net::TcpListener,
-        cfg: Config,
+        mut cfg: Config,
     ) -> Result<Supervisor, SupervisorError> {
+        // Without probes no link is ever measured: requiring one would starve every worker.
+        cfg.sched.require_link = cfg.link_probe.is_some();
         let hb = cfg.sched.heartbeat.as_millis();
         if !HEARTBEAT_RANGE_MS.contains(&(hb as u64)) {
             return Err(SupervisorError::Heartbeat(hb));
@@ -185,6 +204,12 @@ impl Supervisor {
             conn: std::sync::Arc::new(ws::ConnContext {
                 worker_token: cfg.worker_token.clone().into(),
                 uploads,
+                // A leg may take the loss bound: by then the worker's heartbeats (or the probe
+                // traffic itself) have shown it alive.
+                probe: cfg
+                    .link_probe
+                    .map(|every| probe::ProbeConfig::new(every, cfg.sched.loss_after())),
+                life_every: cfg.sched.heartbeat / 2,
             }),
             operator_token: cfg.operator_token.clone().into(),
             next_conn: Default::default(),

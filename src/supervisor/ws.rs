@@ -1,12 +1,16 @@
 //! One worker's WebSocket connection: the upgrade, the hello checks (protocol version, token,
 //! sane fields), then frames in both directions between the socket and the driver.
 //!
-//! A bad frame (malformed, binary, too large, out of order) gets an `Error` message and closes
-//! this connection only; the driver then treats the worker as disconnected. Nothing here decides
-//! anything about tasks.
+//! A bad frame (malformed, binary not asked for, too large, out of order) gets an `Error`
+//! message and closes this connection only; the driver then treats the worker as disconnected.
+//! Nothing here decides anything about tasks.
+//!
+//! The connection also measures the worker's link ([`super::probe`]): the reader runs the
+//! prober (its answers arrive here, and never reach the driver), the writer sends its messages
+//! and payload between the driver's frames, and the measurement goes to the driver.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
@@ -22,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::auth::token_matches;
 use super::driver::{ConnId, DriverMsg, Hello, Outgoing, Upload};
+use super::probe::{Action, ProbeConfig, Prober};
 use crate::proto::{self, BlobRef, ErrorCode, Payload, SupervisorMsg, WorkerMsg};
 
 /// How long a new connection may take to say hello.
@@ -104,9 +109,15 @@ impl Refusal {
     }
 }
 
+/// A frame from the worker: a message, or a binary frame (link probe payload) of this length.
+enum Incoming {
+    Msg(WorkerMsg),
+    Binary(usize),
+}
+
 /// Reads the next message as a worker message, or says why it is refused. `None` when the peer
 /// closed the connection.
-async fn next_msg<S>(ws: &mut S) -> Option<Result<WorkerMsg, Refusal>>
+async fn next_frame<S>(ws: &mut S) -> Option<Result<Incoming, Refusal>>
 where
     S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
 {
@@ -129,11 +140,9 @@ where
         };
         return Some(match frame {
             Message::Text(text) => proto::decode_worker(&text)
+                .map(Incoming::Msg)
                 .map_err(|e| Refusal::new(ErrorCode::Malformed, e.to_string())),
-            Message::Binary(_) => Err(Refusal::new(
-                ErrorCode::Malformed,
-                proto::ProtoError::Binary.to_string(),
-            )),
+            Message::Binary(bytes) => Ok(Incoming::Binary(bytes.len())),
             Message::Close(_) => return None,
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
         });
@@ -253,10 +262,15 @@ fn check_hello(msg: WorkerMsg, worker_token: &str) -> Result<Hello, Refusal> {
 }
 
 async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Sender<DriverMsg>) {
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_msg(&mut ws)).await {
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_frame(&mut ws)).await {
         Err(_) => Err(Refusal::new(ErrorCode::Protocol, "no hello within 10 s")),
         Ok(None) => return,
-        Ok(Some(msg)) => msg.and_then(|m| check_hello(m, &ctx.worker_token)),
+        Ok(Some(Ok(Incoming::Msg(m)))) => check_hello(m, &ctx.worker_token),
+        Ok(Some(Ok(Incoming::Binary(_)))) => Err(Refusal::new(
+            ErrorCode::Malformed,
+            proto::ProtoError::Binary.to_string(),
+        )),
+        Ok(Some(Err(r))) => Err(r),
     };
     let hello = match hello {
         Ok(h) => h,
@@ -280,14 +294,50 @@ async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Se
     // worker that reads slowly) never stops us from reading heartbeats and Activity, and a
     // frame being read never delays an Assign.
     let (sink, mut stream) = ws.split();
-    let mut writer = tokio::spawn(write_frames(sink, rx, worker.clone()));
+    let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+    let (sent_tx, mut sent_rx) = mpsc::unbounded_channel();
+    let mut writer = tokio::spawn(write_frames(sink, rx, probe_rx, sent_tx, worker.clone()));
+    let mut link = ctx.probe.map(|cfg| LinkProbe {
+        prober: Prober::new(cfg, Instant::now()),
+        to_writer: probe_tx,
+        life_every: ctx.life_every,
+        last_life: Instant::now(),
+        heard: false,
+    });
     // Why the connection ends on our side, if it does.
     let mut refusal = None;
     loop {
-        tokio::select! {
-            incoming = next_msg(&mut stream) => match incoming {
+        let probe_at = link.as_ref().and_then(|l| l.prober.poll_timeout());
+        let probe_timer = async {
+            match probe_at {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let ended = tokio::select! {
+            incoming = next_frame(&mut stream) => match incoming {
                 None => break,
-                Some(Ok(msg)) => {
+                Some(Ok(Incoming::Msg(
+                    msg @ (WorkerMsg::LinkPong { .. }
+                    | WorkerMsg::LinkReceived { .. }
+                    | WorkerMsg::LinkSent { .. }),
+                ))) => {
+                    let now = Instant::now();
+                    match &mut link {
+                        Some(l) => l.heard().take_stamps(&mut sent_rx).handle_msg(now, &msg),
+                        None => Err(super::probe::Violation(
+                            "link probe messages were not asked for (this supervisor does not probe links)".into(),
+                        )),
+                    }
+                }
+                Some(Ok(Incoming::Binary(len))) => {
+                    let now = Instant::now();
+                    match &mut link {
+                        Some(l) => l.heard().take_stamps(&mut sent_rx).handle_binary(now, len),
+                        None => Err(super::probe::Violation(proto::ProtoError::Binary.to_string())),
+                    }
+                }
+                Some(Ok(Incoming::Msg(msg))) => {
                     let (msg, upload) = match resolve_blob(msg, &ctx).await {
                         Ok(resolved) => resolved,
                         Err(r) => {
@@ -300,6 +350,7 @@ async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Se
                     if driver.send(frame).await.is_err() {
                         break;
                     }
+                    Ok(())
                 }
                 Some(Err(r)) => {
                     warn!(%worker, "closing connection: {}", r.message);
@@ -307,6 +358,18 @@ async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Se
                     break;
                 }
             },
+            Some((nonce, at)) = sent_rx.recv() => {
+                if let Some(l) = &mut link {
+                    l.prober.handle_sent(nonce, at);
+                }
+                Ok(())
+            }
+            () = probe_timer => {
+                if let Some(l) = &mut link {
+                    l.prober.handle_timeout(Instant::now());
+                }
+                Ok(())
+            }
             // The writer ends when the driver closes this connection or a send fails.
             _ = &mut writer => {
                 // Let the peer's answer to our close frame arrive, briefly.
@@ -316,6 +379,26 @@ async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Se
                 .await;
                 break;
             }
+        };
+        if let Err(v) = ended {
+            warn!(%worker, "closing connection: link probe: {}", v.0);
+            let _ = driver
+                .send(DriverMsg::Refused {
+                    worker: worker.clone(),
+                    kind: "link_probe",
+                    what: v.0.clone(),
+                })
+                .await;
+            refusal = Some(Refusal::new(
+                ErrorCode::Protocol,
+                format!("link probe: {}", v.0),
+            ));
+            break;
+        }
+        if let Some(l) = &mut link
+            && !l.carry_out(conn, &worker, &driver).await
+        {
+            break;
         }
     }
     // The driver hears first, so that a reissue never waits for the goodbye below.
@@ -334,37 +417,194 @@ async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Se
     }
 }
 
+/// What the reader's prober asks the writer to send.
+#[derive(Debug)]
+enum ProbeOut {
+    /// A control message; its departure is reported back with its nonce.
+    Text { nonce: u64, text: String },
+    /// A control message (reported likewise), then `bytes` of payload for `nonce`.
+    Payload {
+        nonce: u64,
+        text: String,
+        bytes: u64,
+    },
+    /// No more payload for `nonce`.
+    Stop { nonce: u64 },
+}
+
+/// The payload being sent.
+struct Sending {
+    nonce: u64,
+    bytes: u64,
+    offset: u64,
+}
+
 /// Sends what the driver queues for this connection, in order, until it asks to close or a send
-/// fails or stalls.
+/// fails or stalls. Between the driver's frames it sends the link probe's messages and payload,
+/// one binary frame at a time, so that an Assign or a Cancel waits behind one frame at most;
+/// nothing of the probe goes before the driver's first frame (the welcome).
 async fn write_frames(
     mut sink: futures_util::stream::SplitSink<Ws, Message>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    mut probe: mpsc::UnboundedReceiver<ProbeOut>,
+    sent: mpsc::UnboundedSender<(u64, Instant)>,
     worker: crate::proto::WorkerId,
 ) {
-    while let Some(out) = rx.recv().await {
-        match out {
-            Outgoing::Frame(text) => {
-                // A worker that stops reading (frozen, or its network cut) must not pin this
-                // task forever once the socket buffers are full.
-                match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::text(text))).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        debug!(%worker, "send failed: {e}");
-                        return;
-                    }
-                    Err(_) => {
-                        warn!(%worker, "a frame waited {} s to be sent: closing", SEND_TIMEOUT.as_secs());
-                        return;
-                    }
+    let mut welcomed = false;
+    let mut probe_open = true;
+    let mut sending: Option<Sending> = None;
+    loop {
+        let msg = tokio::select! {
+            biased;
+            out = rx.recv() => match out {
+                None => return,
+                Some(Outgoing::Frame(text)) => {
+                    welcomed = true;
+                    Message::text(text)
                 }
+                Some(Outgoing::Close { code, message }) => {
+                    info!(%worker, "closing connection: {message}");
+                    let r = Refusal { code, message };
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, send_refusal(&mut sink, &r)).await;
+                    return;
+                }
+            },
+            cmd = probe.recv(), if welcomed && probe_open => match cmd {
+                None => {
+                    probe_open = false;
+                    continue;
+                }
+                Some(ProbeOut::Stop { nonce }) => {
+                    if sending.as_ref().is_some_and(|s| s.nonce == nonce) {
+                        sending = None;
+                    }
+                    continue;
+                }
+                Some(ProbeOut::Text { nonce, text }) => {
+                    let _ = sent.send((nonce, Instant::now()));
+                    Message::text(text)
+                }
+                Some(ProbeOut::Payload { nonce, text, bytes }) => {
+                    let _ = sent.send((nonce, Instant::now()));
+                    sending = Some(Sending { nonce, bytes, offset: 0 });
+                    Message::text(text)
+                }
+            },
+            () = std::future::ready(()), if sending.is_some() => {
+                let Some(s) = &mut sending else { continue };
+                let len = (s.bytes - s.offset).min(proto::LINK_CHUNK_BYTES as u64) as usize;
+                let chunk = proto::link_chunk(s.nonce, s.offset, len);
+                s.offset += len as u64;
+                if s.offset >= s.bytes {
+                    sending = None;
+                }
+                Message::binary(chunk)
             }
-            Outgoing::Close { code, message } => {
-                info!(%worker, "closing connection: {message}");
-                let r = Refusal { code, message };
-                let _ = tokio::time::timeout(SEND_TIMEOUT, send_refusal(&mut sink, &r)).await;
+        };
+        // A worker that stops reading (frozen, or its network cut) must not pin this task
+        // forever once the socket buffers are full.
+        match tokio::time::timeout(SEND_TIMEOUT, sink.send(msg)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(%worker, "send failed: {e}");
+                return;
+            }
+            Err(_) => {
+                warn!(%worker, "a frame waited {} s to be sent: closing", SEND_TIMEOUT.as_secs());
                 return;
             }
         }
+    }
+}
+
+/// The link probe of a connection: the prober and the way to its writer.
+struct LinkProbe {
+    prober: Prober,
+    to_writer: mpsc::UnboundedSender<ProbeOut>,
+    /// Probe traffic from the worker shows it is alive, like any frame: the driver hears of it
+    /// (as an empty heartbeat) at most this often, so a heartbeat queued behind payload going
+    /// up never makes a worker look lost.
+    life_every: Duration,
+    last_life: Instant,
+    /// Probe traffic came since the driver last heard of it.
+    heard: bool,
+}
+
+impl LinkProbe {
+    fn heard(&mut self) -> &mut Self {
+        self.heard = true;
+        self
+    }
+
+    /// The prober, with every departure the writer reported so far taken in: an answer never
+    /// arrives before the stamp of its request is read.
+    fn take_stamps(&mut self, sent: &mut mpsc::UnboundedReceiver<(u64, Instant)>) -> &mut Prober {
+        while let Ok((nonce, at)) = sent.try_recv() {
+            self.prober.handle_sent(nonce, at);
+        }
+        &mut self.prober
+    }
+
+    /// Hands the prober's messages to the writer and its measurement to the driver. False when
+    /// the driver is gone.
+    async fn carry_out(
+        &mut self,
+        conn: ConnId,
+        worker: &crate::proto::WorkerId,
+        driver: &mpsc::Sender<DriverMsg>,
+    ) -> bool {
+        if self.heard && self.last_life.elapsed() >= self.life_every {
+            self.heard = false;
+            self.last_life = Instant::now();
+            let alive = DriverMsg::Frame {
+                conn,
+                worker: worker.clone(),
+                msg: WorkerMsg::Heartbeat { progress: vec![] },
+                upload: None,
+            };
+            if driver.send(alive).await.is_err() {
+                return false;
+            }
+        }
+        while let Some(action) = self.prober.poll_action() {
+            let out = match action {
+                Action::Send { nonce, msg } => ProbeOut::Text {
+                    nonce,
+                    text: proto::encode(&msg),
+                },
+                Action::SendPayload { nonce, msg, bytes } => ProbeOut::Payload {
+                    nonce,
+                    text: proto::encode(&msg),
+                    bytes,
+                },
+                Action::StopPayload { nonce } => ProbeOut::Stop { nonce },
+                Action::Measured(m) => {
+                    info!(
+                        %worker,
+                        up_kbps = m.link.up_kbps.round(),
+                        down_kbps = m.link.down_kbps.round(),
+                        rtt_ms = m.rtt.as_secs_f64() * 1000.0,
+                        took_ms = m.took.as_millis() as u64,
+                        down_bytes = m.bytes.0,
+                        up_bytes = m.bytes.1,
+                        cut_short = m.cut_short,
+                        "link measured"
+                    );
+                    let msg = DriverMsg::Link {
+                        conn,
+                        worker: worker.clone(),
+                        measurement: m,
+                    };
+                    if driver.send(msg).await.is_err() {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            // The writer is gone when the connection is closing; the loop notices.
+            let _ = self.to_writer.send(out);
+        }
+        true
     }
 }
 
@@ -373,6 +613,10 @@ pub struct ConnContext {
     pub worker_token: Arc<str>,
     /// Where out-of-band result uploads land (`uploads/` in the data dir).
     pub uploads: std::path::PathBuf,
+    /// How links are probed; `None`: they are not.
+    pub probe: Option<ProbeConfig>,
+    /// How often probe traffic counts as a sign of life (half a heartbeat).
+    pub life_every: Duration,
 }
 
 /// A result whose output was uploaded out of band is checked (length, SHA-256) and read here,

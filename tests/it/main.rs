@@ -7,5 +7,6 @@ mod cli;
 mod cluster;
 mod demo;
 mod harness;
+mod link;
 mod poison;
 mod reliability;

@@ -19,6 +19,8 @@ type Ws =
 /// A hand-driven worker speaking the protocol frame by frame.
 struct RawWorker {
     ws: Ws,
+    /// Messages that arrived between link probe payload frames, not yet returned.
+    pending: std::collections::VecDeque<SupervisorMsg>,
 }
 
 impl RawWorker {
@@ -50,7 +52,10 @@ impl RawWorker {
             available,
         };
         ws.send(Message::text(proto::encode(&hello))).await.unwrap();
-        let mut me = Self { ws };
+        let mut me = Self {
+            ws,
+            pending: Default::default(),
+        };
         match me.next().await {
             SupervisorMsg::Welcome { keep, .. } => (me, keep),
             other => panic!("expected a welcome, got {other:?}"),
@@ -66,6 +71,9 @@ impl RawWorker {
 
     /// The next message from the supervisor (within 10 s).
     async fn next(&mut self) -> SupervisorMsg {
+        if let Some(msg) = self.pending.pop_front() {
+            return msg;
+        }
         loop {
             let frame = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
                 .await
@@ -73,7 +81,46 @@ impl RawWorker {
                 .expect("connection open")
                 .unwrap();
             if let Message::Text(t) = frame {
-                return proto::decode_supervisor(&t).unwrap();
+                match proto::decode_supervisor(&t).unwrap() {
+                    // The supervisor measures every worker's link: answer as a worker does.
+                    SupervisorMsg::LinkPing { nonce } => {
+                        self.send(&WorkerMsg::LinkPong { nonce }).await
+                    }
+                    SupervisorMsg::LinkDown { nonce, bytes, .. } => {
+                        let mut digest = proto::LinkDigest::default();
+                        // The supervisor's other messages may come between payload frames.
+                        while digest.bytes() < bytes {
+                            match self.ws.next().await {
+                                Some(Ok(Message::Binary(b))) => digest.update(&b),
+                                Some(Ok(Message::Text(t))) => self
+                                    .pending
+                                    .push_back(proto::decode_supervisor(&t).unwrap()),
+                                Some(Ok(_)) => {}
+                                other => panic!("connection ended during a link probe: {other:?}"),
+                            }
+                        }
+                        let digest = digest.finish();
+                        self.send(&WorkerMsg::LinkReceived {
+                            nonce,
+                            bytes,
+                            digest,
+                        })
+                        .await;
+                    }
+                    SupervisorMsg::LinkUp { nonce, bytes, .. } => {
+                        let chunk = proto::LINK_CHUNK_BYTES as u64;
+                        for offset in (0..bytes).step_by(chunk as usize) {
+                            let len = chunk.min(bytes - offset) as usize;
+                            let payload = proto::link_chunk(nonce, offset, len);
+                            self.ws.send(Message::binary(payload)).await.unwrap();
+                        }
+                        self.send(&WorkerMsg::LinkSent { nonce, bytes }).await;
+                    }
+                    msg => self.pending.push_back(msg),
+                }
+                if let Some(msg) = self.pending.pop_front() {
+                    return msg;
+                }
             }
         }
     }
