@@ -442,3 +442,259 @@ impl Report {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{JobSpec, TaskSpec};
+    use crate::sched::{CapacityClass, ClassRates, ReissueCause, criticality};
+
+    fn summary(state: &str) -> JobSummary {
+        JobSummary {
+            job_id: "job-1".into(),
+            name: "j".into(),
+            state: state.into(),
+            error: None,
+            submitted_ms: 1_000,
+            finished_ms: Some(20_000),
+            tasks: 3,
+            tasks_done: 2,
+        }
+    }
+
+    /// A replica on a worker of `class` at `rates`, that ran `wall_ms` and used `cpu_ms`.
+    fn row(
+        task: &str,
+        class: CapacityClass,
+        rates: &ClassRates,
+        reason: &str,
+        outcome: Option<&str>,
+        wall_ms: Option<u64>,
+        cpu_ms: Option<u64>,
+    ) -> ReplicaRow {
+        ReplicaRow {
+            task: task.into(),
+            worker: format!("w-{class}"),
+            worker_name: class.to_string(),
+            rate: class.rate(rates),
+            class: Some(class.to_string()),
+            reason: reason.into(),
+            cause: (reason == "reissue").then(|| "straggler".to_owned()),
+            detail: None,
+            started_ms: 2_000,
+            ended_ms: outcome.map(|_| 2_000 + wall_ms.unwrap_or(3_000)),
+            outcome: outcome.map(str::to_owned),
+            wall_ms,
+            cpu_ms,
+        }
+    }
+
+    fn rows(rates: &ClassRates) -> Vec<ReplicaRow> {
+        use CapacityClass::*;
+        vec![
+            // Paused half its time for the owner: 4 s of wall time, 2 s of CPU.
+            row(
+                "a",
+                High,
+                rates,
+                "first",
+                Some("won"),
+                Some(4_000),
+                Some(2_000),
+            ),
+            row(
+                "a",
+                Low,
+                rates,
+                "saturation",
+                Some("late"),
+                Some(6_000),
+                Some(5_500),
+            ),
+            row(
+                "b",
+                Standard,
+                rates,
+                "first",
+                Some("failed"),
+                Some(1_000),
+                Some(900),
+            ),
+            row(
+                "b",
+                Standard,
+                rates,
+                "reissue",
+                Some("won"),
+                Some(3_000),
+                Some(2_900),
+            ),
+            // Cancelled and lost replicas report no CPU time.
+            row("c", High, rates, "redundant", Some("cancelled"), None, None),
+            row("c", Low, rates, "first", Some("lost"), None, None),
+        ]
+    }
+
+    #[test]
+    fn cost_is_the_cpu_seconds_of_every_replica_times_its_class_rate() {
+        let rates = ClassRates {
+            high: 3.0,
+            standard: 1.5,
+            low: 0.25,
+        };
+        let rows = rows(&rates);
+        let r = Report::build(summary("completed"), &rows, 99_000);
+        let class = |r: &ReplicaRow| match r.class.as_deref() {
+            Some("high") => CapacityClass::High,
+            Some("low") => CapacityClass::Low,
+            _ => CapacityClass::Standard,
+        };
+        let expected: f64 = rows
+            .iter()
+            .map(|r| r.cpu_ms.unwrap_or(0) as f64 / 1000.0 * class(r).rate(&rates))
+            .sum();
+        // 2 x 3 + 5.5 x 0.25 + 0.9 x 1.5 + 2.9 x 1.5
+        assert!((expected - 13.075).abs() < 1e-9);
+        assert!((r.cost - expected).abs() < 1e-9, "{} != {expected}", r.cost);
+        // Negative controls: charging wall time, or one rate for every class, would differ.
+        let on_wall: f64 = rows
+            .iter()
+            .map(|r| r.wall_ms.unwrap_or(0) as f64 / 1000.0 * class(r).rate(&rates))
+            .sum();
+        let one_rate: f64 = rows
+            .iter()
+            .map(|r| r.cpu_ms.unwrap_or(0) as f64 / 1000.0 * rates.standard)
+            .sum();
+        assert!((r.cost - on_wall).abs() > 1.0 && (r.cost - one_rate).abs() > 1.0);
+        // Every breakdown adds up to the total.
+        for by in [&r.cost_by_class, &r.cost_by_outcome, &r.cost_by_reason] {
+            let sum: f64 = by.values().map(|l| l.cost).sum();
+            assert!((sum - r.cost).abs() < 1e-9, "{by:?}");
+            assert_eq!(by.values().map(|l| l.replicas).sum::<u32>(), 6);
+        }
+        let workers: f64 = r.workers.iter().map(|w| w.cost).sum();
+        assert!((workers - r.cost).abs() < 1e-9);
+        assert!((r.cost_by_class["high"].cost - 6.0).abs() < 1e-9);
+        assert!((r.cost_by_class["low"].cost - 1.375).abs() < 1e-9);
+        assert!((r.cost_by_class["standard"].cost - 5.7).abs() < 1e-9);
+        // Won: a and the reissued b; losers: the late saturation copy and the cancelled one.
+        assert!((r.cost_by_outcome["won"].cost - 10.35).abs() < 1e-9);
+        assert_eq!(r.cost_by_outcome["losers"].replicas, 2);
+        assert!((r.cost_by_outcome["losers"].cost - 1.375).abs() < 1e-9);
+        assert!((r.cost_by_outcome["failed"].cost - 1.35).abs() < 1e-9);
+        assert_eq!(r.cost_by_outcome["lost"].replicas, 1);
+        // What speed cost, shown apart: the saturation copy.
+        assert!((r.cost_by_reason["saturation"].cost - 1.375).abs() < 1e-9);
+        assert_eq!(r.cost_by_reason["speculative"], CostLine::default());
+        // The two replicas without a CPU time were assigned 3 s each: not charged, counted.
+        assert_eq!((r.unmeasured_replicas, r.unmeasured_ms), (2, 6_000));
+        assert_eq!(r.reissues_by_cause["straggler"], 1);
+        assert_eq!(r.reissues_by_cause["deadline"], 0);
+        let text = r.to_text();
+        assert!(text.contains("saturation 1.38 (1 replicas)"), "{text}");
+        assert!(text.contains("reissues by cause: straggler 1"), "{text}");
+    }
+
+    #[test]
+    fn the_report_names_critical_tasks_and_the_tasks_an_early_completion_did_not_need() {
+        let task = |id: &str| TaskSpec::new(id, "spin", serde_json::json!({ "ms": 1 }));
+        let spec = JobSpec {
+            name: "j".into(),
+            tasks: vec![
+                TaskSpec {
+                    critical: Some(true),
+                    ..task("a")
+                },
+                task("b"),
+                TaskSpec {
+                    optional: true,
+                    ..task("c")
+                },
+            ],
+            min_complete: Some(2),
+            ..Default::default()
+        };
+        let job = crate::job::validate(spec, |_| true).unwrap();
+        let plan = criticality::plan(&job, 2, 0.25);
+        let done = BTreeSet::from([TaskId::from("a"), TaskId::from("b")]);
+        let r = Report::build(summary("completed"), &[], 0).with_plan(&job, &plan, &done);
+        let expected: Vec<CriticalTask> = job
+            .tasks()
+            .iter()
+            .zip(&plan.tasks)
+            .filter(|(_, p)| !p.reasons.is_empty())
+            .map(|(t, p)| CriticalTask {
+                task: t.id.0.clone(),
+                planned_replicas: p.replicas,
+                reasons: p.reasons.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
+        assert_eq!(r.critical_tasks, expected);
+        let a = r.critical_tasks.iter().find(|c| c.task == "a").unwrap();
+        assert_eq!(a.planned_replicas, 2);
+        assert!(a.reasons.contains(&"critical in the manifest".to_owned()));
+        assert_eq!(r.not_needed, vec!["c".to_owned()]);
+        let text = r.to_text();
+        assert!(
+            text.contains("not needed (the job completed without them): c"),
+            "{text}"
+        );
+        // A job that failed did not complete early: its undone tasks are not "not needed".
+        let failed = Report::build(summary("failed"), &[], 0).with_plan(&job, &plan, &done);
+        assert!(failed.not_needed.is_empty());
+    }
+
+    #[test]
+    fn every_reissue_cause_of_the_scheduler_has_a_key_in_the_report() {
+        use crate::proto::{ActivityKind, WorkerId};
+        use crate::sched::LossCause;
+        use std::time::Duration;
+        let w = WorkerId::from("w");
+        let causes = [
+            ReissueCause::WorkerLost {
+                worker: w.clone(),
+                cause: LossCause::Disconnected,
+            },
+            ReissueCause::OwnerActive {
+                worker: w.clone(),
+                kind: ActivityKind::Mouse,
+            },
+            ReissueCause::Failed {
+                worker: w.clone(),
+                error: String::new(),
+            },
+            ReissueCause::Dropped { worker: w.clone() },
+            ReissueCause::NotStored {
+                worker: w.clone(),
+                error: String::new(),
+            },
+            ReissueCause::Straggler {
+                worker: w.clone(),
+                elapsed: Duration::ZERO,
+                expected: Duration::ZERO,
+            },
+            ReissueCause::Stalled {
+                idle: Duration::ZERO,
+            },
+            ReissueCause::DeadlinePassed {
+                worker: w,
+                deadline: Duration::ZERO,
+            },
+        ];
+        let labels: BTreeSet<&str> = causes.iter().map(ReissueCause::label).collect();
+        assert_eq!(labels, REISSUE_CAUSES.into_iter().collect());
+        // A cause added to the scheduler stops this from compiling until it is listed above.
+        for c in &causes {
+            match c {
+                ReissueCause::WorkerLost { .. }
+                | ReissueCause::OwnerActive { .. }
+                | ReissueCause::Failed { .. }
+                | ReissueCause::Dropped { .. }
+                | ReissueCause::NotStored { .. }
+                | ReissueCause::Straggler { .. }
+                | ReissueCause::Stalled { .. }
+                | ReissueCause::DeadlinePassed { .. } => {}
+            }
+        }
+    }
+}

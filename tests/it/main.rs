@@ -8,4 +8,5 @@ mod cluster;
 mod demo;
 mod harness;
 mod poison;
+mod qos;
 mod reliability;
