@@ -343,7 +343,7 @@ impl Report {
             self.reissued,
             self.cost
         );
-        let credits = |l: &CostLine| format!("{:.2} ({} replicas)", l.cost, l.replicas);
+        let credits = |l: &CostLine| format!("{:.2} ({})", l.cost, replicas(l.replicas));
         let join = |m: &BTreeMap<String, CostLine>, keys: &[&str]| {
             keys.iter()
                 .filter_map(|k| m.get(*k).map(|l| format!("{k} {}", credits(l))))
@@ -372,8 +372,8 @@ impl Report {
         if self.unmeasured_replicas > 0 {
             let _ = writeln!(
                 out,
-                "  not charged: {} replicas reported no CPU time (assigned {:.3} s in all)",
-                self.unmeasured_replicas,
+                "  not charged: {} reported no CPU time (assigned {:.3} s in all)",
+                replicas(self.unmeasured_replicas),
                 self.unmeasured_ms as f64 / 1000.0
             );
         }
@@ -391,10 +391,9 @@ impl Report {
             for c in &self.critical_tasks {
                 let _ = writeln!(
                     out,
-                    "    {} ({} replica{} planned): {}",
+                    "    {} ({} planned): {}",
                     c.task,
-                    c.planned_replicas,
-                    if c.planned_replicas == 1 { "" } else { "s" },
+                    replicas(c.planned_replicas),
                     c.reasons.join(", ")
                 );
             }
@@ -441,6 +440,11 @@ impl Report {
         }
         out
     }
+}
+
+/// "1 replica", "3 replicas".
+fn replicas(n: u32) -> String {
+    format!("{n} replica{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
@@ -591,7 +595,7 @@ mod tests {
         assert_eq!(r.reissues_by_cause["straggler"], 1);
         assert_eq!(r.reissues_by_cause["deadline"], 0);
         let text = r.to_text();
-        assert!(text.contains("saturation 1.38 (1 replicas)"), "{text}");
+        assert!(text.contains("saturation 1.38 (1 replica)"), "{text}");
         assert!(text.contains("reissues by cause: straggler 1"), "{text}");
     }
 
