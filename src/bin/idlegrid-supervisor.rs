@@ -96,6 +96,34 @@ struct ServeArgs {
     /// Largest task output accepted, in MiB; a larger one fails its replica.
     #[arg(long, default_value_t = idlegrid::proto::DEFAULT_MAX_OUTPUT_BYTES >> 20, value_parser = clap::value_parser!(u64).range(1..=4096))]
     max_output_mb: u64,
+    /// Scheduling policy: idlegrid (replicas of critical tasks within the redundancy budget,
+    /// placement by capacity, pool saturation, progress monitor), deadline (BOINC-like: reissue
+    /// only at 4x a task's estimate or a closed connection), none (no redundancy, reissue on a
+    /// detected loss) or speculative (Spark-like copies of slow tasks late in a job).
+    #[arg(long, value_name = "NAME", default_value_t = sched::Policy::default(), value_parser = |s: &str| s.parse::<sched::Policy>())]
+    policy: sched::Policy,
+    /// Extra replicas of a job's critical tasks may cost at most this fraction of its estimated
+    /// CPU time (0 ..= 4; a manifest's `redundancy_budget` overrides it).
+    #[arg(long, value_name = "F", default_value_t = sched::Config::default().redundancy_budget, value_parser = parse_redundancy_budget)]
+    redundancy_budget: f64,
+    /// Silence after which a worker is sent a status request it must acknowledge, in
+    /// milliseconds (1 ..= 600000; default: one and a half heartbeats). Must be shorter than the
+    /// loss bound (--heartbeat-ms x --miss-limit).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(*STATUS_REQUEST_RANGE_MS.start()..=*STATUS_REQUEST_RANGE_MS.end()))]
+    status_request_ms: Option<u64>,
+    /// How often each running job is checked for stalls and stragglers, in milliseconds
+    /// (1 ..= 10000).
+    #[arg(long, value_name = "MS", default_value_t = sched::Config::default().progress_interval.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    progress_ms: u64,
+    /// A job with running tasks that finished none for this long, in seconds, is stalled: its
+    /// running tasks get replicas on faster free workers (0.001 ..= 86400).
+    #[arg(long, value_name = "S", default_value_t = sched::Config::default().stall_after.as_secs_f64(), value_parser = parse_stall_after)]
+    stall_after_s: f64,
+    /// Credits per CPU-second on a worker of each capacity class, e.g. high=2,standard=1,low=0.5
+    /// (the defaults; a class not named keeps its default). A job's cost is the CPU time its
+    /// replicas used times these rates.
+    #[arg(long, value_name = "CLASS=RATE,...", value_parser = |s: &str| s.parse::<sched::ClassRates>())]
+    class_rates: Option<sched::ClassRates>,
     /// File holding the workers' token (default: DATA_DIR/worker.token, created if missing).
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -201,12 +229,45 @@ async fn dispatch(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// Range of `serve --status-request-ms`.
+const STATUS_REQUEST_RANGE_MS: std::ops::RangeInclusive<u64> = 1..=600_000;
+
+fn parse_redundancy_budget(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|f| (0.0..=4.0).contains(f))
+        .ok_or_else(|| {
+            format!("{s:?} is not a fraction of a job's CPU time from 0 to 4 (e.g. 0.25)")
+        })
+}
+
+fn parse_stall_after(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|f| (0.001..=86_400.0).contains(f))
+        .ok_or_else(|| format!("{s:?} is not a number of seconds from 0.001 to 86400"))
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let heartbeat = Duration::from_millis(args.heartbeat_ms);
     let restart_grace = match args.restart_grace_ms {
         Some(ms) => Duration::from_millis(ms),
         None => client::MAX_RECONNECT_WAIT + heartbeat * args.miss_limit,
     };
+    let loss_after = heartbeat * args.miss_limit;
+    let status_request = args.status_request_ms.map(Duration::from_millis);
+    if let Some(probe) = status_request.filter(|p| *p >= loss_after) {
+        anyhow::bail!(
+            "--status-request-ms {} is not shorter than the loss bound of {} ms \
+             (--heartbeat-ms {} x --miss-limit {}): the request would never be sent",
+            probe.as_millis(),
+            loss_after.as_millis(),
+            args.heartbeat_ms,
+            args.miss_limit
+        );
+    }
     let sched = sched::Config {
         heartbeat,
         miss_limit: args.miss_limit,
@@ -216,6 +277,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         poison_window: Duration::from_millis(args.poison_window_ms),
         restart_grace,
         min_link_kbps: args.min_link_kbps,
+        policy: args.policy,
+        redundancy_budget: args.redundancy_budget,
+        status_request,
+        progress_interval: Duration::from_millis(args.progress_ms),
+        stall_after: Duration::from_secs_f64(args.stall_after_s),
+        class_rates: args.class_rates.unwrap_or_default(),
         ..Default::default()
     };
     let mut cfg = supervisor::Config::with_tokens_in(&args.data_dir, sched)?;

@@ -25,7 +25,9 @@ use crate::proto::{
     TaskId, WorkerId, WorkerMsg,
 };
 use crate::runtime;
-use crate::sched::{AssignReason, JobOutcome, Output, Scheduler};
+use crate::sched::{
+    AssignReason, CapacityClass, JobOutcome, KindSpeed, Link, Output, Scheduler, criticality,
+};
 
 /// Identifies one WebSocket connection (a worker may reconnect on a new one).
 pub type ConnId = u64;
@@ -99,6 +101,11 @@ pub struct Stats {
     /// Replicas started again after their task lost its last live one, by cause label.
     pub reissues: BTreeMap<&'static str, u64>,
     pub workers_lost: u64,
+    /// Measured speeds that could not be written to the store (history is advisory: the
+    /// scheduler keeps using them; they are lost only if the supervisor restarts).
+    pub history_not_stored: u64,
+    /// Joins whose stored history could not be read (the worker starts from its benchmark).
+    pub history_not_loaded: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +135,10 @@ pub struct TaskStatus {
     pub id: String,
     pub state: &'static str,
     pub critical: bool,
+    /// Why the supervisor's criticality analysis names this task ("gates 16 tasks", ...).
+    pub critical_reasons: Vec<String>,
+    /// Replicas planned from the start.
+    pub planned_replicas: u32,
     pub failures: u32,
     pub replicas: Vec<ReplicaStatus>,
 }
@@ -141,13 +152,26 @@ pub struct ReplicaStatus {
     pub progress: f32,
 }
 
+/// A worker as `/api/workers` shows it, with the sources of its capacity.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct WorkerStatus {
     pub worker: String,
     pub name: String,
     pub state: &'static str,
+    /// What it reported at join: cores, memory_mb, disk_mb, slots, bench_mops, os.
     pub hardware: Option<Hardware>,
     pub replicas: usize,
+    /// Speed from the join benchmark, relative to the reference core.
+    pub bench_speed: f64,
+    /// Measured speed per task kind, kept under its stable id across restarts.
+    pub history: Vec<KindSpeed>,
+    /// The speed placement uses when the kind is not known: history first, else the benchmark.
+    pub speed: f64,
+    /// Its measured link (kbit/s each way), once measured.
+    pub link: Option<Link>,
+    pub class: CapacityClass,
+    /// Why it takes no tasks though idle (a slow link, none measured yet).
+    pub held_back: Option<String>,
 }
 
 /// What a checked hello says.
@@ -237,6 +261,9 @@ struct Driver {
     stats: Stats,
     /// Refusals already logged, so a lying worker cannot flood the log.
     refusals_logged: HashSet<(WorkerId, &'static str)>,
+    /// Measured speeds of this turn, written after its records in a transaction of their own:
+    /// history is advisory, and a failure to keep it must not undo a replica record.
+    speeds: Vec<(WorkerId, KindSpeed)>,
 }
 
 /// Opens the store, resumes unfinished jobs, and runs the driver on its own thread.
@@ -269,6 +296,7 @@ pub fn spawn(
         out_of_band: HashMap::new(),
         stats: Stats::default(),
         refusals_logged: HashSet::new(),
+        speeds: Vec::new(),
     };
     driver.resume()?;
     driver.forget_stale_uploads();
@@ -405,6 +433,8 @@ impl Driver {
                     worker: worker.clone(),
                     name: name.clone(),
                 });
+                // Its measured speeds come back under its stable id before it is placed on.
+                self.restore_history(&worker);
                 self.sched
                     .handle_worker_joined(now, worker, name, hardware, &held, available);
             }
@@ -544,6 +574,22 @@ impl Driver {
             WorkerMsg::LinkPong { .. }
             | WorkerMsg::LinkReceived { .. }
             | WorkerMsg::LinkSent { .. } => {}
+        }
+    }
+
+    /// Hands the scheduler a joining worker's stored speeds. None stored: whatever the scheduler
+    /// already has stands (it only has what it measured itself, which it also tried to store).
+    fn restore_history(&mut self, worker: &WorkerId) {
+        match self.store.speeds(worker) {
+            Ok(speeds) if speeds.is_empty() => {}
+            Ok(speeds) => {
+                debug!(%worker, kinds = speeds.len(), "measured history restored");
+                self.sched.restore_history(worker, speeds);
+            }
+            Err(e) => {
+                self.stats.history_not_loaded += 1;
+                warn!(%worker, "cannot read its measured history; it starts from its benchmark: {e}");
+            }
         }
     }
 
@@ -788,12 +834,7 @@ impl Driver {
                 let _ = reply.send(self.status(&job));
             }
             ApiRequest::Report { job, reply } => {
-                let r = self
-                    .store
-                    .report(&job, unix_ms())
-                    .map_err(ApiError::from)
-                    .and_then(|r| r.ok_or(ApiError::NoJob(job)));
-                let _ = reply.send(r);
+                let _ = reply.send(self.report(&job));
             }
             ApiRequest::Results { job, task, reply } => {
                 let _ = reply.send(self.results(&job, task));
@@ -841,6 +882,12 @@ impl Driver {
                         state: w.state.as_str(),
                         hardware: w.hardware,
                         replicas: w.replicas.len(),
+                        bench_speed: w.bench_speed,
+                        history: w.history,
+                        speed: w.speed,
+                        link: w.link,
+                        class: w.class,
+                        held_back: w.held_back,
                     })
                     .collect();
                 let _ = reply.send(workers);
@@ -854,6 +901,36 @@ impl Driver {
         info!(job = %id, name = job.name(), tasks = job.tasks().len(), "job accepted");
         self.sched.submit_job(now, id.clone(), job);
         Ok(id)
+    }
+
+    /// The job report, with what the job's plan adds: the critical tasks and why, and the tasks
+    /// a job that completed early did not need. The plan is a pure function of the job and this
+    /// supervisor's parameters, so it is the same after the job finished as while it ran.
+    fn report(&self, job: &JobId) -> Result<Report, ApiError> {
+        let report = self
+            .store
+            .report(job, unix_ms())?
+            .ok_or_else(|| ApiError::NoJob(job.clone()))?;
+        let Some(job_def) = self.stored_job(job)? else {
+            return Ok(report);
+        };
+        let plan = self.plan(&job_def);
+        let done = self.store.done_tasks(job)?;
+        Ok(report.with_plan(&job_def, &plan, &done))
+    }
+
+    /// A stored job, validated again; `None` if this build can no longer run it (its report and
+    /// status then go without a plan).
+    fn stored_job(&self, job: &JobId) -> Result<Option<job::Job>, ApiError> {
+        let Some(spec) = self.store.spec(job)? else {
+            return Ok(None);
+        };
+        Ok(job::validate(spec, runtime::is_known_kind).ok())
+    }
+
+    fn plan(&self, job: &job::Job) -> criticality::Plan {
+        let cfg = self.sched.config();
+        criticality::plan(job, cfg.critical_replicas, cfg.redundancy_budget)
     }
 
     fn summary(&self, job: &JobId) -> Result<JobSummary, ApiError> {
@@ -872,6 +949,8 @@ impl Driver {
                     id: t.id.0,
                     state: t.phase.as_str(),
                     critical: t.critical,
+                    critical_reasons: t.critical_reasons,
+                    planned_replicas: t.planned_replicas,
                     failures: t.failures,
                     replicas: t
                         .replicas
@@ -886,19 +965,29 @@ impl Driver {
                 })
                 .collect(),
             None => {
-                let spec = self.store.spec(job)?;
-                let done = self.store.results(job)?;
-                spec.map(|s| s.tasks)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|t| TaskStatus {
-                        state: if done.contains_key(&t.id) {
+                // A finished job: its tasks as stored, with the plan it ran under.
+                let done = self.store.done_tasks(job)?;
+                let Some(job_def) = self.stored_job(job)? else {
+                    return Ok(JobStatus {
+                        summary,
+                        task_states: Vec::new(),
+                    });
+                };
+                let plan = self.plan(&job_def);
+                job_def
+                    .tasks()
+                    .iter()
+                    .zip(plan.tasks)
+                    .map(|(t, p)| TaskStatus {
+                        state: if done.contains(&t.id) {
                             "done"
                         } else {
                             "not_done"
                         },
-                        id: t.id.0,
-                        critical: t.critical == Some(true),
+                        id: t.id.0.clone(),
+                        critical: p.critical(),
+                        critical_reasons: p.reasons.iter().map(ToString::to_string).collect(),
+                        planned_replicas: p.replicas,
                         failures: 0,
                         replicas: Vec::new(),
                     })
@@ -938,6 +1027,14 @@ impl Driver {
         }
         let records = std::mem::take(&mut self.pending);
         log_store(self.store.write_batch(&records));
+        let speeds = std::mem::take(&mut self.speeds);
+        if let Err(e) = self.store.save_speeds(&speeds, unix_ms()) {
+            self.stats.history_not_stored += speeds.len() as u64;
+            error!(
+                "cannot store {} measured speeds (kept in memory until a restart): {e}",
+                speeds.len()
+            );
+        }
     }
 
     fn carry_out(&mut self, out: Output) {
@@ -962,8 +1059,8 @@ impl Driver {
                 worker,
                 mut assignment,
                 reason,
+                class,
                 rate,
-                ..
             } => {
                 let job = assignment.job.clone();
                 for (dep, payload) in &mut assignment.deps {
@@ -990,15 +1087,12 @@ impl Driver {
                     let _ = conn.tx.send(Outgoing::Frame(frame));
                 }
                 let at = Instant::now();
-                let (label, detail) = match &reason {
-                    AssignReason::First => ("first", None),
-                    AssignReason::Redundant => ("redundant", None),
-                    AssignReason::Saturation => ("saturation", None),
-                    AssignReason::Speculative => ("speculative", None),
+                let (label, cause, detail) = match &reason {
                     AssignReason::Reissue(cause) => {
                         *self.stats.reissues.entry(cause.label()).or_default() += 1;
-                        ("reissue", Some(cause.to_string()))
+                        ("reissue", Some(cause.label()), Some(cause.to_string()))
                     }
+                    other => (other.label(), None, None),
                 };
                 if let Some(d) = &detail {
                     info!(job = %assignment.job, task = %assignment.task, to = %worker, "reissued: {d}");
@@ -1024,7 +1118,9 @@ impl Driver {
                     worker,
                     worker_name,
                     rate,
+                    class,
                     reason: label,
+                    cause,
                     detail,
                     at_ms: unix_ms(),
                 }));
@@ -1043,8 +1139,7 @@ impl Driver {
                     at_ms: unix_ms(),
                 });
             }
-            // Kept in the store by the QoS shell work (issue 7, in progress).
-            Output::Speed { .. } => {}
+            Output::Speed { worker, speed } => self.speeds.push((worker, speed)),
             Output::StatusRequest { worker, nonce } => {
                 self.send(&worker, &SupervisorMsg::StatusRequest { nonce });
             }

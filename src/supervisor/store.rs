@@ -11,12 +11,15 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::report::{JobSummary, Reissue, Report, WorkerCost};
+use super::report::{JobSummary, ReplicaRow, Report};
 use crate::job::JobSpec;
 use crate::proto::{Execution, JobId, ReplicaId, TaskId, WorkerId};
+use crate::sched::{CapacityClass, KindSpeed};
 
 /// 2: replica ids are `EPOCH.SEQ` text (64-bit per-boot counters).
-const SCHEMA_VERSION: i64 = 2;
+/// 3: each replica's capacity class and reissue cause; measured speeds by worker and kind
+/// (`worker_speeds`). A schema-2 store is migrated in place when opened.
+const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -27,6 +30,14 @@ pub enum StoreError {
     },
     #[error("store {path} has schema version {found}, this supervisor knows {SCHEMA_VERSION}")]
     Schema { path: PathBuf, found: i64 },
+    #[error(
+        "cannot migrate the store {path} from schema version {from} to {SCHEMA_VERSION}: {source}"
+    )]
+    Migrate {
+        path: PathBuf,
+        from: i64,
+        source: rusqlite::Error,
+    },
     #[error("store query failed: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("stored job {job} is unreadable: {source}")]
@@ -123,10 +134,15 @@ pub struct ReplicaStart {
     pub task: TaskId,
     pub worker: WorkerId,
     pub worker_name: String,
+    /// Credits per CPU-second: the rate of `class` when the replica was assigned.
     pub rate: f64,
-    /// `first`, `redundant` or `reissue`.
+    /// The worker's capacity class when the replica was assigned.
+    pub class: CapacityClass,
+    /// `first`, `redundant`, `saturation`, `speculative` or `reissue`.
     pub reason: &'static str,
-    /// For a reissue: why.
+    /// For a reissue: its cause's label (`worker_lost`, `straggler`, `stalled`, `deadline`, ...).
+    pub cause: Option<&'static str>,
+    /// For a reissue: why, in words.
     pub detail: Option<String>,
     pub at_ms: u64,
 }
@@ -186,7 +202,9 @@ impl Store {
                  outcome TEXT,
                  wall_ms INTEGER,
                  cpu_ms INTEGER,
-                 error TEXT);
+                 error TEXT,
+                 class TEXT,
+                 cause TEXT);
              CREATE TABLE IF NOT EXISTS activity (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
                  worker TEXT NOT NULL,
@@ -194,6 +212,13 @@ impl Store {
                  kind TEXT NOT NULL,
                  at_ms INTEGER NOT NULL,
                  received_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS worker_speeds (
+                 worker TEXT NOT NULL,
+                 kind TEXT NOT NULL,
+                 speed REAL NOT NULL,
+                 samples INTEGER NOT NULL,
+                 updated_ms INTEGER NOT NULL,
+                 PRIMARY KEY (worker, kind));
              CREATE INDEX IF NOT EXISTS replicas_by_job ON replicas(job);
              CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);",
         )
@@ -210,9 +235,58 @@ impl Store {
                     .map_err(open_err)?;
             }
             Some(SCHEMA_VERSION) => {}
+            Some(2) => migrate_from_2(&conn).map_err(|source| StoreError::Migrate {
+                path: path.clone(),
+                from: 2,
+                source,
+            })?,
             Some(found) => return Err(StoreError::Schema { path, found }),
         }
         Ok(Self { conn })
+    }
+
+    /// Keeps a worker's measured speed for one task kind, under its stable id.
+    pub fn save_speeds(
+        &mut self,
+        speeds: &[(WorkerId, KindSpeed)],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        if speeds.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO worker_speeds (worker, kind, speed, samples, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (worker, s) in speeds {
+                stmt.execute(params![
+                    worker.0,
+                    s.kind,
+                    s.speed,
+                    i64::from(s.samples),
+                    now_ms as i64
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A worker's measured speeds by kind, as [`Store::save_speeds`] kept them.
+    pub fn speeds(&self, worker: &WorkerId) -> Result<Vec<KindSpeed>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT kind, speed, samples FROM worker_speeds WHERE worker = ?1 ORDER BY kind",
+        )?;
+        let rows = stmt.query_map([&worker.0], |r| {
+            Ok(KindSpeed {
+                kind: r.get(0)?,
+                speed: r.get(1)?,
+                samples: u32::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+            })
+        })?;
+        rows.collect::<Result<_, _>>().map_err(Into::into)
     }
 
     /// Counts one more boot and returns its number, the epoch of this boot's replica ids.
@@ -484,72 +558,73 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(Into::into)
     }
 
-    /// The job report: makespan, replicas, reissues and why, execution time and cost per worker.
-    /// `now_ms` stands in for the end of a job still running.
+    /// The job report from its replica records: makespan, replicas, reissues and why, cost by
+    /// worker, class, outcome and reason. `now_ms` stands in for the end of a job still running.
+    /// What needs the job's plan (critical tasks, tasks not needed) is added by
+    /// [`Report::with_plan`].
     pub fn report(&self, job: &JobId, now_ms: u64) -> Result<Option<Report>, StoreError> {
         let Some(summary) = self.summary(job)? else {
             return Ok(None);
         };
+        let rows = self.replica_rows(job)?;
+        Ok(Some(Report::build(summary, &rows, now_ms)))
+    }
+
+    /// Every replica record of a job, in the order they started.
+    pub fn replica_rows(&self, job: &JobId) -> Result<Vec<ReplicaRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT task, worker, worker_name, rate, reason, detail, started_ms, ended_ms, outcome, wall_ms, cpu_ms
+            "SELECT task, worker, worker_name, rate, class, reason, cause, detail, started_ms,
+                    ended_ms, outcome, wall_ms, cpu_ms
              FROM replicas WHERE job = ?1 ORDER BY started_ms, id",
         )?;
-        let mut workers: BTreeMap<String, WorkerCost> = BTreeMap::new();
-        let mut reissues = Vec::new();
-        let mut replicas_started = 0;
-        for row in stmt.query_map([&job.0], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, f64>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, i64>(6)?,
-                r.get::<_, Option<i64>>(7)?,
-                r.get::<_, Option<String>>(8)?,
-                r.get::<_, Option<i64>>(9)?,
-                r.get::<_, Option<i64>>(10)?,
-            ))
-        })? {
-            let (task, worker, name, rate, reason, detail, started, ended, outcome, wall, cpu) =
-                row?;
-            replicas_started += 1;
-            if reason == "reissue" {
-                reissues.push(Reissue {
-                    task: task.clone(),
-                    worker: worker.clone(),
-                    at_ms: started as u64,
-                    why: detail.unwrap_or_default(),
-                });
-            }
-            // Measured by the worker where it reported; otherwise the supervisor's own clock
-            // from assignment to the end it saw (or to now, for a replica still running).
-            let end = ended.unwrap_or(summary.finished_ms.unwrap_or(now_ms) as i64);
-            let exec_ms = wall.unwrap_or((end - started).max(0)) as u64;
-            let w = workers.entry(worker.clone()).or_insert_with(|| WorkerCost {
-                worker,
-                name,
-                ..WorkerCost::default()
-            });
-            w.replicas += 1;
-            w.won += u32::from(outcome.as_deref() == Some("won"));
-            w.exec_ms += exec_ms;
-            w.cpu_ms += cpu.unwrap_or(0) as u64;
-            w.cost += exec_ms as f64 / 1000.0 * rate;
-        }
-        let cost = workers.values().map(|w| w.cost).sum();
-        let end = summary.finished_ms.unwrap_or(now_ms);
-        Ok(Some(Report {
-            makespan_ms: end.saturating_sub(summary.submitted_ms),
-            replicas_started,
-            reissued: reissues.len() as u32,
-            reissues,
-            workers: workers.into_values().collect(),
-            cost,
-            summary,
-        }))
+        let ms = |v: Option<i64>| v.map(|v| v.max(0) as u64);
+        let rows = stmt.query_map([&job.0], |r| {
+            Ok(ReplicaRow {
+                task: r.get(0)?,
+                worker: r.get(1)?,
+                worker_name: r.get(2)?,
+                rate: r.get(3)?,
+                class: r.get(4)?,
+                reason: r.get(5)?,
+                cause: r.get(6)?,
+                detail: r.get(7)?,
+                started_ms: r.get::<_, i64>(8)?.max(0) as u64,
+                ended_ms: ms(r.get(9)?),
+                outcome: r.get(10)?,
+                wall_ms: ms(r.get(11)?),
+                cpu_ms: ms(r.get(12)?),
+            })
+        })?;
+        rows.collect::<Result<_, _>>().map_err(Into::into)
     }
+
+    /// The tasks of a job that have a result.
+    pub fn done_tasks(
+        &self,
+        job: &JobId,
+    ) -> Result<std::collections::BTreeSet<TaskId>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT task FROM results WHERE job = ?1")?;
+        let rows = stmt.query_map([&job.0], |r| Ok(TaskId(r.get(0)?)))?;
+        rows.collect::<Result<_, _>>().map_err(Into::into)
+    }
+}
+
+/// Schema 2 -> 3: replicas get their class and reissue cause (unknown for those recorded
+/// before), and measured speeds get their table (made by the `CREATE ... IF NOT EXISTS` above).
+/// One transaction: a failure leaves the store at schema 2.
+fn migrate_from_2(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         ALTER TABLE replicas ADD COLUMN class TEXT;
+         ALTER TABLE replicas ADD COLUMN cause TEXT;
+         UPDATE meta SET value = 3 WHERE key = 'schema';
+         COMMIT;",
+    )
+    .inspect_err(|_| {
+        let _ = conn.execute_batch("ROLLBACK");
+    })
 }
 
 /// The columns [`summary_row`] reads, from `jobs j`.
@@ -581,8 +656,8 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobSummary> {
 
 fn insert_replica(conn: &Connection, s: &ReplicaStart) -> Result<(), StoreError> {
     conn.execute(
-        "INSERT OR REPLACE INTO replicas (id, job, task, worker, worker_name, rate, reason, detail, started_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT OR REPLACE INTO replicas (id, job, task, worker, worker_name, rate, class, reason, cause, detail, started_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             s.replica.key(),
             s.job.0,
@@ -590,7 +665,9 @@ fn insert_replica(conn: &Connection, s: &ReplicaStart) -> Result<(), StoreError>
             s.worker.0,
             s.worker_name,
             s.rate,
+            s.class.as_str(),
             s.reason,
+            s.cause,
             s.detail,
             s.at_ms as i64
         ],
@@ -674,6 +751,8 @@ mod tests {
         }
     }
 
+    /// Replica `r` (number 3 is a reissue after a lost worker), on a worker of the class whose
+    /// default rate is `rate`.
     fn start(
         r: u64,
         job: &JobId,
@@ -682,6 +761,11 @@ mod tests {
         rate: f64,
         at_ms: u64,
     ) -> ReplicaStart {
+        let rates = crate::sched::ClassRates::default();
+        let class = CapacityClass::ALL
+            .into_iter()
+            .find(|c| c.rate(&rates) == rate)
+            .unwrap_or(CapacityClass::Standard);
         ReplicaStart {
             replica: ReplicaId::new(0, r),
             job: job.clone(),
@@ -689,7 +773,9 @@ mod tests {
             worker: worker.clone(),
             worker_name: "w".into(),
             rate,
+            class,
             reason: if r == 3 { "reissue" } else { "first" },
+            cause: (r == 3).then_some("worker_lost"),
             detail: (r == 3).then(|| "worker w1 lost (connection closed)".to_owned()),
             at_ms,
         }
@@ -765,7 +851,7 @@ mod tests {
     }
 
     #[test]
-    fn the_report_charges_every_replica_at_its_workers_rate_and_lists_reissues() {
+    fn the_report_charges_cpu_time_at_each_replicas_class_rate_and_lists_reissues() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(dir.path()).unwrap();
         let job = s.insert_job(&spec(), 1_000).unwrap();
@@ -812,12 +898,142 @@ mod tests {
         assert_eq!(r.replicas_started, 3);
         assert_eq!(r.reissued, 1);
         assert_eq!(r.reissues[0].why, "worker w1 lost (connection closed)");
-        // w1: 1 s + 0.5 s (measured by the supervisor up to the loss) at 2; w2: 4 s at 0.5.
+        assert_eq!(r.reissues[0].cause, "worker_lost");
+        assert_eq!(r.reissues_by_cause["worker_lost"], 1);
+        // w1 (high, 2/s) used 0.9 s of CPU on a, and reported nothing for the b it lost; w2
+        // (low, 0.5/s) used 3.9 s. Wall time (1 + 0.5 + 4 s) is not what is charged.
         let w1c = r.workers.iter().find(|w| w.worker == "w1").unwrap();
         assert_eq!((w1c.replicas, w1c.won, w1c.exec_ms), (2, 1, 1_500));
-        assert!((w1c.cost - 3.0).abs() < 1e-9, "{w1c:?}");
-        assert!((r.cost - 5.0).abs() < 1e-9, "{r:?}");
+        assert!((w1c.cost - 1.8).abs() < 1e-9, "{w1c:?}");
+        assert!((r.cost - 3.75).abs() < 1e-9, "{r:?}");
+        assert!((r.cost_by_class["high"].cost - 1.8).abs() < 1e-9);
+        assert!((r.cost_by_class["low"].cost - 1.95).abs() < 1e-9);
+        assert_eq!(r.cost_by_outcome["won"].replicas, 2);
+        assert_eq!(r.cost_by_outcome["lost"].replicas, 1);
+        // The lost replica was assigned for 0.5 s: not charged, counted as such.
+        assert_eq!((r.unmeasured_replicas, r.unmeasured_ms), (1, 500));
         assert!(s.unfinished().unwrap().is_empty());
+    }
+
+    /// The tables of a schema-2 store, as that supervisor made them.
+    const SCHEMA_2: &str = "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL, spec TEXT NOT NULL, state TEXT NOT NULL, error TEXT,
+            submitted_ms INTEGER NOT NULL, finished_ms INTEGER);
+        CREATE TABLE results (job TEXT NOT NULL REFERENCES jobs(id), task TEXT NOT NULL,
+            output TEXT NOT NULL, replica TEXT NOT NULL, done_ms INTEGER NOT NULL,
+            PRIMARY KEY (job, task));
+        CREATE TABLE replicas (id TEXT PRIMARY KEY, job TEXT NOT NULL REFERENCES jobs(id),
+            task TEXT NOT NULL, worker TEXT NOT NULL, worker_name TEXT NOT NULL,
+            rate REAL NOT NULL, reason TEXT NOT NULL, detail TEXT, started_ms INTEGER NOT NULL,
+            ended_ms INTEGER, outcome TEXT, wall_ms INTEGER, cpu_ms INTEGER, error TEXT);
+        CREATE TABLE activity (id INTEGER PRIMARY KEY AUTOINCREMENT, worker TEXT NOT NULL,
+            worker_name TEXT NOT NULL, kind TEXT NOT NULL, at_ms INTEGER NOT NULL,
+            received_ms INTEGER NOT NULL);
+        CREATE INDEX replicas_by_job ON replicas(job);
+        CREATE INDEX jobs_by_state ON jobs(state);
+        INSERT INTO meta VALUES ('schema', 2), ('epoch', 4);";
+
+    #[test]
+    fn a_schema_2_store_is_migrated_and_keeps_its_jobs_results_and_replicas() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec_json = serde_json::to_string(&spec()).unwrap();
+        {
+            let conn = Connection::open(dir.path().join("idlegrid.sqlite3")).unwrap();
+            conn.execute_batch(SCHEMA_2).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (seq, id, name, spec, state, submitted_ms) VALUES (1, 'job-1', 'j', ?1, 'running', 1000)",
+                [&spec_json],
+            )
+            .unwrap();
+            conn.execute_batch(
+                "INSERT INTO results VALUES ('job-1', 'a', '7', '4.1', 2000);
+                 INSERT INTO replicas (id, job, task, worker, worker_name, rate, reason, started_ms, ended_ms, outcome, wall_ms, cpu_ms)
+                     VALUES ('4.1', 'job-1', 'a', 'w1', 'one', 1.0, 'first', 1000, 2000, 'won', 1000, 800);
+                 INSERT INTO replicas (id, job, task, worker, worker_name, rate, reason, started_ms)
+                     VALUES ('4.2', 'job-1', 'b', 'w2', 'two', 1.0, 'first', 1000);",
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(dir.path()).unwrap();
+        let version: i64 = s
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(version, 3);
+        // The boot counter goes on from where it was.
+        assert_eq!(s.next_epoch().unwrap(), 5);
+        let jobs = s.unfinished().unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].spec, spec());
+        assert_eq!(
+            jobs[0].done,
+            BTreeMap::from([(TaskId::from("a"), serde_json::json!(7))])
+        );
+        assert_eq!(
+            jobs[0].running,
+            vec![(
+                ReplicaId::new(4, 2),
+                TaskId::from("b"),
+                WorkerId::from("w2")
+            )]
+        );
+        // Old replicas have no class: their cost shows under `unknown`.
+        let r = s.report(&JobId::from("job-1"), 3000).unwrap().unwrap();
+        assert!(
+            (r.cost_by_class["unknown"].cost - 0.8).abs() < 1e-9,
+            "{r:?}"
+        );
+        // New records and the new table work on the migrated store, and it opens again as is.
+        let job = JobId::from("job-1");
+        let (b, w3) = (TaskId::from("b"), WorkerId::from("w3"));
+        s.record_replica_started(&start(3, &job, &b, &w3, 2.0, 3000))
+            .unwrap();
+        let speed = KindSpeed {
+            kind: "spin".into(),
+            speed: 1.5,
+            samples: 2,
+        };
+        s.save_speeds(&[(w3.clone(), speed.clone())], 3000).unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.speeds(&w3).unwrap(), vec![speed]);
+        let r = s.report(&job, 4000).unwrap().unwrap();
+        assert_eq!(r.replicas_started, 3);
+        assert_eq!(r.cost_by_class["high"].replicas, 1);
+    }
+
+    #[test]
+    fn measured_speeds_are_kept_by_worker_and_kind_and_replaced_by_newer_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let (w1, w2) = (WorkerId::from("w1"), WorkerId::from("w2"));
+        let ks = |kind: &str, speed, samples| KindSpeed {
+            kind: kind.into(),
+            speed,
+            samples,
+        };
+        s.save_speeds(
+            &[
+                (w1.clone(), ks("spin", 1.0, 1)),
+                (w1.clone(), ks("primes", 0.5, 1)),
+                (w2.clone(), ks("spin", 3.0, 1)),
+            ],
+            10,
+        )
+        .unwrap();
+        s.save_speeds(&[(w1.clone(), ks("spin", 1.3, 2))], 20)
+            .unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            s.speeds(&w1).unwrap(),
+            vec![ks("primes", 0.5, 1), ks("spin", 1.3, 2)]
+        );
+        assert_eq!(s.speeds(&w2).unwrap(), vec![ks("spin", 3.0, 1)]);
+        assert!(s.speeds(&WorkerId::from("w3")).unwrap().is_empty());
     }
 
     #[test]

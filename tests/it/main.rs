@@ -9,4 +9,5 @@ mod demo;
 mod harness;
 mod link;
 mod poison;
+mod qos;
 mod reliability;
