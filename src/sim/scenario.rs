@@ -722,7 +722,7 @@ busy_s = [30, 60]
     fn an_unknown_or_missing_field_is_reported_with_its_line() {
         let text = GOOD.replace("busy_s", "bussy_s");
         let e = load(&text).unwrap_err().to_string();
-        assert!(e.contains("s.toml") && e.contains("line 12"), "{e}");
+        assert!(e.contains("s.toml") && e.contains("line 11"), "{e}");
         let text = GOOD.replace("tasks = 20\n", "");
         let e = load(&text).unwrap_err().to_string();
         assert!(

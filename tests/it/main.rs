@@ -9,3 +9,4 @@ mod demo;
 mod harness;
 mod poison;
 mod reliability;
+mod sim;
