@@ -437,7 +437,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let source = if let Some(path) = &args.scenario {
-        sim::Source::Scenario(sim::ScenarioSpec::load(path)?)
+        sim::Source::Scenario(Box::new(sim::ScenarioSpec::load(path)?))
     } else if let Some(path) = &args.availability {
         let availability = sim::trace::read_availability(path)?;
         let speeds = match &args.speeds {
@@ -445,7 +445,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             None => None,
         };
         check_trace_flags(&args)?;
-        sim::Source::Trace(sim::TraceSpec {
+        sim::Source::Trace(Box::new(sim::TraceSpec {
             name: path
                 .file_stem()
                 .map_or("trace".to_owned(), |s| s.to_string_lossy().into_owned()),
@@ -458,7 +458,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             link_kbps: args.link_kbps,
             delay_ms: args.delay_ms,
             limit_h: args.limit_h,
-        })
+        }))
     } else {
         let quick = sim::Quick {
             workers: args.workers.unwrap_or(100),
@@ -471,7 +471,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             slots: args.slots,
             delay_ms: args.delay_ms,
         };
-        sim::Source::Scenario(quick.scenario()?)
+        sim::Source::Scenario(Box::new(quick.scenario()?))
     };
     let started = std::time::Instant::now();
     let run = sim::simulate(&source, args.policy, args.seed)?;

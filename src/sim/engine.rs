@@ -358,7 +358,7 @@ impl<'a> Engine<'a> {
         self.push(self.now + self.delay, ev);
     }
 
-    fn to_worker(&mut self, w: usize, msg: Down) {
+    fn tell_worker(&mut self, w: usize, msg: Down) {
         let conn = self.ws[w].sup_conn.unwrap_or(self.ws[w].conn);
         self.send(Ev::ToWorker { w, conn, msg });
     }
@@ -890,7 +890,7 @@ impl<'a> Engine<'a> {
             match out {
                 Output::Welcome { worker, drop, .. } => {
                     if let Some(&w) = self.by_id.get(&worker) {
-                        self.to_worker(w, Down::Welcome { drop });
+                        self.tell_worker(w, Down::Welcome { drop });
                     }
                 }
                 Output::Assign {
@@ -929,7 +929,7 @@ impl<'a> Engine<'a> {
                     });
                     self.settled.push(false);
                     self.rec_of.insert(assignment.replica, rec);
-                    self.to_worker(
+                    self.tell_worker(
                         w,
                         Down::Assign {
                             replica: assignment.replica,
@@ -940,12 +940,12 @@ impl<'a> Engine<'a> {
                     worker, replica, ..
                 } => {
                     if let Some(&w) = self.by_id.get(&worker) {
-                        self.to_worker(w, Down::Cancel { replica });
+                        self.tell_worker(w, Down::Cancel { replica });
                     }
                 }
                 Output::StatusRequest { worker, nonce } => {
                     if let Some(&w) = self.by_id.get(&worker) {
-                        self.to_worker(w, Down::Probe { nonce });
+                        self.tell_worker(w, Down::Probe { nonce });
                     }
                 }
                 Output::WorkerLost { worker, cause, .. } => {

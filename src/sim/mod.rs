@@ -82,8 +82,8 @@ pub enum SimError {
 /// What to simulate.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
-    Scenario(ScenarioSpec),
-    Trace(TraceSpec),
+    Scenario(Box<ScenarioSpec>),
+    Trace(Box<TraceSpec>),
 }
 
 impl Source {

@@ -69,7 +69,7 @@ pub fn run(
     let mut rows = Vec::new();
     let mut gantt = None;
     for spec in scenarios {
-        let source = Source::Scenario(spec.clone());
+        let source = Source::Scenario(Box::new(spec.clone()));
         for policy in Policy::ALL {
             let mut sims = Vec::new();
             for seed in 0..seeds {

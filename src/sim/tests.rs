@@ -100,7 +100,7 @@ const SCENARIOS: [&str; 4] = [
 
 #[test]
 fn the_same_seed_gives_the_same_json_bytes_and_another_seed_differs() {
-    let src = Source::Scenario(small("churn30-crashes.toml"));
+    let src = Source::Scenario(Box::new(small("churn30-crashes.toml")));
     let json = |seed| {
         serde_json::to_string(&simulate(&src, Policy::Idlegrid, seed).unwrap().metrics).unwrap()
     };
@@ -116,7 +116,7 @@ fn the_same_seed_gives_the_same_json_bytes_and_another_seed_differs() {
 #[test]
 fn no_task_is_lost_under_any_policy_in_any_scenario_over_many_seeds() {
     for file in SCENARIOS {
-        let src = Source::Scenario(small(file));
+        let src = Source::Scenario(Box::new(small(file)));
         for policy in Policy::ALL {
             for seed in 0..6 {
                 let m = simulate(&src, policy, seed)
@@ -236,7 +236,7 @@ fn a_straggler_executes_slower_than_its_benchmark_says() {
 
 #[test]
 fn cost_is_cpu_seconds_times_the_rate_of_each_assignment() {
-    let src = Source::Scenario(small("churn10-stragglers5.toml"));
+    let src = Source::Scenario(Box::new(small("churn10-stragglers5.toml")));
     let sim = simulate(&src, Policy::Idlegrid, 3).unwrap();
     let expected: f64 = sim.run.replicas.iter().map(|r| r.cpu_s * r.rate).sum();
     assert!(
@@ -329,7 +329,7 @@ fn crashed_workers_that_return_rejoin_and_take_tasks_again() {
         for_s: [0.0, 0.0],
     });
     // Every worker crashes and comes back within 20 s; the job still completes, on them.
-    let m = simulate(&Source::Scenario(spec), Policy::None, 2)
+    let m = simulate(&Source::Scenario(Box::new(spec)), Policy::None, 2)
         .unwrap()
         .metrics;
     assert_eq!(m.tasks_lost, 0);
