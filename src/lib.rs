@@ -12,6 +12,7 @@ pub mod rng;
 pub mod runtime;
 pub mod sched;
 mod signal;
+pub mod sim;
 pub mod supervisor;
 
 pub use signal::{init_logging, shutdown_signal};

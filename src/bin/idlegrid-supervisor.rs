@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use idlegrid::operator::Operator;
 use idlegrid::supervisor::{self, HEARTBEAT_RANGE_MS};
-use idlegrid::{bench, client, demo, job, runtime, sched};
+use idlegrid::{bench, client, demo, job, runtime, sched, sim};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +35,9 @@ enum Command {
     /// Measure the system: prints figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run the real scheduler on virtual time against a simulated pool: a quick pool from
+    /// flags, a scenario file, or an availability trace. Deterministic: one seed, one result.
+    Simulate(SimulateArgs),
     /// Run a headless worker that computes whatever the machine is doing (what the demo starts
     /// when no `idlegrid` binary is beside this one).
     #[command(hide = true)]
@@ -52,6 +55,97 @@ enum BenchCommand {
     /// A large result over a throttled link: no false loss, and owner input still reaches the
     /// supervisor at once while it uploads.
     Bulk(bench::bulk::BulkArgs),
+    /// Every scenario under every policy in the simulator: makespan, x ideal, p99 task time,
+    /// replica CPU and cost, as a table (and charts).
+    Qos(QosArgs),
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// A scenario file (TOML: pool, speeds, job or DAG, churn, crashes, freezes, stragglers,
+    /// network delay). See benches/scenarios/.
+    #[arg(long, conflicts_with_all = ["availability", "workers", "churn", "stragglers"])]
+    scenario: Option<PathBuf>,
+    /// An availability trace, CSV `worker,start_s,end_s`: intervals in which each machine was
+    /// idle. Before its first interval a machine has not joined; between intervals its owner is
+    /// active; after its last it leaves.
+    #[arg(long, conflicts_with_all = ["workers", "churn", "stragglers"])]
+    availability: Option<PathBuf>,
+    /// With --availability: CSV `worker,speed` (1.0 = the reference core) for every traced
+    /// machine (default: 1.0 each).
+    #[arg(long, requires = "availability")]
+    speeds: Option<PathBuf>,
+    /// Write a synthetic trace (availability.csv, speeds.csv) of --workers machines over --hours
+    /// into this directory, and exit.
+    #[arg(long, conflicts_with_all = ["scenario", "availability"])]
+    write_trace: Option<PathBuf>,
+    /// Length of a trace written with --write-trace.
+    #[arg(long, default_value_t = 6.0, requires = "write_trace")]
+    hours: f64,
+    /// Workers of a quick pool (log-normal speeds around 1.0).
+    #[arg(long)]
+    workers: Option<u32>,
+    /// Tasks of the bag (quick pool or trace).
+    #[arg(long, default_value_t = 500)]
+    tasks: u32,
+    /// Mean task size in CPU-seconds at speed 1.0 (log-normal sizes).
+    #[arg(long, default_value_t = 300.0)]
+    task_s: f64,
+    /// Coefficient of variation of the task sizes.
+    #[arg(long, default_value_t = 0.5)]
+    task_cv: f64,
+    /// Fraction of workers whose owner returns during the job (quick pool).
+    #[arg(long)]
+    churn: Option<f64>,
+    /// Fraction of workers that are stragglers (quick pool), slow only in execution.
+    #[arg(long)]
+    stragglers: Option<f64>,
+    /// How many times slower a straggler executes.
+    #[arg(long, default_value_t = 10.0)]
+    slowdown: f64,
+    /// Slots per worker (quick pool or trace).
+    #[arg(long, default_value_t = 1)]
+    slots: u32,
+    /// One-way network delay of every message (quick pool or trace).
+    #[arg(long, default_value_t = 20.0)]
+    delay_ms: f64,
+    /// Link speed of every traced worker, kbit/s.
+    #[arg(long, default_value_t = 20_000.0)]
+    link_kbps: f64,
+    /// Virtual-time limit of a trace run, hours.
+    #[arg(long, default_value_t = 48.0)]
+    limit_h: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// idlegrid, deadline, none or speculative.
+    #[arg(long, default_value = "idlegrid")]
+    policy: sched::Policy,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Draw the run as a Gantt chart (PNG): a row per worker, a bar per replica coloured by
+    /// outcome, owner-busy spells shaded.
+    #[arg(long)]
+    gantt: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct QosArgs {
+    /// Directory of scenario files (*.toml).
+    #[arg(long, default_value = "benches/scenarios")]
+    scenarios: PathBuf,
+    /// Seeds per scenario and policy (0..K); figures are means over them.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    seeds: u64,
+    /// Write a grouped bar chart (PNG) of makespan over ideal.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// Write the Gantt chart (PNG) of idlegrid's run of churn10-stragglers5 (seed 0).
+    #[arg(long)]
+    gantt: Option<PathBuf>,
+    /// Print the table as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -177,7 +271,7 @@ fn main() -> std::process::ExitCode {
     idlegrid::init_logging(match cli.command {
         Command::Serve(_) | Command::Worker(_) => "info",
         Command::Demo(_) | Command::Bench(_) => "error",
-        Command::Submit(_) => "warn",
+        Command::Submit(_) | Command::Simulate(_) => "warn",
     });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -203,6 +297,8 @@ async fn dispatch(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Bench(BenchCommand::Reissue(args)) => bench::reissue::run(args).await?,
         Command::Bench(BenchCommand::Chaos(args)) => return bench::chaos::run(args).await,
         Command::Bench(BenchCommand::Bulk(args)) => bench::bulk::run(args).await?,
+        Command::Bench(BenchCommand::Qos(args)) => bench_qos(args)?,
+        Command::Simulate(args) => simulate(args)?,
         Command::Worker(args) => {
             let token = supervisor::read_token(&args.token_file)?;
             let name = args.name.unwrap_or_else(client::host_name);
@@ -410,4 +506,142 @@ fn operator_token_file(args: &SubmitArgs) -> anyhow::Result<PathBuf> {
             args.server
         )
     })
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &args.write_trace {
+        let workers = args.workers.unwrap_or(400);
+        if workers == 0
+            || !(args.hours.is_finite() && args.hours > 0.0 && args.hours <= 24.0 * 365.0)
+        {
+            anyhow::bail!(
+                "--write-trace needs --workers >= 1 and --hours above 0 (at most a year)"
+            );
+        }
+        let (a, s) = sim::trace::write_trace(dir, workers, args.hours, args.seed)?;
+        println!("{}\n{}", a.display(), s.display());
+        return Ok(());
+    }
+    let source = if let Some(path) = &args.scenario {
+        sim::Source::Scenario(Box::new(sim::ScenarioSpec::load(path)?))
+    } else if let Some(path) = &args.availability {
+        let availability = sim::trace::read_availability(path)?;
+        let speeds = match &args.speeds {
+            Some(s) => Some(sim::trace::read_speeds(s, &availability)?),
+            None => None,
+        };
+        check_trace_flags(&args)?;
+        sim::Source::Trace(Box::new(sim::TraceSpec {
+            name: path
+                .file_stem()
+                .map_or("trace".to_owned(), |s| s.to_string_lossy().into_owned()),
+            availability,
+            speeds,
+            tasks: args.tasks,
+            task_s: args.task_s,
+            task_cv: args.task_cv,
+            slots: args.slots,
+            link_kbps: args.link_kbps,
+            delay_ms: args.delay_ms,
+            limit_h: args.limit_h,
+        }))
+    } else {
+        let quick = sim::Quick {
+            workers: args.workers.unwrap_or(100),
+            tasks: args.tasks,
+            task_s: args.task_s,
+            task_cv: args.task_cv,
+            churn: args.churn.unwrap_or(0.0),
+            stragglers: args.stragglers.unwrap_or(0.0),
+            slowdown: args.slowdown,
+            slots: args.slots,
+            delay_ms: args.delay_ms,
+        };
+        sim::Source::Scenario(Box::new(quick.scenario()?))
+    };
+    let started = std::time::Instant::now();
+    let run = sim::simulate(&source, args.policy, args.seed)?;
+    let wall = started.elapsed();
+    if let Some(path) = &args.gantt {
+        run.write_gantt(path)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&run.metrics)?);
+    } else {
+        print!("{}", run.metrics.to_text());
+        // Wall time is for people only: it would make the JSON differ between runs.
+        println!(
+            "{:<18}{:.2} s for both runs",
+            "wall time",
+            wall.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// The trace's job and pool flags, checked as a scenario file's fields are.
+fn check_trace_flags(args: &SimulateArgs) -> anyhow::Result<()> {
+    let checks: [(&str, bool, &str); 7] = [
+        (
+            "--tasks",
+            (1..=job::MAX_TASKS as u32).contains(&args.tasks),
+            "1 to 100000",
+        ),
+        (
+            "--task-s",
+            args.task_s.is_finite() && args.task_s > 0.0 && args.task_s <= 1e6,
+            "above 0, at most 1e6",
+        ),
+        (
+            "--task-cv",
+            args.task_cv.is_finite() && (0.0..=10.0).contains(&args.task_cv),
+            "0 to 10",
+        ),
+        ("--slots", (1..=256).contains(&args.slots), "1 to 256"),
+        (
+            "--delay-ms",
+            args.delay_ms.is_finite() && (0.0..=60_000.0).contains(&args.delay_ms),
+            "0 to 60000",
+        ),
+        (
+            "--link-kbps",
+            args.link_kbps.is_finite() && args.link_kbps >= 1.0,
+            "at least 1",
+        ),
+        (
+            "--limit-h",
+            args.limit_h.is_finite() && args.limit_h > 0.0 && args.limit_h <= 8760.0,
+            "above 0, at most 8760",
+        ),
+    ];
+    for (flag, ok, range) in checks {
+        if !ok {
+            anyhow::bail!("{flag} is out of range ({range})");
+        }
+    }
+    Ok(())
+}
+
+fn bench_qos(args: QosArgs) -> anyhow::Result<()> {
+    let scenarios = sim::qos::load_scenarios(&args.scenarios)?;
+    let (table, gantt) = sim::qos::run(&scenarios, args.seeds)?;
+    if let Some(path) = &args.chart {
+        table.write_chart(path)?;
+    }
+    if let Some(path) = &args.gantt {
+        let Some(run) = &gantt else {
+            anyhow::bail!(
+                "--gantt draws {}, which is not in {}",
+                sim::qos::GANTT_SCENARIO,
+                args.scenarios.display()
+            );
+        };
+        run.write_gantt(path)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&table)?);
+    } else {
+        print!("{}", table.to_text());
+    }
+    Ok(())
 }

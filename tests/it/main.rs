@@ -11,3 +11,4 @@ mod link;
 mod poison;
 mod qos;
 mod reliability;
+mod sim;
