@@ -138,6 +138,10 @@ struct Task {
     ever_started: bool,
     /// The key under which the task waits in `Scheduler::wanting`, if it does.
     queued: Option<WantKey>,
+    /// Copies started beyond the plan (saturation, monitor, speculative), ever.
+    extras: u32,
+    /// Workers whose copy was cancelled for being far behind: none goes there again.
+    trimmed_on: BTreeSet<WorkerId>,
 }
 
 #[derive(Debug)]
@@ -1233,6 +1237,7 @@ impl Scheduler {
                 || self.held_back(w).is_some()
                 || !fits(w.hardware.as_ref(), spec)
                 || running_on.contains(id)
+                || task.trimmed_on.contains(id)
                 || (avoid_failed && task.failed_on.contains(id))
             {
                 continue;
@@ -1323,6 +1328,9 @@ impl Scheduler {
         };
         task.ever_started = true;
         task.replicas.push(replica);
+        if extra != Extra::No {
+            task.extras += 1;
+        }
         self.replicas.insert(
             replica,
             Replica {

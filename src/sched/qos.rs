@@ -12,6 +12,14 @@ use super::{
 
 /// Most live replicas saturation gives one task (the original included).
 const MAX_SATURATION_LIVE: usize = 3;
+/// A saturation replica must be expected to finish within this share of the time its task still needs
+/// on its best running replica: a small gain is not worth the CPU the loser burns.
+const SATURATION_GAIN: f64 = 0.4;
+/// Copies beyond its plan one task may get in its life (saturation, monitor, speculative).
+const MAX_EXTRAS: u32 = 3;
+/// An extra replica projected to need this many times the time its task's best replica needs
+/// is cancelled.
+const TRIM_BEHIND: f64 = 2.0;
 /// Progress below this fraction is too little to project a replica's finish from.
 const MIN_PROGRESS: f64 = 0.02;
 /// Deadline of a task with no CPU estimate in its job, under `deadline` (BOINC's default delay
@@ -78,11 +86,25 @@ impl Scheduler {
             .est_cpu(rep.job, rep.task)
             .zip(self.replica_speed(r))
             .map(|(e, s)| e / s);
-        let telling = p >= MIN_PROGRESS || expected.is_some_and(|e| elapsed >= 0.25 * e);
-        if p > 0.0 && elapsed > 0.0 && telling {
+        if self.measured(now, r) {
             return Some((elapsed / p, elapsed));
         }
         Some((expected?.max(2.0 * elapsed), elapsed))
+    }
+
+    /// Whether the replica's projection comes from its own progress rather than an estimate.
+    fn measured(&self, now: Instant, r: &ReplicaId) -> bool {
+        let Some(rep) = self.replicas.get(r) else {
+            return false;
+        };
+        let elapsed = now.saturating_duration_since(rep.started).as_secs_f64();
+        let p = f64::from(rep.progress);
+        let expected = self
+            .est_cpu(rep.job, rep.task)
+            .zip(self.replica_speed(r))
+            .map(|(e, s)| e / s);
+        let telling = p >= MIN_PROGRESS || expected.is_some_and(|e| elapsed >= 0.25 * e);
+        p > 0.0 && elapsed > 0.0 && telling
     }
 
     /// Every task with a live replica, with its best projection.
@@ -122,6 +144,14 @@ impl Scheduler {
             .collect()
     }
 
+    /// Whether the task may get another copy beyond its plan: at most `MAX_EXTRAS` in its life,
+    /// so that copies that keep losing cannot burn CPU without end.
+    fn may_copy(&self, t: &Running) -> bool {
+        self.jobs
+            .get(&t.seq)
+            .is_some_and(|j| j.tasks[t.ti].extras < MAX_EXTRAS)
+    }
+
     // ----- saturation -----
 
     /// Pool saturation: while workers would idle, replicate running tasks onto them, most
@@ -133,7 +163,7 @@ impl Scheduler {
             return;
         }
         let mut running = self.running_tasks(now);
-        running.retain(|t| t.live.len() < MAX_SATURATION_LIVE);
+        running.retain(|t| t.live.len() < MAX_SATURATION_LIVE && self.may_copy(t));
         running.sort_by(|a, b| {
             let crit = |t: &Running| self.is_critical(t.seq, t.ti);
             crit(b)
@@ -171,7 +201,7 @@ impl Scheduler {
                 let wk = &self.workers[&w];
                 expected_speed(wk.hardware.as_ref(), self.history.get(&w), Some(&kind))
             };
-            if est / speed >= t.remaining_s {
+            if est / speed >= SATURATION_GAIN * t.remaining_s {
                 continue;
             }
             self.start_replica(
@@ -245,11 +275,56 @@ impl Scheduler {
     pub(super) fn check_progress(&mut self, now: Instant) {
         match self.cfg.policy {
             Policy::Idlegrid => {
+                self.trim(now);
                 self.check_stalls(now);
                 self.check_stragglers(now);
             }
             Policy::Speculative => self.speculate(now),
             Policy::Deadline | Policy::None => {}
+        }
+    }
+
+    /// A task running more replicas than its plan asks for (a saturation or monitor copy, or
+    /// a paused replica that resumed after its reissue) keeps its most promising ones; an extra
+    /// projected to need more than `TRIM_BEHIND` times what the best one needs is cancelled:
+    /// it would almost surely lose, and every second it runs is CPU spent for nothing.
+    fn trim(&mut self, now: Instant) {
+        for t in self.running_tasks(now) {
+            let target = self.target_replicas(t.seq, t.ti);
+            if t.live.len() <= target || !t.remaining_s.is_finite() {
+                continue;
+            }
+            // Only measured progress against measured progress: an estimate is a promise.
+            let mut ranked: Vec<(f64, ReplicaId)> = t
+                .live
+                .iter()
+                .filter(|r| self.measured(now, r))
+                .map(|r| {
+                    let left = self
+                        .projection(now, r)
+                        .map_or(f64::INFINITY, |(total, ran)| (total - ran).max(0.0));
+                    (left, *r)
+                })
+                .collect();
+            ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let Some(&(best, _)) = ranked.first() else {
+                continue;
+            };
+            for &(left, r) in ranked.iter().skip(target) {
+                if left.is_finite() && left > TRIM_BEHIND * best.max(1.0) {
+                    if let Some(worker) = self.replicas.get(&r).map(|x| x.worker.clone())
+                        && let Some(task) = self.jobs.get_mut(&t.seq).map(|j| &mut j.tasks[t.ti])
+                    {
+                        task.trimmed_on.insert(worker);
+                    }
+                    self.cancel_replica(
+                        r,
+                        format!(
+                            "another replica is far ahead ({best:.0} s left against {left:.0} s)"
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -272,6 +347,9 @@ impl Scheduler {
                 j.last_done = now;
             }
             for t in running.iter().filter(|t| t.seq == seq && t.live.len() < 2) {
+                if !self.may_copy(t) {
+                    continue;
+                }
                 let min = self.replica_speed(&t.best).unwrap_or(0.0);
                 let Some(w) = self.pick_worker(seq, t.ti, Pick::FasterThan(min * 0.99)) else {
                     continue;
@@ -292,10 +370,11 @@ impl Scheduler {
     fn check_stragglers(&mut self, now: Instant) {
         let factor = self.cfg.straggler_factor;
         for t in self.running_tasks(now) {
-            if t.live.len() != 1 {
+            // Judged by its most promising replica: two slow replicas are no better than one.
+            if t.live.len() >= MAX_SATURATION_LIVE || !self.may_copy(&t) {
                 continue;
             }
-            let r = t.live[0];
+            let r = t.best;
             let Some((projected, elapsed)) = self.projection(now, &r) else {
                 continue;
             };

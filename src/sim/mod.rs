@@ -27,6 +27,7 @@ pub use scenario::ScenarioSpec;
 pub use trace::TraceSpec;
 pub use world::World;
 
+use crate::chart::{BarOutcome, GanttBar, GanttRow};
 use crate::sched::Policy;
 
 #[derive(Debug, thiserror::Error)]
@@ -204,22 +205,6 @@ pub fn simulate(source: &Source, policy: Policy, seed: u64) -> Result<Simulation
     run_world(source.world(seed), policy, seed)
 }
 
-/// One replica's bar on a Gantt chart, in seconds from submission.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GanttBar {
-    pub start_s: f64,
-    pub end_s: f64,
-    pub outcome: ReplicaOutcome,
-}
-
-/// One worker's row: its replicas and its owner's busy spells.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GanttRow {
-    pub label: String,
-    pub bars: Vec<GanttBar>,
-    pub busy: Vec<(f64, f64)>,
-}
-
 impl Simulation {
     /// A row per worker (in the world's order), a bar per replica that reached its worker.
     pub fn gantt_rows(&self) -> Vec<GanttRow> {
@@ -242,7 +227,11 @@ impl Simulation {
                 row.bars.push(GanttBar {
                     start_s,
                     end_s,
-                    outcome: r.outcome,
+                    outcome: match r.outcome {
+                        ReplicaOutcome::Won => BarOutcome::Won,
+                        ReplicaOutcome::Cancelled => BarOutcome::Cancelled,
+                        ReplicaOutcome::Lost => BarOutcome::Lost,
+                    },
                 });
             }
         }
@@ -263,34 +252,41 @@ impl Simulation {
     }
 }
 
-/// The one place that draws: `crate::chart` (another change) renders; until it is merged on
-/// this branch these return an error saying so.
+/// The one place that draws: `crate::chart` renders, its errors become [`SimError::Chart`].
 pub(crate) mod charts {
     use std::path::Path;
 
-    use super::{GanttRow, SimError};
+    use super::SimError;
+    use crate::chart::{self, ChartError, GanttRow, Series};
 
-    pub fn gantt(path: &Path, _title: &str, _rows: &[GanttRow]) -> Result<(), SimError> {
-        Err(unavailable(path))
+    fn err(e: ChartError) -> SimError {
+        SimError::Chart {
+            file: e.path.clone(),
+            message: e.problem.to_string(),
+        }
+    }
+
+    pub fn gantt(path: &Path, title: &str, rows: &[GanttRow]) -> Result<(), SimError> {
+        chart::gantt_png(path, title, rows).map_err(err)
     }
 
     /// Grouped bars: a group per `groups`, a bar per series in each.
     pub fn grouped_bars(
         path: &Path,
-        _title: &str,
-        _y_label: &str,
-        _groups: &[String],
-        _series: &[(String, Vec<f64>)],
-        _reference: Option<f64>,
+        title: &str,
+        y_label: &str,
+        groups: &[String],
+        series: &[(String, Vec<f64>)],
+        reference: Option<f64>,
     ) -> Result<(), SimError> {
-        Err(unavailable(path))
-    }
-
-    fn unavailable(path: &Path) -> SimError {
-        SimError::Chart {
-            file: path.to_owned(),
-            message: "this build has no chart module yet (crate::chart)".to_owned(),
-        }
+        let series: Vec<Series> = series
+            .iter()
+            .map(|(name, values)| Series {
+                name: name.clone(),
+                values: values.clone(),
+            })
+            .collect();
+        chart::grouped_bars_png(path, title, y_label, groups, &series, reference).map_err(err)
     }
 }
 

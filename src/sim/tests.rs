@@ -221,7 +221,7 @@ fn a_replica_pauses_while_its_owner_is_busy_and_its_cpu_time_excludes_the_pause(
     let rows = sim.gantt_rows();
     assert_eq!(rows[0].busy, vec![(10.0, 60.0)]);
     assert_eq!(rows[0].bars.len(), 1);
-    assert_eq!(rows[0].bars[0].outcome, ReplicaOutcome::Won);
+    assert_eq!(rows[0].bars[0].outcome, crate::chart::BarOutcome::Won);
 }
 
 #[test]
