@@ -258,6 +258,12 @@ pub enum WorkerMsg {
         error: String,
         execution: Execution,
     },
+    /// A cancelled replica's task stopped after using `execution` (what the job is charged for
+    /// a replica that lost). Advisory: sent once, never kept for a later connection.
+    Stopped {
+        replica: ReplicaId,
+        execution: Execution,
+    },
     /// The owner came back: the worker has paused its tasks. Sent the moment it is seen.
     Activity {
         kind: ActivityKind,

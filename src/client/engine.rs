@@ -704,6 +704,14 @@ impl Engine {
         let held = self.running.remove(&done.replica).is_some();
         self.update_counts();
         let Some(outcome) = done.outcome else {
+            // Cancelled: what it used is what the job is charged for this replica.
+            if let Some(link) = &self.link {
+                let msg = WorkerMsg::Stopped {
+                    replica: done.replica,
+                    execution: done.execution,
+                };
+                let _ = link.bulk.send(Message::text(proto::encode(&msg)));
+            }
             return;
         };
         if !held {

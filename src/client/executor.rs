@@ -20,8 +20,11 @@ use crate::runtime::{self, TaskControl, TaskError};
 #[derive(Debug)]
 pub struct Finished {
     pub replica: ReplicaId,
-    /// `None` when a cancel stopped it: nothing to report. `Some` is already in the outbox.
+    /// `None` when a cancel stopped it: only its `execution` is reported. `Some` is already in
+    /// the outbox.
     pub outcome: Option<Outcome>,
+    /// What it used until it stopped.
+    pub execution: Execution,
 }
 
 /// Where finished outcomes go: the outbox's store and the pool's output limit (from the
@@ -156,7 +159,15 @@ fn task_thread(shared: &Shared, sink: &Sink) {
             }
         };
         let replica = assignment.replica;
-        if sink.finished.send(Finished { replica, outcome }).is_err() {
+        if sink
+            .finished
+            .send(Finished {
+                replica,
+                outcome,
+                execution,
+            })
+            .is_err()
+        {
             return;
         }
     }

@@ -479,6 +479,24 @@ impl Driver {
         }
     }
 
+    /// A cancelled replica's execution, for its cost: recorded once, if the replica was this
+    /// worker's and was cancelled, capped at what the supervisor observed.
+    fn stopped(&mut self, worker: &WorkerId, replica: ReplicaId, execution: Execution) {
+        let stored = self.store.replica_info(replica);
+        let ours = matches!(&stored, Ok(Some(info)) if &info.worker == worker
+            && info.outcome.as_deref() == Some("cancelled"));
+        if !ours {
+            self.refused(
+                worker,
+                "stopped",
+                &format!("a stop report for replica {replica}, not a cancelled replica of its own"),
+            );
+            return;
+        }
+        let exec = clamp(&stored, execution);
+        self.pending.push(Record::Measured { replica, exec });
+    }
+
     fn handle_frame(
         &mut self,
         now: Instant,
@@ -571,6 +589,7 @@ impl Driver {
                 self.sched.handle_available(now, worker);
             }
             // The connection task answers link probes itself; none reaches here.
+            WorkerMsg::Stopped { replica, execution } => self.stopped(worker, replica, execution),
             WorkerMsg::LinkPong { .. }
             | WorkerMsg::LinkReceived { .. }
             | WorkerMsg::LinkSent { .. } => {}
@@ -761,6 +780,9 @@ impl Driver {
                         error,
                         at_ms: unix_ms(),
                     });
+                } else if info.outcome.as_deref() == Some("cancelled") {
+                    // It finished before the cancel reached it: what it used is still charged.
+                    self.pending.push(Record::Measured { replica, exec });
                 }
                 self.ack(worker, replica);
             }

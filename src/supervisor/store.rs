@@ -86,6 +86,11 @@ pub enum Record {
     },
     /// A replica recorded as lost came back with its worker.
     Reopened(ReplicaId),
+    /// What a cancelled replica used before it stopped (kept once; for its cost).
+    Measured {
+        replica: ReplicaId,
+        exec: Execution,
+    },
     Activity(ActivityRecord),
     JobFinished {
         job: JobId,
@@ -385,6 +390,13 @@ impl Store {
                     error,
                     at_ms,
                 } => end_replica(&tx, *replica, *end, *exec, error.as_deref(), *at_ms)?,
+                Record::Measured { replica, exec } => {
+                    tx.execute(
+                        "UPDATE replicas SET wall_ms = ?2, cpu_ms = ?3
+                         WHERE id = ?1 AND outcome = 'cancelled' AND cpu_ms IS NULL",
+                        params![replica.key(), exec.wall_ms as i64, exec.cpu_ms as i64],
+                    )?;
+                }
                 Record::Reopened(replica) => {
                     tx.execute(
                         "UPDATE replicas SET ended_ms = NULL, outcome = NULL WHERE id = ?1 AND outcome = 'lost'",

@@ -158,7 +158,13 @@ async fn a_critical_task_runs_on_two_distinct_workers_at_once() {
     );
     let report = op.report(&job).await.unwrap();
     // Two replicas of the critical task plus one of each other task; the loser was cancelled.
-    assert_eq!(report.replicas_started, 4, "{report:?}");
+    // A worker freed by a short task may insure the critical one with a saturation replica.
+    let saturation = report
+        .cost_by_reason
+        .get("saturation")
+        .map_or(0, |line| line.replicas);
+    assert!(saturation <= 1, "{report:?}");
+    assert_eq!(report.replicas_started, 4 + saturation, "{report:?}");
     assert_eq!(report.reissued, 0);
 }
 

@@ -175,13 +175,14 @@ where
 pub async fn wait_for_workers(op: &Operator, n: usize) -> serde_json::Value {
     eventually(
         Duration::from_secs(30),
-        &format!("{n} live workers"),
+        &format!("{n} live workers taking tasks"),
         || async {
             let w = op.workers().await.ok()?;
+            // Live, and not held back (its link measured): it takes tasks from now on.
             let live = w
                 .as_array()?
                 .iter()
-                .filter(|w| w["state"] == "live")
+                .filter(|w| w["state"] == "live" && w["held_back"].is_null())
                 .count();
             (live >= n).then_some(w)
         },

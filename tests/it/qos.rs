@@ -206,6 +206,16 @@ input = { ms = 100 }
     assert!(report.cost > 0.0);
     assert_eq!(report.cost_by_outcome["won"].replicas, 3);
 
+    // Losing copies (of `a`, or a saturation copy) are cancelled; their workers report what
+    // they used, and the job is charged for it too.
+    let losers = eventually(Duration::from_secs(10), "the loser's CPU time", || async {
+        let report = op.report(&job).await.ok()?;
+        let losers = report.cost_by_outcome.get("losers")?.clone();
+        (losers.replicas >= 1 && losers.unmeasured == 0).then_some(losers)
+    })
+    .await;
+    assert!(losers.cpu_ms > 0 && losers.cost > 0.0, "{losers:?}");
+
     // The job's status shows the plan per task, after the job finished as while it ran.
     let status = op.status(&job).await.unwrap();
     let tasks = status["task_states"].as_array().unwrap();
