@@ -328,8 +328,11 @@ impl Scheduler {
         }
     }
 
+    /// A job is stalled when it finished nothing for `stall_after` and for longer than its
+    /// running tasks should take (one and a half times the longest one's expected time, when an
+    /// estimate or finished peers say): a job of hour-long tasks is not stalled after a minute.
     fn check_stalls(&mut self, now: Instant) {
-        let stalled: Vec<(u64, Duration)> = self
+        let candidates: Vec<(u64, Duration)> = self
             .jobs
             .iter()
             .filter_map(|(seq, j)| {
@@ -337,10 +340,28 @@ impl Scheduler {
                 (idle >= self.cfg.stall_after).then_some((*seq, idle))
             })
             .collect();
-        if stalled.is_empty() {
+        if candidates.is_empty() {
             return;
         }
         let running = self.running_tasks(now);
+        let stalled: Vec<(u64, Duration)> = candidates
+            .into_iter()
+            .filter(|(seq, idle)| {
+                let median = self.jobs.get(seq).and_then(|j| median(&j.durations));
+                let expected = running
+                    .iter()
+                    .filter(|t| t.seq == *seq)
+                    .filter_map(|t| {
+                        let by_estimate = self
+                            .est_cpu(t.seq, t.ti)
+                            .zip(self.replica_speed(&t.best))
+                            .map(|(e, s)| e / s);
+                        by_estimate.or(median)
+                    })
+                    .fold(0.0, f64::max);
+                idle.as_secs_f64() >= 1.5 * expected
+            })
+            .collect();
         for (seq, idle) in stalled {
             if let Some(j) = self.jobs.get_mut(&seq) {
                 // Look again only after another `stall_after`.

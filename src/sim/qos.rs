@@ -152,8 +152,8 @@ impl QosTable {
                                 .iter()
                                 .find(|r| &r.scenario == g && r.policy == policy)
                         };
-                        let yardstick = row(Policy::Idlegrid.as_str())
-                            .map_or(f64::NAN, |r| r.ideal_makespan_s);
+                        let yardstick =
+                            row(Policy::Idlegrid.as_str()).map_or(f64::NAN, |r| r.ideal_makespan_s);
                         row(p.as_str()).map_or(0.0, |r| r.makespan_s / yardstick)
                     })
                     .collect();

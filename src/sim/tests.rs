@@ -144,7 +144,13 @@ fn a_simulated_crash_makes_the_scheduler_reissue_and_without_it_there_is_none() 
         bag(&[100.0, 100.0]),
     );
     let healthy = run(w.clone(), Policy::Idlegrid);
-    assert_eq!(healthy.metrics.reissues.total, 0, "{:?}", healthy.metrics);
+    let lost = |m: &Metrics| {
+        ["worker_lost", "owner_active", "dropped"]
+            .iter()
+            .map(|c| m.reissues.by_cause.get(*c).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!(lost(&healthy.metrics), 0, "{:?}", healthy.metrics);
     assert_eq!(healthy.metrics.replicas["lost"], 0);
     // Every worker crashes 30 s in for good but one, so whichever ran a task lost it.
     for p in &mut w.workers[..2] {
@@ -264,7 +270,16 @@ fn the_ideal_run_has_no_churn_crashes_freezes_or_stragglers() {
     assert!(!ideal.has_faults());
     assert_eq!(ideal.tasks, world.tasks);
     let sim = run_world(world, Policy::Idlegrid, 4).unwrap();
-    assert!(sim.ideal.reissues.is_empty(), "{:?}", sim.ideal.reissues);
+    // Only the progress monitor may add copies there (a task larger than its estimate looks
+    // slow); nothing is lost and no owner comes back.
+    assert!(
+        sim.ideal
+            .reissues
+            .keys()
+            .all(|c| ["straggler", "stalled"].contains(c)),
+        "{:?}",
+        sim.ideal.reissues
+    );
     assert!(sim.ideal.losses.is_empty(), "{:?}", sim.ideal.losses);
     assert!(sim.ideal.busy.iter().all(Vec::is_empty));
     assert!(!sim.run.reissues.is_empty());
