@@ -171,18 +171,29 @@ where
     }
 }
 
-/// Waits until `n` workers are live.
+/// Waits until `n` workers are live and take tasks (their link measured, fast enough).
 pub async fn wait_for_workers(op: &Operator, n: usize) -> serde_json::Value {
+    wait_for(op, n, true).await
+}
+
+/// Waits until at least `n` workers are live, whether or not they take tasks (a worker held
+/// back by a slow link counts).
+pub async fn wait_for_live_workers(op: &Operator, n: usize) -> serde_json::Value {
+    wait_for(op, n, false).await
+}
+
+async fn wait_for(op: &Operator, n: usize, taking_tasks: bool) -> serde_json::Value {
     eventually(
         Duration::from_secs(30),
-        &format!("{n} live workers taking tasks"),
+        &format!("{n} live workers"),
         || async {
             let w = op.workers().await.ok()?;
-            // Live, and not held back (its link measured): it takes tasks from now on.
+            // Live, and unless asked otherwise not held back (its link measured): it takes
+            // tasks from now on.
             let live = w
                 .as_array()?
                 .iter()
-                .filter(|w| w["state"] == "live" && w["held_back"].is_null())
+                .filter(|w| w["state"] == "live" && (!taking_tasks || w["held_back"].is_null()))
                 .count();
             (live >= n).then_some(w)
         },

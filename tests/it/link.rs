@@ -173,7 +173,7 @@ async fn a_worker_below_the_minimum_link_stays_connected_and_gets_no_task_while_
     let (slow, _s1) = pool.worker("slow", proxy.addr()).await;
     let (fast, _s2) = pool.worker("fast", pool.sup.addr()).await;
     let op = pool.operator();
-    wait_for_workers(&op, 2).await;
+    wait_for_live_workers(&op, 2).await;
     let spec = JobSpec {
         name: "six".into(),
         tasks: (0..6)
