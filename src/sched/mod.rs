@@ -103,6 +103,9 @@ struct Replica {
     task: usize,
     worker: WorkerId,
     progress: f32,
+    /// When `progress` was reported (projections divide the time up to then by it, not the
+    /// time up to now: a report is up to a heartbeat old).
+    progress_at: Instant,
     /// When it was assigned (for a restored replica: when it was restored).
     started: Instant,
     /// Why it was started beyond the task's plan, if it was.
@@ -391,7 +394,7 @@ impl Scheduler {
             return;
         }
         for p in progress {
-            self.set_progress(id, *p);
+            self.set_progress(now, id, *p);
         }
     }
 
@@ -433,7 +436,7 @@ impl Scheduler {
 
     pub fn handle_progress(&mut self, now: Instant, id: &WorkerId, progress: Progress) {
         if self.touch(now, id) {
-            self.set_progress(id, progress);
+            self.set_progress(now, id, progress);
         }
     }
 
@@ -715,6 +718,7 @@ impl Scheduler {
                     task: ti,
                     worker: worker.clone(),
                     progress: 0.0,
+                    progress_at: now,
                     started: now,
                     extra: Extra::No,
                     deadline: None,
@@ -911,7 +915,7 @@ impl Scheduler {
         }
     }
 
-    fn set_progress(&mut self, worker: &WorkerId, p: Progress) {
+    fn set_progress(&mut self, now: Instant, worker: &WorkerId, p: Progress) {
         if let Some(r) = self
             .replicas
             .get_mut(&p.replica)
@@ -919,6 +923,7 @@ impl Scheduler {
             && p.fraction.is_finite()
         {
             r.progress = p.fraction.clamp(0.0, 1.0);
+            r.progress_at = now;
         }
     }
 
@@ -1338,6 +1343,7 @@ impl Scheduler {
                 task: ti,
                 worker: worker.clone(),
                 progress: 0.0,
+                progress_at: now,
                 started: now,
                 extra,
                 deadline: None,

@@ -86,25 +86,33 @@ impl Scheduler {
             .est_cpu(rep.job, rep.task)
             .zip(self.replica_speed(r))
             .map(|(e, s)| e / s);
-        if self.measured(now, r) {
-            return Some((elapsed / p, elapsed));
+        if self.measured(r) {
+            let at = rep
+                .progress_at
+                .saturating_duration_since(rep.started)
+                .as_secs_f64();
+            return Some(((at / p).max(elapsed), elapsed));
         }
         Some((expected?.max(2.0 * elapsed), elapsed))
     }
 
     /// Whether the replica's projection comes from its own progress rather than an estimate.
-    fn measured(&self, now: Instant, r: &ReplicaId) -> bool {
+    fn measured(&self, r: &ReplicaId) -> bool {
         let Some(rep) = self.replicas.get(r) else {
             return false;
         };
-        let elapsed = now.saturating_duration_since(rep.started).as_secs_f64();
+        // What it had run when it reported its progress.
+        let ran = rep
+            .progress_at
+            .saturating_duration_since(rep.started)
+            .as_secs_f64();
         let p = f64::from(rep.progress);
         let expected = self
             .est_cpu(rep.job, rep.task)
             .zip(self.replica_speed(r))
             .map(|(e, s)| e / s);
-        let telling = p >= MIN_PROGRESS || expected.is_some_and(|e| elapsed >= 0.25 * e);
-        p > 0.0 && elapsed > 0.0 && telling
+        let telling = p >= MIN_PROGRESS || expected.is_some_and(|e| ran >= 0.25 * e);
+        p > 0.0 && ran > 0.0 && telling
     }
 
     /// Every task with a live replica, with its best projection.
@@ -298,7 +306,7 @@ impl Scheduler {
             let mut ranked: Vec<(f64, ReplicaId)> = t
                 .live
                 .iter()
-                .filter(|r| self.measured(now, r))
+                .filter(|r| self.measured(r))
                 .map(|r| {
                     let left = self
                         .projection(now, r)

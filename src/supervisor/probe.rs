@@ -43,12 +43,18 @@ impl ProbeConfig {
             every,
             leg_timeout: leg_timeout.clamp(Duration::from_millis(100), Duration::from_secs(60)),
             first_bytes: 16 << 10,
-            max_bytes: proto::MAX_LINK_PROBE_BYTES,
-            grow_below: Duration::from_millis(200),
+            // 1 MiB measures a gigabit link to ~10% in ~8 ms; more only costs the 2-core
+            // supervisor CPU when many workers join at once (it showed in the reissue tail).
+            max_bytes: PROBE_MAX_BYTES,
+            grow_below: Duration::from_millis(50),
             pings: 3,
         }
     }
 }
+
+/// The largest leg the supervisor asks for (the protocol allows up to
+/// [`proto::MAX_LINK_PROBE_BYTES`]).
+pub const PROBE_MAX_BYTES: u64 = 1 << 20;
 
 /// After a probe that was cut short (a leg timed out, a ping went unanswered), the next comes
 /// this soon at the latest: a link that was briefly cut is not held against a worker for long.
@@ -685,8 +691,9 @@ mod tests {
         let m = run(cfg(), &link, None);
         assert!(within(m.link.down_kbps, link.down, 0.02), "{m:?}");
         assert!(within(m.link.up_kbps, link.up, 0.02), "{m:?}");
-        // Down: every size up to 4 MiB (each under 200 ms); up: 4 MiB takes 335 ms.
-        let all: u64 = (0..5).map(|i| (16u64 << 10) << (2 * i)).sum();
+        // Both ways every size up to the 1 MiB cap: 256 KiB takes 2 ms down, 21 ms up (< 50 ms).
+        let all: u64 = (0..4).map(|i| (16u64 << 10) << (2 * i)).sum();
+        assert_eq!(all, PROBE_MAX_BYTES + (PROBE_MAX_BYTES - (16 << 10)) / 3);
         assert_eq!(m.bytes.0, all);
         assert_eq!(m.bytes.1, all);
     }
