@@ -16,14 +16,36 @@ pub struct LocalWorker {
 
 /// How to start a worker: the program and the arguments that come before the client's flags.
 pub fn worker_program() -> std::io::Result<(PathBuf, Vec<&'static str>)> {
+    match client_beside()? {
+        // Local workers share the machine with whoever runs the demo: they compute regardless.
+        Some(sibling) => Ok((sibling, vec!["--headless", "--run-while-in-use"])),
+        None => Ok((std::env::current_exe()?, vec!["worker"])),
+    }
+}
+
+/// What [`LocalWorker::spawn_scripted`] starts.
+pub struct ScriptedClient<'a> {
+    /// The `idlegrid` client binary.
+    pub program: &'a Path,
+    /// ws://.../worker
+    pub server: &'a str,
+    pub token_file: &'a Path,
+    pub name: &'a str,
+    pub cpus: u32,
+    /// One per worker; the same one again after a restart keeps its id and outbox.
+    pub data_dir: &'a Path,
+    /// Its settings file (`--config`).
+    pub settings: &'a Path,
+    /// Its owner's spells (`--scripted-activity`).
+    pub script: &'a Path,
+    pub log: &'a Path,
+}
+
+/// The `idlegrid` client beside the running executable, if there is one.
+pub fn client_beside() -> std::io::Result<Option<PathBuf>> {
     let me = std::env::current_exe()?;
     let sibling = me.with_file_name(format!("idlegrid{}", std::env::consts::EXE_SUFFIX));
-    if sibling.is_file() {
-        // Local workers share the machine with whoever runs the demo: they compute regardless.
-        Ok((sibling, vec!["--headless", "--run-while-in-use"]))
-    } else {
-        Ok((me, vec!["worker"]))
-    }
+    Ok(sibling.is_file().then_some(sibling))
 }
 
 impl LocalWorker {
@@ -59,6 +81,32 @@ impl LocalWorker {
             .spawn()?;
         Ok(Self {
             name: name.to_owned(),
+            child,
+        })
+    }
+
+    /// Starts the `idlegrid` client `s.program` headless, its owner following a spell script
+    /// (its hidden `--scripted-activity`), with the settings file `s.settings` (for the quiet
+    /// period after a spell).
+    pub fn spawn_scripted(s: &ScriptedClient<'_>) -> std::io::Result<Self> {
+        let log_file = std::fs::File::create(s.log)?;
+        let child = Command::new(s.program)
+            .args(["--headless", "--server", s.server, "--name", s.name])
+            .args(["--cpus", &s.cpus.to_string()])
+            .arg("--token-file")
+            .arg(s.token_file)
+            .arg("--data-dir")
+            .arg(s.data_dir)
+            .arg("--config")
+            .arg(s.settings)
+            .arg("--scripted-activity")
+            .arg(s.script)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()?;
+        Ok(Self {
+            name: s.name.to_owned(),
             child,
         })
     }

@@ -43,6 +43,16 @@ struct Cli {
     /// client per dir (default: this system's data directory for idlegrid).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Owner activity from a script instead of this machine's input and processes (benchmarks of
+    /// a pool on one machine): lines `at_ms,busy` / `at_ms,idle`, ms since the Unix epoch, in time
+    /// order. The quiet period after a spell is the settings' `idle_after_secs`.
+    #[arg(
+        long,
+        hide = true,
+        value_name = "FILE",
+        conflicts_with = "run_while_in_use"
+    )]
+    scripted_activity: Option<PathBuf>,
     /// Run the `abort` fault kernel, which kills this worker process (fault tests of a pool only).
     #[arg(long, hide = true)]
     fault_kernels: bool,
@@ -143,7 +153,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         slots: cli.cpus.or(settings.cpus).unwrap_or(cores),
         data_dir: Some(data),
     };
-    let watch = client::Watch::from_settings(&settings);
+    let watch = match &cli.scripted_activity {
+        Some(file) => client::Watch::scripted(
+            client::activity::scripted::read_spells(file)?,
+            settings.idle_after,
+        ),
+        None => client::Watch::from_settings(&settings),
+    };
     runtime.block_on(client::run(cfg, watch, idlegrid::shutdown_signal()))?;
     Ok(())
 }

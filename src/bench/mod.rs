@@ -8,6 +8,7 @@ pub mod chaos;
 pub mod footprint;
 pub mod proxy;
 pub mod reissue;
+pub mod sim_vs_real;
 pub mod xvfb;
 
 /// The nearest-rank percentile `p` (0..=100) of `samples`, in the samples' unit.

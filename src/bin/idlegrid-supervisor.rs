@@ -58,6 +58,10 @@ enum BenchCommand {
     /// Every scenario under every policy in the simulator: makespan, x ideal, p99 task time,
     /// replica CPU and cost, as a table (and charts).
     Qos(QosArgs),
+    /// One small scenario run in the simulator and for real (a supervisor here, a worker
+    /// process per simulated one, owners scripted, crashes by SIGKILL, freezes by SIGSTOP):
+    /// both makespans, their ratio and reissues by cause.
+    SimVsReal(bench::sim_vs_real::SimVsRealArgs),
 }
 
 #[derive(clap::Args)]
@@ -298,6 +302,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Bench(BenchCommand::Chaos(args)) => return bench::chaos::run(args).await,
         Command::Bench(BenchCommand::Bulk(args)) => bench::bulk::run(args).await?,
         Command::Bench(BenchCommand::Qos(args)) => bench_qos(args)?,
+        Command::Bench(BenchCommand::SimVsReal(args)) => bench::sim_vs_real::run(args).await?,
         Command::Simulate(args) => simulate(args)?,
         Command::Worker(args) => {
             let token = supervisor::read_token(&args.token_file)?;

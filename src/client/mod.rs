@@ -73,6 +73,9 @@ impl Default for Status {
 }
 
 /// How the worker watches its machine.
+/// How often a scripted owner is looked at: well under the heartbeat of a test pool.
+const SCRIPTED_POLL: Duration = Duration::from_millis(20);
+
 pub struct Watch {
     pub idle: IdleConfig,
     /// Built in their own threads: see [`activity::Monitor`].
@@ -92,6 +95,22 @@ impl Watch {
                 ..IdleConfig::default()
             },
             sources: Vec::new(),
+            power: false,
+        }
+    }
+
+    /// An owner who follows a script ([`activity::scripted::read_spells`]), for benchmarks of a
+    /// pool on one machine: only the script is watched (not input, other processes or the
+    /// battery, which would see the other workers' tasks as an owner), and the machine computes
+    /// again `idle_after` after each spell, as with a real owner.
+    pub fn scripted(spells: Vec<activity::scripted::Spell>, idle_after: Duration) -> Self {
+        Self {
+            idle: IdleConfig {
+                idle_after,
+                run_while_in_use: false,
+                run_on_battery: true,
+            },
+            sources: vec![activity::scripted::spells_factory(spells, SCRIPTED_POLL)],
             power: false,
         }
     }

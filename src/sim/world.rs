@@ -124,6 +124,13 @@ impl World {
 
     /// The job as the scheduler sees it: task `t0001`... of kind `sim`, with the estimates.
     pub fn job(&self) -> Result<Job, crate::job::JobError> {
+        crate::job::validate(self.job_spec("sim", |_| serde_json::Value::Null), |_| true)
+    }
+
+    /// The job as an operator would submit it, each task of `kind` with `input(task)`: the same
+    /// ids, dependencies, estimates and name as [`World::job`] (`bench sim-vs-real` runs it on
+    /// real workers).
+    pub fn job_spec(&self, kind: &str, input: impl Fn(&TaskPlan) -> serde_json::Value) -> JobSpec {
         let ids: Vec<String> = (0..self.tasks.len())
             .map(|i| format!("t{:05}", i + 1))
             .collect();
@@ -132,7 +139,7 @@ impl World {
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                let mut spec = TaskSpec::new(ids[i].as_str(), "sim", serde_json::Value::Null);
+                let mut spec = TaskSpec::new(ids[i].as_str(), kind, input(t));
                 spec.deps = t.deps.iter().map(|&d| ids[d].as_str().into()).collect();
                 spec.estimates = Estimates {
                     // The manifest's checks cap estimates; a simulated one is kept in range too.
@@ -152,7 +159,7 @@ impl World {
             .filter(|c| c.is_ascii_alphanumeric() || " ._-()".contains(*c))
             .take(crate::job::MAX_NAME_CHARS)
             .collect();
-        let spec = JobSpec {
+        JobSpec {
             name: if name.trim().is_empty() {
                 "simulated job".to_owned()
             } else {
@@ -161,7 +168,6 @@ impl World {
             tasks,
             redundancy_budget: None,
             min_complete: None,
-        };
-        crate::job::validate(spec, |_| true)
+        }
     }
 }

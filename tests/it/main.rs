@@ -12,3 +12,4 @@ mod poison;
 mod qos;
 mod reliability;
 mod sim;
+mod sim_vs_real;
