@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. A worker announces it in [`WorkerMsg::Hello`]; the supervisor refuses
 /// a worker whose version it does not speak.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest frame either side accepts, in bytes. Larger frames are refused by the WebSocket layer
 /// before they are buffered whole.
@@ -193,6 +193,16 @@ pub enum ActivityKind {
     BusyProcess,
     /// Not the owner, but a reason to stop all the same: the machine went on battery.
     OnBattery,
+    /// The volunteer paused computing from the window or the tray (snooze).
+    User,
+    /// The daily schedule the volunteer set does not allow computing now.
+    Schedule,
+    /// A program the volunteer listed as exclusive (a game, a render) started.
+    ExclusiveProgram,
+    /// A CPU sensor is above the volunteer's temperature limit.
+    Thermal,
+    /// A full-screen window has the focus (a film, a game, a call).
+    Fullscreen,
 }
 
 impl ActivityKind {
@@ -205,6 +215,11 @@ impl ActivityKind {
             ActivityKind::Voice => "voice",
             ActivityKind::BusyProcess => "busy_process",
             ActivityKind::OnBattery => "on_battery",
+            ActivityKind::User => "user",
+            ActivityKind::Schedule => "schedule",
+            ActivityKind::ExclusiveProgram => "exclusive_program",
+            ActivityKind::Thermal => "thermal",
+            ActivityKind::Fullscreen => "fullscreen",
         }
     }
 }

@@ -45,13 +45,13 @@ use tracing::{debug, info, warn};
 
 use super::activity::{Monitor, Observation};
 use super::executor::{Executor, Finished, Sink};
-use super::idle::{Busy, IdlePolicy, IdleState, Transition};
+use super::idle::{IdlePolicy, IdleState, Transition};
 use super::outbox::{Outcome, OutcomeKind, Store};
 use super::transfer::Transfer;
 use super::{ClientConfig, ClientError, Status, Watch};
 use crate::proto::{
-    self, ActivityKind, Assignment, ErrorCode, Execution, Hardware, Payload, Progress, ReplicaId,
-    SupervisorMsg, WorkerMsg,
+    self, Assignment, ErrorCode, Execution, Hardware, Payload, Progress, ReplicaId, SupervisorMsg,
+    WorkerMsg,
 };
 use crate::runtime::TaskControl;
 
@@ -402,11 +402,9 @@ impl Engine {
                 }
                 let paused_at = Instant::now();
                 self.status.send_modify(|s| s.paused_at = Some(paused_at));
-                let kind = match why {
-                    Busy::Owner(kind) => kind,
-                    Busy::OnBattery => ActivityKind::OnBattery,
-                    // The policy starts busy rather than becoming so; the hello said it.
-                    Busy::Starting => return,
+                // The policy starts busy rather than becoming so; the hello said it.
+                let Some(kind) = why.activity_kind() else {
+                    return;
                 };
                 info!(
                     kind = kind.as_str(),

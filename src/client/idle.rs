@@ -46,6 +46,33 @@ pub enum Busy {
     Starting,
     /// The machine runs on battery and `run_on_battery` is off.
     OnBattery,
+    /// The volunteer snoozed computing (window or tray) until a time of their choosing.
+    Snoozed,
+    /// Outside the daily schedule the settings allow.
+    Schedule,
+    /// A program from the settings' exclusive list runs.
+    ExclusiveProgram,
+    /// A CPU sensor is above the settings' temperature limit (and has not yet cooled 5 °C below).
+    Thermal,
+    /// A full-screen window has the focus and the settings say to pause for it.
+    Fullscreen,
+}
+
+impl Busy {
+    /// What the supervisor is told when this reason makes the machine busy; `None` for a
+    /// client that is only starting (its hello says it is not idle).
+    pub fn activity_kind(self) -> Option<ActivityKind> {
+        Some(match self {
+            Busy::Owner(kind) => kind,
+            Busy::Starting => return None,
+            Busy::OnBattery => ActivityKind::OnBattery,
+            Busy::Snoozed => ActivityKind::User,
+            Busy::Schedule => ActivityKind::Schedule,
+            Busy::ExclusiveProgram => ActivityKind::ExclusiveProgram,
+            Busy::Thermal => ActivityKind::Thermal,
+            Busy::Fullscreen => ActivityKind::Fullscreen,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +101,22 @@ pub struct IdlePolicy {
     /// Battery blocks computing only when `run_on_battery` is off; kept apart from the quiet
     /// period so that coming back to mains resumes exactly where the quiet period stands.
     on_battery: bool,
+    /// Conditions that stop computing whatever the quiet period says (a bit per entry of
+    /// [`CONDITIONS`]).
+    conditions: u8,
     state: IdleState,
 }
+
+/// Reasons that block computing while they last, independent of the quiet period, in the
+/// order of precedence the state shows (after the battery). `Fullscreen` counts as the machine
+/// being in use, so `run_while_in_use` ignores it; the others always apply.
+pub const CONDITIONS: [Busy; 5] = [
+    Busy::Snoozed,
+    Busy::Thermal,
+    Busy::ExclusiveProgram,
+    Busy::Schedule,
+    Busy::Fullscreen,
+];
 
 impl IdlePolicy {
     /// Starts busy (`Starting`) because nobody can say how long the owner has been away: a
@@ -92,8 +133,51 @@ impl IdlePolicy {
             quiet_since: now,
             quiet_reason: Busy::Starting,
             on_battery: false,
+            conditions: 0,
             state,
         }
+    }
+
+    pub fn config(&self) -> IdleConfig {
+        self.cfg
+    }
+
+    /// New settings, applied at once: a longer `idle_after` while waiting extends the wait, a
+    /// shorter one may end it now.
+    pub fn set_config(&mut self, now: Instant, cfg: IdleConfig) -> Option<Transition> {
+        self.cfg = cfg;
+        self.set(self.evaluate(now))
+    }
+
+    /// A blocking condition (one of [`CONDITIONS`]) started (`on`) or ended. While any is on the
+    /// machine is busy with the first that applies; when the last ends the machine is idle
+    /// again if the quiet period is over (a condition does not restart it). Any other reason is
+    /// ignored.
+    pub fn set_condition(&mut self, now: Instant, reason: Busy, on: bool) -> Option<Transition> {
+        let bit = CONDITIONS.iter().position(|c| *c == reason)?;
+        if on {
+            self.conditions |= 1 << bit;
+        } else {
+            self.conditions &= !(1 << bit);
+        }
+        self.set(self.evaluate(now))
+    }
+
+    /// Whether the condition is on (whether or not it is the reason shown).
+    pub fn condition(&self, reason: Busy) -> bool {
+        CONDITIONS
+            .iter()
+            .position(|c| *c == reason)
+            .is_some_and(|bit| self.conditions & (1 << bit) != 0)
+    }
+
+    /// The first blocking condition that applies under the current settings.
+    fn blocking_condition(&self) -> Option<Busy> {
+        CONDITIONS.iter().enumerate().find_map(|(bit, c)| {
+            let on = self.conditions & (1 << bit) != 0;
+            let applies = !(self.cfg.run_while_in_use && *c == Busy::Fullscreen);
+            (on && applies).then_some(*c)
+        })
     }
 
     pub fn state(&self) -> IdleState {
@@ -111,6 +195,8 @@ impl IdlePolicy {
         // over, and the owner would not even see the machine pause for an instant.
         let next = if self.battery_blocks() {
             IdleState::Busy(Busy::OnBattery)
+        } else if let Some(c) = self.blocking_condition() {
+            IdleState::Busy(c)
         } else if self.cfg.run_while_in_use {
             IdleState::Idle
         } else {
@@ -131,7 +217,8 @@ impl IdlePolicy {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             IdleState::Busy(Busy::Owner(_) | Busy::Starting) => self.quiet_deadline(),
-            IdleState::Busy(Busy::OnBattery) | IdleState::Idle => None,
+            // Only the condition's end (or a power change) can make it idle.
+            IdleState::Busy(_) | IdleState::Idle => None,
         }
     }
 
@@ -139,7 +226,7 @@ impl IdlePolicy {
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Transition> {
         match self.state {
             IdleState::Busy(Busy::Owner(_) | Busy::Starting) => self.set(self.evaluate(now)),
-            IdleState::Busy(Busy::OnBattery) | IdleState::Idle => None,
+            IdleState::Busy(_) | IdleState::Idle => None,
         }
     }
 
@@ -166,6 +253,8 @@ impl IdlePolicy {
     fn evaluate(&self, now: Instant) -> IdleState {
         if self.battery_blocks() {
             IdleState::Busy(Busy::OnBattery)
+        } else if let Some(c) = self.blocking_condition() {
+            IdleState::Busy(c)
         } else if self.cfg.run_while_in_use || self.quiet_period_over(now) {
             IdleState::Idle
         } else {
@@ -379,6 +468,83 @@ mod tests {
         assert_eq!(
             policy.handle_power(ms(t0, 30), Some(false)),
             Some(Transition::BecameIdle)
+        );
+    }
+
+    #[test]
+    fn a_condition_pauses_at_once_and_its_end_resumes_without_a_new_quiet_period() {
+        let t0 = Instant::now();
+        let mut policy = IdlePolicy::new(config(), t0);
+        policy.handle_timeout(ms(t0, 1000));
+        assert_eq!(
+            policy.set_condition(ms(t0, 2000), Busy::Thermal, true),
+            Some(Transition::BecameBusy(Busy::Thermal))
+        );
+        // A second condition changes the reason shown by precedence, not the state.
+        assert_eq!(
+            policy.set_condition(ms(t0, 2100), Busy::Snoozed, true),
+            None
+        );
+        assert_eq!(policy.state(), IdleState::Busy(Busy::Snoozed));
+        assert_eq!(policy.poll_timeout(), None);
+        assert_eq!(policy.handle_timeout(ms(t0, 9000)), None);
+        assert_eq!(
+            policy.set_condition(ms(t0, 3000), Busy::Snoozed, false),
+            None
+        );
+        assert_eq!(policy.state(), IdleState::Busy(Busy::Thermal));
+        assert_eq!(
+            policy.set_condition(ms(t0, 3100), Busy::Thermal, false),
+            Some(Transition::BecameIdle)
+        );
+        // Owner input under a condition keeps the condition's reason; once it ends the quiet
+        // period that the input restarted still has to run.
+        policy.set_condition(ms(t0, 4000), Busy::Schedule, true);
+        policy.handle_activity(ms(t0, 4100), ActivityKind::Keyboard);
+        assert_eq!(policy.state(), IdleState::Busy(Busy::Schedule));
+        assert_eq!(
+            policy.set_condition(ms(t0, 4200), Busy::Schedule, false),
+            None
+        );
+        assert_eq!(
+            policy.state(),
+            IdleState::Busy(Busy::Owner(ActivityKind::Keyboard))
+        );
+        assert_eq!(
+            policy.handle_timeout(ms(t0, 5100)),
+            Some(Transition::BecameIdle)
+        );
+        // Not a condition: ignored.
+        assert_eq!(
+            policy.set_condition(ms(t0, 6000), Busy::Starting, true),
+            None
+        );
+        assert_eq!(policy.state(), IdleState::Idle);
+    }
+
+    #[test]
+    fn run_while_in_use_ignores_fullscreen_but_not_snooze() {
+        let t0 = Instant::now();
+        let cfg = IdleConfig {
+            run_while_in_use: true,
+            ..config()
+        };
+        let mut policy = IdlePolicy::new(cfg, t0);
+        assert_eq!(
+            policy.set_condition(ms(t0, 10), Busy::Fullscreen, true),
+            None
+        );
+        assert_eq!(policy.state(), IdleState::Idle);
+        assert!(policy.condition(Busy::Fullscreen));
+        assert_eq!(
+            policy.set_condition(ms(t0, 20), Busy::Snoozed, true),
+            Some(Transition::BecameBusy(Busy::Snoozed))
+        );
+        // Turning run_while_in_use off makes the full-screen window count.
+        policy.set_condition(ms(t0, 30), Busy::Snoozed, false);
+        assert_eq!(
+            policy.set_config(ms(t0, 40), config()),
+            Some(Transition::BecameBusy(Busy::Fullscreen))
         );
     }
 

@@ -15,8 +15,10 @@ mod engine;
 mod executor;
 pub mod hardware;
 pub mod idle;
+pub mod localtime;
 mod outbox;
 pub mod settings;
+pub mod snapshot;
 mod transfer;
 
 use std::future::Future;

@@ -19,8 +19,8 @@
 //! ```
 //!
 //! Unknown keys are errors, because a misspelt key would otherwise be ignored without a word.
-//! This module never writes the file (the settings window will, through [`Settings::to_toml`]),
-//! and reads nothing but the settings file itself: the token file is only located here.
+//! The file is written only by [`save`] (the engine, when the settings window applies a change),
+//! and nothing but the settings file itself is read here: the token file is only located.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -206,6 +206,22 @@ impl Settings {
 pub fn default_path() -> Option<PathBuf> {
     directories::ProjectDirs::from("org", "idlegrid", "idlegrid")
         .map(|dirs| dirs.config_dir().join("settings.toml"))
+}
+
+/// Writes `settings` to `path` ([`Settings::to_toml`]) so that a reader sees the old file or the
+/// new one, never half of either: a temporary file beside it, flushed to disk, then renamed over
+/// it. Creates the directory if needed.
+pub fn save(path: &Path, settings: &Settings) -> io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))?;
+    tmp.write_all(settings.to_toml().as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Loads settings. With an explicit path, the file must exist. Without one, the default path is

@@ -249,7 +249,13 @@ fn telling_rank(kind: ActivityKind) -> u8 {
         ActivityKind::Touch => 3,
         ActivityKind::Voice => 2,
         ActivityKind::Pointer => 1,
-        ActivityKind::BusyProcess | ActivityKind::OnBattery => 0,
+        ActivityKind::BusyProcess
+        | ActivityKind::OnBattery
+        | ActivityKind::User
+        | ActivityKind::Schedule
+        | ActivityKind::ExclusiveProgram
+        | ActivityKind::Thermal
+        | ActivityKind::Fullscreen => 0,
     }
 }
 
