@@ -43,7 +43,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, warn};
 
-use super::activity::{Monitor, Observation};
+use super::activity::{Monitor, Signal};
 use super::executor::{Executor, Finished, Sink};
 use super::idle::{IdlePolicy, IdleState, Transition};
 use super::outbox::{Outcome, OutcomeKind, Store};
@@ -90,7 +90,7 @@ enum SessionEnd {
 /// Something the loop waited for besides the connection.
 enum Wake {
     Shutdown,
-    Observation(Observation),
+    Observation(Signal),
     IdleTimer,
     Power,
     Finished(Finished),
@@ -104,7 +104,7 @@ enum Wake {
 /// so that waiting on it borrows nothing else of the engine.
 struct Inbox {
     finished: mpsc::UnboundedReceiver<Finished>,
-    observations: mpsc::UnboundedReceiver<Observation>,
+    observations: mpsc::UnboundedReceiver<Signal>,
     transfers: mpsc::UnboundedReceiver<Wake>,
     watch_power: bool,
     power: tokio::time::Interval,
@@ -378,9 +378,13 @@ impl Engine {
             Wake::Finished(done) => return self.on_finished(done),
             Wake::Fetched(replica, fetched) => return self.on_fetched(replica, fetched),
             Wake::Uploaded(replica, uploaded) => return self.on_uploaded(replica, uploaded),
-            Wake::Observation(obs) => {
+            Wake::Observation(Signal::Activity(obs)) => {
                 self.status.send_modify(|s| s.last_activity = Some(obs));
                 (self.idle.handle_activity(now, obs.kind), obs.at)
+            }
+            Wake::Observation(Signal::Condition(c)) => {
+                self.status.send_modify(|s| c.apply_to(&mut s.detail));
+                (self.idle.set_condition(now, c.reason, c.on), c.at)
             }
             Wake::IdleTimer => (self.idle.handle_timeout(now), now),
             Wake::Power => {

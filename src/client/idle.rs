@@ -548,6 +548,196 @@ mod tests {
         );
     }
 
+    /// The local time `minute` minutes into a week that starts on a Monday at 00:00.
+    fn week_minute(minute: u32) -> crate::client::localtime::LocalTime {
+        crate::client::localtime::LocalTime {
+            year: 2026,
+            month: 12,
+            day: 7,
+            weekday: minute / 1440 % 7,
+            hour: minute % 1440 / 60,
+            minute: minute % 60,
+            second: 0,
+        }
+    }
+
+    #[test]
+    fn the_schedule_pauses_outside_its_windows_and_resumes_inside_them() {
+        use crate::client::activity::schedule::ScheduleWatch;
+        use crate::client::schedule::Schedule;
+        let schedule = Schedule::parse(&["mon-fri 18:00-08:00"]).unwrap();
+        let mut watch = ScheduleWatch::new(schedule);
+        let t0 = Instant::now();
+        let wall0 = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut policy = IdlePolicy::new(config(), t0);
+        // From Monday 17:50 to Tuesday 08:10, one virtual minute at a time.
+        let (from, to) = (17 * 60 + 50, 24 * 60 + 8 * 60 + 10);
+        let mut transitions = Vec::new();
+        for m in from..=to {
+            let now = t0 + Duration::from_secs(60 * u64::from(m - from));
+            let wall = wall0 + Duration::from_secs(60 * u64::from(m - from));
+            policy.handle_timeout(now);
+            if let Some(c) = watch.check(now, wall, &week_minute(m)) {
+                if let Some(t) = policy.set_condition(now, c.reason, c.on) {
+                    transitions.push((week_minute(m).hh_mm(), t));
+                }
+            }
+            let expected_idle = (18 * 60..24 * 60 + 8 * 60).contains(&m);
+            assert_eq!(
+                policy.state() == IdleState::Idle,
+                expected_idle,
+                "at {} ({:?})",
+                week_minute(m).hh_mm(),
+                policy.state()
+            );
+        }
+        assert_eq!(
+            transitions,
+            vec![
+                ("18:00".to_owned(), Transition::BecameIdle),
+                ("08:00".to_owned(), Transition::BecameBusy(Busy::Schedule)),
+            ]
+        );
+        // The supervisor hears of it as a schedule activity.
+        assert_eq!(Busy::Schedule.activity_kind(), Some(ActivityKind::Schedule));
+    }
+
+    #[test]
+    fn an_exclusive_program_pauses_while_it_runs_whatever_the_input() {
+        use crate::client::activity::exclusive::running;
+        use std::ffi::OsStr;
+        use std::path::Path;
+        let wanted = vec!["blender".to_owned()];
+        let t0 = Instant::now();
+        let mut policy = IdlePolicy::new(config(), t0);
+        policy.handle_timeout(ms(t0, 1000));
+        let tables: [&[&str]; 5] = [
+            &["bash", "Xorg"],
+            &["bash", "Xorg", "blender"],
+            &["blender"],
+            &["bash"],
+            &["bash", "blender-thumbnailer"],
+        ];
+        let mut seen = Vec::new();
+        for (i, table) in tables.iter().enumerate() {
+            let now = ms(t0, 2000 + 2000 * i as u64);
+            let procs: Vec<(&OsStr, Option<&Path>)> =
+                table.iter().map(|n| (OsStr::new(*n), None)).collect();
+            let found = running(&wanted, procs.iter().copied());
+            seen.push(policy.set_condition(now, Busy::ExclusiveProgram, !found.is_empty()));
+            if i == 2 {
+                // Input while the program runs restarts the quiet period under the condition.
+                policy.handle_activity(ms(t0, 2000 + 2000 * 2 + 500), ActivityKind::Keyboard);
+                assert_eq!(policy.state(), IdleState::Busy(Busy::ExclusiveProgram));
+            }
+        }
+        assert_eq!(
+            seen,
+            vec![
+                None,
+                Some(Transition::BecameBusy(Busy::ExclusiveProgram)),
+                None,
+                // The program ended 1.5 s after the input, past the 1 s quiet period.
+                Some(Transition::BecameIdle),
+                // Not a substring match: no pause for another program.
+                None,
+            ]
+        );
+        assert_eq!(
+            Busy::ExclusiveProgram.activity_kind(),
+            Some(ActivityKind::ExclusiveProgram)
+        );
+    }
+
+    #[test]
+    fn temperature_pauses_above_the_limit_and_resumes_five_degrees_below() {
+        use crate::client::activity::thermal::ThermalGate;
+        let t0 = Instant::now();
+        let mut policy = IdlePolicy::new(config(), t0);
+        policy.handle_timeout(ms(t0, 1000));
+        let mut gate = ThermalGate::new(80.0);
+        // One reading every 5 s, as the source takes them.
+        let readings = [70.0, 79.0, 80.5, 79.0, 77.0, 75.0, 74.5, 78.0, 80.0, 81.0];
+        let mut states = Vec::new();
+        for (i, c) in readings.into_iter().enumerate() {
+            let now = ms(t0, 5000 * (i as u64 + 1));
+            let hot = gate.push(c);
+            policy.set_condition(now, Busy::Thermal, hot);
+            states.push(policy.state() == IdleState::Idle);
+        }
+        assert_eq!(
+            states,
+            [
+                true, true, false, false, false, false, true, true, true, false
+            ]
+        );
+        assert_eq!(policy.state(), IdleState::Busy(Busy::Thermal));
+        assert_eq!(Busy::Thermal.activity_kind(), Some(ActivityKind::Thermal));
+        // A hot machine whose owner is also away stays paused for the heat alone.
+        assert_eq!(policy.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_fullscreen_window_pauses_at_once_and_its_end_waits_for_the_owners_quiet_period() {
+        let t0 = Instant::now();
+        let mut policy = IdlePolicy::new(config(), t0);
+        policy.handle_timeout(ms(t0, 1000));
+        assert_eq!(
+            policy.set_condition(ms(t0, 2000), Busy::Fullscreen, true),
+            Some(Transition::BecameBusy(Busy::Fullscreen))
+        );
+        assert_eq!(
+            Busy::Fullscreen.activity_kind(),
+            Some(ActivityKind::Fullscreen)
+        );
+        // A film plays for a minute without any input: the quiet period ends, nothing changes.
+        assert_eq!(policy.handle_timeout(ms(t0, 62_000)), None);
+        assert_eq!(policy.state(), IdleState::Busy(Busy::Fullscreen));
+        // The owner leaves full screen with a click: busy with the click, idle a second later.
+        policy.handle_activity(ms(t0, 63_000), ActivityKind::Mouse);
+        assert_eq!(
+            policy.set_condition(ms(t0, 63_010), Busy::Fullscreen, false),
+            None
+        );
+        assert_eq!(
+            policy.state(),
+            IdleState::Busy(Busy::Owner(ActivityKind::Mouse))
+        );
+        assert_eq!(policy.poll_timeout(), Some(ms(t0, 64_000)));
+        assert_eq!(
+            policy.handle_timeout(ms(t0, 64_000)),
+            Some(Transition::BecameIdle)
+        );
+        // Every condition at once: the reasons follow the precedence as they end one by one.
+        let now = ms(t0, 70_000);
+        for c in [
+            Busy::Fullscreen,
+            Busy::Schedule,
+            Busy::ExclusiveProgram,
+            Busy::Thermal,
+        ] {
+            policy.set_condition(now, c, true);
+        }
+        let mut shown = vec![policy.state()];
+        for c in [Busy::Thermal, Busy::ExclusiveProgram, Busy::Schedule] {
+            policy.set_condition(now, c, false);
+            shown.push(policy.state());
+        }
+        assert_eq!(
+            shown,
+            [
+                IdleState::Busy(Busy::Thermal),
+                IdleState::Busy(Busy::ExclusiveProgram),
+                IdleState::Busy(Busy::Schedule),
+                IdleState::Busy(Busy::Fullscreen),
+            ]
+        );
+        assert_eq!(
+            policy.set_condition(now, Busy::Fullscreen, false),
+            Some(Transition::BecameIdle)
+        );
+    }
+
     #[test]
     fn an_endless_quiet_period_never_times_out() {
         let t0 = Instant::now();

@@ -17,6 +17,7 @@ pub mod hardware;
 pub mod idle;
 pub mod localtime;
 mod outbox;
+pub mod schedule;
 pub mod settings;
 pub mod snapshot;
 mod transfer;
@@ -54,6 +55,8 @@ pub struct Status {
     pub last_activity: Option<Observation>,
     /// When tasks were last paused because the machine stopped being idle.
     pub paused_at: Option<Instant>,
+    /// The details behind the blocking conditions (programs, temperature, schedule).
+    pub detail: snapshot::PauseDetail,
 }
 
 impl Default for Status {
@@ -70,6 +73,7 @@ impl Default for Status {
             source_problems: Vec::new(),
             last_activity: None,
             paused_at: None,
+            detail: snapshot::PauseDetail::default(),
         }
     }
 }
@@ -117,8 +121,10 @@ impl Watch {
         }
     }
 
-    /// What the settings ask for: input (where built with feature `input`) and other
-    /// processes' CPU, unless the machine may be used while the worker computes.
+    /// What the settings ask for: input (where built with feature `input`), other processes'
+    /// CPU and full-screen windows (`pause_on_fullscreen`, feature `input`), unless the machine
+    /// may be used while the worker computes; and whatever the machine is used for, the
+    /// schedule, the exclusive programs and the temperature limit when the settings set them.
     pub fn from_settings(s: &settings::Settings) -> Self {
         let mut sources: Vec<SourceFactory> = Vec::new();
         if !s.run_while_in_use {
@@ -131,6 +137,21 @@ impl Watch {
                     ..activity::process::ProcessConfig::default()
                 },
             ));
+            // The idle policy ignores a full-screen window under `run_while_in_use` anyway;
+            // not watching saves the polls.
+            #[cfg(feature = "input")]
+            if s.pause_on_fullscreen {
+                sources.push(activity::fullscreen::factory());
+            }
+        }
+        if !s.schedule.is_always() {
+            sources.push(activity::schedule::factory(s.schedule.clone()));
+        }
+        if !s.exclusive_programs.is_empty() {
+            sources.push(activity::exclusive::factory(s.exclusive_programs.clone()));
+        }
+        if let Some(limit) = s.temperature_limit_c {
+            sources.push(activity::thermal::factory(limit as f32));
         }
         Self {
             idle: s.idle_config(),
@@ -264,6 +285,60 @@ mod tests {
             a.0.bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         );
+    }
+
+    #[tokio::test]
+    async fn the_settings_conditions_get_their_sources_even_when_the_machine_may_be_used() {
+        let s = settings::Settings {
+            run_while_in_use: true,
+            schedule: schedule::Schedule::parse(&["mon-fri 18:00-08:00"]).unwrap(),
+            exclusive_programs: vec!["blender".to_owned()],
+            temperature_limit_c: Some(90.0),
+            ..settings::Settings::default()
+        };
+        let watch = Watch::from_settings(&s);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (_monitor, report) = activity::Monitor::start(watch.sources, tx);
+        let mut names = report.running.clone();
+        names.extend(
+            report
+                .failed
+                .iter()
+                .map(|(which, e)| format!("{which}: {e}")),
+        );
+        // Input, processes and full-screen windows are not watched: the owner may use it.
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(
+            names.contains(&"schedule (mon-fri 18:00-08:00)".to_owned()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"exclusive programs (blender)".to_owned()),
+            "{names:?}"
+        );
+        // This machine may have no sensor: then the source says so, by its name.
+        assert!(
+            names.iter().any(|n| n.starts_with("temperature (")
+                || n.starts_with("thermal: no temperature sensor")),
+            "{names:?}"
+        );
+
+        // Nothing configured, machine may be used: no source at all.
+        let none = Watch::from_settings(&settings::Settings {
+            run_while_in_use: true,
+            ..settings::Settings::default()
+        });
+        assert!(none.sources.is_empty());
+        // The default settings watch input (with feature `input`), processes and, with
+        // `input`, full-screen windows.
+        let defaults = Watch::from_settings(&settings::Settings::default());
+        let expected = if cfg!(feature = "input") { 3 } else { 1 };
+        assert_eq!(defaults.sources.len(), expected);
+        let no_fullscreen = Watch::from_settings(&settings::Settings {
+            pause_on_fullscreen: false,
+            ..settings::Settings::default()
+        });
+        assert_eq!(no_fullscreen.sources.len(), expected.min(2));
     }
 
     #[test]

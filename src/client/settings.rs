@@ -16,7 +16,17 @@
 //! process_sustain_secs = 3             # float, 0.5 ..= 600
 //! server = "ws://host:7400/worker"     # optional
 //! token_file = "worker.token"          # optional; relative to the settings file's directory
+//! cpu_cap_percent = 100                # share of each core's time tasks may use, 1 ..= 100
+//! schedule = ["mon-fri 18:00-08:00", "sat,sun 00:00-24:00"]   # absent or [] = always
+//! exclusive_programs = ["blender"]     # pause while any of these processes runs
+//! temperature_limit_c = 85             # optional, 40 ..= 105; resume 5 °C below
+//! pause_on_fullscreen = true
+//! screensaver = false                  # show the screensaver view when the machine goes idle
 //! ```
+//!
+//! The settings page edits the same values through [`SettingsForm`], whose
+//! [`SettingsForm::check`] applies the very rules [`parse`] does (both go through one function
+//! per key), so the page and the file can never disagree about what is allowed.
 //!
 //! Unknown keys are errors, because a misspelt key would otherwise be ignored without a word.
 //! The file is written only by [`save`] (the engine, when the settings window applies a change),
@@ -33,6 +43,8 @@ use toml::{Spanned, Value};
 
 use crate::client::ClientError;
 use crate::client::idle::IdleConfig;
+use crate::client::schedule::{Schedule, Window};
+use crate::client::snapshot::FieldError;
 use crate::job::{Position, position_in, read_capped};
 
 /// What the client is allowed to do, as read from the settings file.
@@ -54,6 +66,18 @@ pub struct Settings {
     pub server: Option<String>,
     /// The file holding this worker's token, resolved against the settings file's directory.
     pub token_file: Option<PathBuf>,
+    /// The share of each core's time that tasks may use, in percent (100 = no cap).
+    pub cpu_cap_percent: u32,
+    /// When computing is allowed; empty = always.
+    pub schedule: Schedule,
+    /// Pause while any of these programs (process names) runs.
+    pub exclusive_programs: Vec<String>,
+    /// Pause above this CPU temperature, in °C, until it falls 5 °C below; `None` = no limit.
+    pub temperature_limit_c: Option<f64>,
+    /// Pause while the focused window is full screen.
+    pub pause_on_fullscreen: bool,
+    /// Show the screensaver view when the machine goes idle.
+    pub screensaver: bool,
 }
 
 impl Default for Settings {
@@ -68,22 +92,35 @@ impl Default for Settings {
             process_sustain: Duration::from_secs(3),
             server: None,
             token_file: None,
+            cpu_cap_percent: 100,
+            schedule: Schedule::always(),
+            exclusive_programs: Vec::new(),
+            temperature_limit_c: None,
+            pause_on_fullscreen: true,
+            screensaver: false,
         }
     }
 }
 
-const IDLE_AFTER_SECS: &str = "idle_after_secs";
-const CPUS: &str = "cpus";
-const RUN_WHILE_IN_USE: &str = "run_while_in_use";
-const RUN_ON_BATTERY: &str = "run_on_battery";
-const INPUT_POLL_MS: &str = "input_poll_ms";
-const PROCESS_THRESHOLD_PERCENT: &str = "process_threshold_percent";
-const PROCESS_SUSTAIN_SECS: &str = "process_sustain_secs";
-const SERVER: &str = "server";
-const TOKEN_FILE: &str = "token_file";
+// The keys, public so that a settings page can put a [`FieldError`] beside its field.
+pub const IDLE_AFTER_SECS: &str = "idle_after_secs";
+pub const CPUS: &str = "cpus";
+pub const RUN_WHILE_IN_USE: &str = "run_while_in_use";
+pub const RUN_ON_BATTERY: &str = "run_on_battery";
+pub const INPUT_POLL_MS: &str = "input_poll_ms";
+pub const PROCESS_THRESHOLD_PERCENT: &str = "process_threshold_percent";
+pub const PROCESS_SUSTAIN_SECS: &str = "process_sustain_secs";
+pub const SERVER: &str = "server";
+pub const TOKEN_FILE: &str = "token_file";
+pub const CPU_CAP_PERCENT: &str = "cpu_cap_percent";
+pub const SCHEDULE: &str = "schedule";
+pub const EXCLUSIVE_PROGRAMS: &str = "exclusive_programs";
+pub const TEMPERATURE_LIMIT_C: &str = "temperature_limit_c";
+pub const PAUSE_ON_FULLSCREEN: &str = "pause_on_fullscreen";
+pub const SCREENSAVER: &str = "screensaver";
 
 /// Every key, in the order [`Settings::to_toml`] writes them.
-const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 15] = [
     IDLE_AFTER_SECS,
     CPUS,
     RUN_WHILE_IN_USE,
@@ -93,6 +130,12 @@ const KEYS: [&str; 9] = [
     PROCESS_SUSTAIN_SECS,
     SERVER,
     TOKEN_FILE,
+    CPU_CAP_PERCENT,
+    SCHEDULE,
+    EXCLUSIVE_PROGRAMS,
+    TEMPERATURE_LIMIT_C,
+    PAUSE_ON_FULLSCREEN,
+    SCREENSAVER,
 ];
 
 const IDLE_AFTER_RANGE: RangeInclusive<f64> = 0.1..=86_400.0;
@@ -100,6 +143,10 @@ const CPUS_RANGE: RangeInclusive<i64> = 1..=4096;
 const INPUT_POLL_RANGE: RangeInclusive<i64> = 1..=1000;
 const PROCESS_THRESHOLD_RANGE: RangeInclusive<f64> = 1.0..=100_000.0;
 const PROCESS_SUSTAIN_RANGE: RangeInclusive<f64> = 0.5..=600.0;
+const CPU_CAP_RANGE: RangeInclusive<i64> = 1..=100;
+const TEMPERATURE_RANGE: RangeInclusive<f64> = 40.0..=105.0;
+/// Enough for any real list; the bound keeps a pasted process table from costing every poll.
+const MAX_EXCLUSIVE_PROGRAMS: usize = 64;
 
 /// A settings file is a few hundred bytes; the cap keeps `--config /dev/zero` from eating memory.
 const MAX_SETTINGS_BYTES: u64 = 1 << 20;
@@ -197,6 +244,51 @@ impl Settings {
                     .map(|path| toml_string(&path.to_string_lossy())),
                 "\"worker.token\"",
             ),
+        );
+        entry(
+            format!(
+                "The share of each core's time tasks may use, in percent ({}).",
+                allowed(&CPU_CAP_RANGE)
+            ),
+            set(CPU_CAP_PERCENT, self.cpu_cap_percent.to_string()),
+        );
+        entry(
+            "When computing is allowed: windows of \"DAYS HH:MM-HH:MM\" (days mon..sun, ranges \
+             such as mon-fri, daily, weekdays, weekend); a window ending before it starts runs \
+             past midnight; empty = always. E.g. [\"mon-fri 18:00-08:00\", \"sat,sun \
+             00:00-24:00\"]."
+                .to_owned(),
+            set(
+                SCHEDULE,
+                string_list(self.schedule.windows().iter().map(Window::to_string)),
+            ),
+        );
+        entry(
+            "Pause while any of these programs (process names) runs, e.g. [\"blender\"]."
+                .to_owned(),
+            set(
+                EXCLUSIVE_PROGRAMS,
+                string_list(self.exclusive_programs.iter().cloned()),
+            ),
+        );
+        entry(
+            format!(
+                "Pause above this CPU temperature in °C ({}), until it is 5 °C below.",
+                allowed(&TEMPERATURE_RANGE)
+            ),
+            optional(
+                TEMPERATURE_LIMIT_C,
+                self.temperature_limit_c.map(number),
+                "85",
+            ),
+        );
+        entry(
+            "Pause while the focused window is full screen (films, games, calls).".to_owned(),
+            set(PAUSE_ON_FULLSCREEN, self.pause_on_fullscreen.to_string()),
+        );
+        entry(
+            "Show the screensaver view when the machine goes idle.".to_owned(),
+            set(SCREENSAVER, self.screensaver.to_string()),
         );
         out
     }
@@ -359,6 +451,65 @@ fn read_key(
             }
             settings.token_file = Some(base_dir.join(file));
         }
+        CPU_CAP_PERCENT => {
+            let cap = integer_in(CPU_CAP_PERCENT, value, CPU_CAP_RANGE)?;
+            settings.cpu_cap_percent =
+                u32::try_from(cap).map_err(|_| out_of_range(CPU_CAP_PERCENT, value))?;
+        }
+        SCHEDULE => {
+            let mut windows = Vec::new();
+            for entry in strings(SCHEDULE, value)? {
+                let window = Window::parse(entry).map_err(|reason| SettingsErrorKind::Invalid {
+                    key: SCHEDULE,
+                    value: toml_string(entry),
+                    reason,
+                })?;
+                windows.push(window);
+            }
+            settings.schedule = Schedule::from_windows(windows);
+        }
+        EXCLUSIVE_PROGRAMS => {
+            let names = strings(EXCLUSIVE_PROGRAMS, value)?;
+            if names.len() > MAX_EXCLUSIVE_PROGRAMS {
+                return Err(SettingsErrorKind::Invalid {
+                    key: EXCLUSIVE_PROGRAMS,
+                    value: format!("[{} names]", names.len()),
+                    reason: format!("at most {MAX_EXCLUSIVE_PROGRAMS} programs"),
+                });
+            }
+            let mut programs: Vec<String> = Vec::new();
+            for name in names {
+                let trimmed = name.trim();
+                let reason = if trimmed.is_empty() {
+                    Some("an empty name matches no program")
+                } else if trimmed.contains(['/', '\\']) {
+                    Some("give the program's name (e.g. blender), not a path")
+                } else if trimmed.contains(',') {
+                    Some("a program's name has no comma")
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    return Err(SettingsErrorKind::Invalid {
+                        key: EXCLUSIVE_PROGRAMS,
+                        value: toml_string(name),
+                        reason: reason.to_owned(),
+                    });
+                }
+                if !programs.iter().any(|p| p == trimmed) {
+                    programs.push(trimmed.to_owned());
+                }
+            }
+            settings.exclusive_programs = programs;
+        }
+        TEMPERATURE_LIMIT_C => {
+            settings.temperature_limit_c =
+                Some(float_in(TEMPERATURE_LIMIT_C, value, TEMPERATURE_RANGE)?);
+        }
+        PAUSE_ON_FULLSCREEN => {
+            settings.pause_on_fullscreen = boolean(PAUSE_ON_FULLSCREEN, value)?;
+        }
+        SCREENSAVER => settings.screensaver = boolean(SCREENSAVER, value)?,
         unknown => {
             return Err(SettingsErrorKind::UnknownKey {
                 key: unknown.to_owned(),
@@ -366,6 +517,173 @@ fn read_key(
         }
     }
     Ok(())
+}
+
+/// The settings page's fields, each as its text box or checkbox holds it: numbers as typed,
+/// `cpus` empty for one per CPU, `server`, `token_file` and `temperature_limit_c` empty for
+/// none, `schedule` one window per line, `exclusive_programs` separated by commas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsForm {
+    pub idle_after_secs: String,
+    pub cpus: String,
+    pub cpu_cap_percent: String,
+    pub run_while_in_use: bool,
+    pub run_on_battery: bool,
+    pub input_poll_ms: String,
+    pub process_threshold_percent: String,
+    pub process_sustain_secs: String,
+    pub server: String,
+    pub token_file: String,
+    pub schedule: String,
+    pub exclusive_programs: String,
+    pub temperature_limit_c: String,
+    pub pause_on_fullscreen: bool,
+    pub screensaver: bool,
+}
+
+impl SettingsForm {
+    /// The fields showing `s`.
+    pub fn from_settings(s: &Settings) -> Self {
+        let windows: Vec<String> = s.schedule.windows().iter().map(Window::to_string).collect();
+        Self {
+            idle_after_secs: number(s.idle_after.as_secs_f64()),
+            cpus: s.cpus.map(|c| c.to_string()).unwrap_or_default(),
+            cpu_cap_percent: s.cpu_cap_percent.to_string(),
+            run_while_in_use: s.run_while_in_use,
+            run_on_battery: s.run_on_battery,
+            input_poll_ms: s.input_poll.as_millis().to_string(),
+            process_threshold_percent: number(s.process_threshold_percent),
+            process_sustain_secs: number(s.process_sustain.as_secs_f64()),
+            server: s.server.clone().unwrap_or_default(),
+            token_file: s
+                .token_file
+                .as_deref()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            schedule: windows.join("\n"),
+            exclusive_programs: s.exclusive_programs.join(", "),
+            temperature_limit_c: s.temperature_limit_c.map(number).unwrap_or_default(),
+            pause_on_fullscreen: s.pause_on_fullscreen,
+            screensaver: s.screensaver,
+        }
+    }
+
+    /// The settings the fields say, checked by the same rules as the settings file (a relative
+    /// `token_file` is resolved against `base_dir`, the settings file's directory); or every
+    /// field's mistake, each with its key.
+    pub fn check(&self, base_dir: &Path) -> Result<Settings, Vec<FieldError>> {
+        let text = |t: &str| Value::String(t.trim().to_owned());
+        let mut values: Vec<(&'static str, &str, Value)> = vec![
+            (
+                IDLE_AFTER_SECS,
+                &self.idle_after_secs,
+                number_value(&self.idle_after_secs),
+            ),
+            (
+                CPU_CAP_PERCENT,
+                &self.cpu_cap_percent,
+                number_value(&self.cpu_cap_percent),
+            ),
+            (RUN_WHILE_IN_USE, "", Value::Boolean(self.run_while_in_use)),
+            (RUN_ON_BATTERY, "", Value::Boolean(self.run_on_battery)),
+            (
+                INPUT_POLL_MS,
+                &self.input_poll_ms,
+                number_value(&self.input_poll_ms),
+            ),
+            (
+                PROCESS_THRESHOLD_PERCENT,
+                &self.process_threshold_percent,
+                number_value(&self.process_threshold_percent),
+            ),
+            (
+                PROCESS_SUSTAIN_SECS,
+                &self.process_sustain_secs,
+                number_value(&self.process_sustain_secs),
+            ),
+            (
+                SCHEDULE,
+                "",
+                Value::Array(
+                    self.schedule
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(text)
+                        .collect(),
+                ),
+            ),
+            (
+                EXCLUSIVE_PROGRAMS,
+                "",
+                Value::Array(
+                    self.exclusive_programs
+                        .split(',')
+                        .filter(|p| !p.trim().is_empty())
+                        .map(text)
+                        .collect(),
+                ),
+            ),
+            (
+                PAUSE_ON_FULLSCREEN,
+                "",
+                Value::Boolean(self.pause_on_fullscreen),
+            ),
+            (SCREENSAVER, "", Value::Boolean(self.screensaver)),
+        ];
+        // Optional fields: empty means the key is absent.
+        for (key, field, numeric) in [
+            (CPUS, &self.cpus, true),
+            (SERVER, &self.server, false),
+            (TOKEN_FILE, &self.token_file, false),
+            (TEMPERATURE_LIMIT_C, &self.temperature_limit_c, true),
+        ] {
+            if !field.trim().is_empty() {
+                let value = if numeric {
+                    number_value(field)
+                } else {
+                    text(field)
+                };
+                values.push((key, field.as_str(), value));
+            }
+        }
+        let mut settings = Settings::default();
+        let mut errors = Vec::new();
+        for (key, typed, value) in values {
+            if let Err(kind) = read_key(&mut settings, key, &value, base_dir) {
+                let message = match kind {
+                    // The form's text did not even read as a number.
+                    SettingsErrorKind::WrongType { key, expected, .. } => {
+                        format!("{key} must be {expected}, not {:?}", typed.trim())
+                    }
+                    other => other.to_string(),
+                };
+                errors.push(FieldError {
+                    key: Some(key),
+                    message,
+                });
+            }
+        }
+        // In the order the file lists the keys, as the page shows them.
+        errors.sort_by_key(|e| KEYS.iter().position(|k| Some(*k) == e.key));
+        if errors.is_empty() {
+            Ok(settings)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// A text box's number as TOML would hold it: an integer, a float, or (not a number) the text,
+/// which the key's rule then refuses as the wrong type.
+fn number_value(text: &str) -> Value {
+    let text = text.trim();
+    if let Ok(i) = text.parse::<i64>() {
+        Value::Integer(i)
+    } else if let Ok(f) = text.parse::<f64>() {
+        Value::Float(f)
+    } else {
+        Value::String(text.to_owned())
+    }
 }
 
 /// A number of seconds within one of the ranges above, to the nearest nanosecond.
@@ -425,6 +743,22 @@ fn string<'a>(key: &'static str, value: &'a Value) -> Result<&'a str, SettingsEr
     value
         .as_str()
         .ok_or_else(|| wrong_type(key, "a string", value))
+}
+
+fn strings<'a>(key: &'static str, value: &'a Value) -> Result<Vec<&'a str>, SettingsErrorKind> {
+    let expected = "a list of strings";
+    let items = value
+        .as_array()
+        .ok_or_else(|| wrong_type(key, expected, value))?;
+    items
+        .iter()
+        .map(|item| item.as_str().ok_or_else(|| wrong_type(key, expected, item)))
+        .collect()
+}
+
+fn string_list(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.map(|i| toml_string(&i)).collect();
+    format!("[{}]", items.join(", "))
 }
 
 fn wrong_type(key: &'static str, expected: &'static str, found: &Value) -> SettingsErrorKind {
@@ -578,6 +912,12 @@ mod tests {
             process_sustain_secs = 2
             server = "ws://grid.example:7400/worker"
             token_file = "/etc/idlegrid/worker.token"
+            cpu_cap_percent = 60
+            schedule = ["mon-fri 18:00-08:00", "sat,sun 00:00-24:00"]
+            exclusive_programs = [" blender ", "steam", "blender"]
+            temperature_limit_c = 85.5
+            pause_on_fullscreen = false
+            screensaver = true
         "#;
         let settings = parse(text, &base()).map_err(|e| e.to_string());
         assert_eq!(
@@ -592,6 +932,13 @@ mod tests {
                 process_sustain: Duration::from_secs(2),
                 server: Some("ws://grid.example:7400/worker".to_owned()),
                 token_file: Some(PathBuf::from("/etc/idlegrid/worker.token")),
+                cpu_cap_percent: 60,
+                schedule: Schedule::parse(&["mon-fri 18:00-08:00", "sat,sun 00:00-24:00"]).unwrap(),
+                // Trimmed, and a repeat dropped.
+                exclusive_programs: vec!["blender".to_owned(), "steam".to_owned()],
+                temperature_limit_c: Some(85.5),
+                pause_on_fullscreen: false,
+                screensaver: true,
             })
         );
         let idle = parse(text, &base()).map(|s| s.idle_config()).ok();
@@ -652,6 +999,22 @@ mod tests {
                 "process_sustain_secs = inf",
                 "0.5 ..= 600",
             ),
+            ("cpu_cap_percent = 0", "cpu_cap_percent = 0", "1 ..= 100"),
+            (
+                "cpu_cap_percent = 101",
+                "cpu_cap_percent = 101",
+                "1 ..= 100",
+            ),
+            (
+                "temperature_limit_c = 39.9",
+                "temperature_limit_c = 39.9",
+                "40 ..= 105",
+            ),
+            (
+                "temperature_limit_c = 106",
+                "temperature_limit_c = 106",
+                "40 ..= 105",
+            ),
         ];
         for (text, value, range) in cases {
             let error = parse_err(text);
@@ -667,6 +1030,31 @@ mod tests {
         );
         let error = parse_err("token_file = \"\"");
         assert!(error.contains("token_file"), "{error}");
+        for (text, message) in [
+            (
+                "schedule = [\"mon-fri 18:00-08:00\", \"mon 25:00-26:00\"]",
+                "schedule = \"mon 25:00-26:00\" is not allowed: `25:00` is not a time of day",
+            ),
+            (
+                "schedule = [\"funday 10:00-11:00\"]",
+                "schedule = \"funday 10:00-11:00\" is not allowed: `funday` is not a day",
+            ),
+            (
+                "schedule = [\"mon 08:00-08:00\"]",
+                "is not allowed: it starts and ends at the same time",
+            ),
+            (
+                "exclusive_programs = [\"/usr/bin/blender\"]",
+                "exclusive_programs = \"/usr/bin/blender\" is not allowed: give the program's name",
+            ),
+            (
+                "exclusive_programs = [\"  \"]",
+                "is not allowed: an empty name matches no program",
+            ),
+        ] {
+            let error = parse_err(text);
+            assert!(error.contains(message), "{text}: {error}");
+        }
     }
 
     #[test]
@@ -699,6 +1087,23 @@ mod tests {
             (
                 "input_poll_ms.x = 1",
                 "input_poll_ms must be a whole number, not a table",
+            ),
+            (
+                "schedule = \"mon-fri 18:00-08:00\"",
+                "schedule must be a list of strings, not a string",
+            ),
+            (
+                "exclusive_programs = [\"a\", 3]",
+                "exclusive_programs must be a list of strings, not an integer",
+            ),
+            (
+                "pause_on_fullscreen = \"yes\"",
+                "pause_on_fullscreen must be true or false",
+            ),
+            ("screensaver = 0", "screensaver must be true or false"),
+            (
+                "cpu_cap_percent = 50.5",
+                "cpu_cap_percent must be a whole number, not a float",
             ),
         ] {
             let error = parse_err(text);
@@ -782,6 +1187,12 @@ mod tests {
             process_sustain: Duration::from_millis(700),
             server: Some("ws://host:7400/worker".to_owned()),
             token_file: Some(base().join("a \"quoted\" \\ name.token")),
+            cpu_cap_percent: 1,
+            schedule: Schedule::parse(&["fri-mon 22:00-06:30", "wed 12:00-24:00"]).unwrap(),
+            exclusive_programs: vec!["blender".to_owned(), "Steam \"Big\" Picture".to_owned()],
+            temperature_limit_c: Some(72.5),
+            pause_on_fullscreen: false,
+            screensaver: true,
         };
         for settings in [Settings::default(), full] {
             let text = settings.to_toml();
@@ -797,6 +1208,145 @@ mod tests {
         let text = Settings::default().to_toml();
         assert!(text.contains("idle_after_secs = 180\n"), "{text}");
         assert!(text.contains("# cpus = 4\n"), "{text}");
+        assert!(text.contains("\nschedule = []\n"), "{text}");
+        assert!(text.contains("# temperature_limit_c = 85\n"), "{text}");
+        assert!(text.contains("\npause_on_fullscreen = true\n"), "{text}");
+    }
+
+    fn field_errors(form: &SettingsForm) -> Vec<(Option<&'static str>, String)> {
+        match form.check(&base()) {
+            Ok(s) => panic!("{form:?} was accepted: {s:?}"),
+            Err(errors) => errors.into_iter().map(|e| (e.key, e.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_form_shows_the_settings_and_reads_back_to_them() {
+        let settings = Settings {
+            idle_after: Duration::from_millis(1500),
+            cpus: Some(3),
+            cpu_cap_percent: 75,
+            server: Some("ws://grid.example:7400/worker".to_owned()),
+            token_file: Some(PathBuf::from("/etc/idlegrid/worker.token")),
+            schedule: Schedule::parse(&["mon-fri 18:00-08:00", "sat,sun 00:00-24:00"]).unwrap(),
+            exclusive_programs: vec!["blender".to_owned(), "steam".to_owned()],
+            temperature_limit_c: Some(80.0),
+            pause_on_fullscreen: false,
+            screensaver: true,
+            ..Settings::default()
+        };
+        let form = SettingsForm::from_settings(&settings);
+        assert_eq!(form.idle_after_secs, "1.5");
+        assert_eq!(form.cpus, "3");
+        assert_eq!(form.schedule, "mon-fri 18:00-08:00\nsat,sun 00:00-24:00");
+        assert_eq!(form.exclusive_programs, "blender, steam");
+        assert_eq!(form.temperature_limit_c, "80");
+        assert_eq!(form.check(&base()), Ok(settings));
+
+        let defaults = SettingsForm::from_settings(&Settings::default());
+        assert_eq!(
+            (
+                defaults.cpus.as_str(),
+                defaults.server.as_str(),
+                defaults.schedule.as_str()
+            ),
+            ("", "", "")
+        );
+        assert_eq!(defaults.check(&base()), Ok(Settings::default()));
+    }
+
+    #[test]
+    fn the_form_reads_text_as_a_person_types_it() {
+        let form = SettingsForm {
+            idle_after_secs: " 600 ".into(),
+            cpus: "  ".into(),
+            schedule: "\n  mon-fri 18:00-08:00  \n\nweekend 10:00-12:00\n".into(),
+            exclusive_programs: "blender,, steam ,".into(),
+            token_file: "tokens/worker.token".into(),
+            ..SettingsForm::from_settings(&Settings::default())
+        };
+        let s = form.check(&base()).expect("valid");
+        assert_eq!(s.idle_after, Duration::from_secs(600));
+        assert_eq!(s.cpus, None);
+        assert_eq!(s.schedule.windows().len(), 2);
+        assert_eq!(s.exclusive_programs, vec!["blender", "steam"]);
+        assert_eq!(s.token_file, Some(base().join("tokens/worker.token")));
+    }
+
+    #[test]
+    fn the_form_reports_every_bad_field_with_its_key_by_the_files_rules() {
+        let form = SettingsForm {
+            idle_after_secs: "3m".into(),
+            cpus: "0".into(),
+            cpu_cap_percent: "150".into(),
+            input_poll_ms: "2.5".into(),
+            server: "http://grid.example".into(),
+            schedule: "mon-fri 18:00-08:00\nmon 18:00".into(),
+            exclusive_programs: "blender, /opt/x/bin/game".into(),
+            temperature_limit_c: "nan".into(),
+            ..SettingsForm::from_settings(&Settings::default())
+        };
+        let errors = field_errors(&form);
+        let keys: Vec<Option<&str>> = errors.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys,
+            vec![
+                Some(IDLE_AFTER_SECS),
+                Some(CPUS),
+                Some(INPUT_POLL_MS),
+                Some(SERVER),
+                Some(CPU_CAP_PERCENT),
+                Some(SCHEDULE),
+                Some(EXCLUSIVE_PROGRAMS),
+                Some(TEMPERATURE_LIMIT_C),
+            ],
+            "{errors:#?}"
+        );
+        let message = |key: &str| {
+            errors
+                .iter()
+                .find(|(k, _)| *k == Some(key))
+                .map(|(_, m)| m.clone())
+                .unwrap()
+        };
+        assert_eq!(
+            message(IDLE_AFTER_SECS),
+            "idle_after_secs must be a number, not \"3m\""
+        );
+        assert_eq!(
+            message(INPUT_POLL_MS),
+            "input_poll_ms must be a whole number, not \"2.5\""
+        );
+        // The same words as the file's errors: one rule, two ways in.
+        for (key, text) in [
+            (CPUS, "cpus = 0"),
+            (CPU_CAP_PERCENT, "cpu_cap_percent = 150"),
+            (SERVER, "server = \"http://grid.example\""),
+            (
+                SCHEDULE,
+                "schedule = [\"mon-fri 18:00-08:00\", \"mon 18:00\"]",
+            ),
+            (
+                EXCLUSIVE_PROGRAMS,
+                "exclusive_programs = [\"blender\", \"/opt/x/bin/game\"]",
+            ),
+            (TEMPERATURE_LIMIT_C, "temperature_limit_c = nan"),
+        ] {
+            let from_file = parse(text, &base()).expect_err(text).kind.to_string();
+            assert_eq!(message(key), from_file, "{key}");
+        }
+        // A valid form with one bad field names only that field.
+        let one = SettingsForm {
+            cpu_cap_percent: "0".into(),
+            ..SettingsForm::from_settings(&Settings::default())
+        };
+        assert_eq!(
+            field_errors(&one),
+            vec![(
+                Some(CPU_CAP_PERCENT),
+                "cpu_cap_percent = 0 is out of range (allowed 1 ..= 100)".to_owned()
+            )]
+        );
     }
 
     #[test]

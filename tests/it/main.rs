@@ -6,6 +6,8 @@ mod chaos;
 mod cli;
 mod cluster;
 mod demo;
+#[cfg(feature = "input")]
+mod fullscreen;
 mod harness;
 mod link;
 mod poison;

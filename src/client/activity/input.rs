@@ -326,7 +326,7 @@ mod tests {
 
     /// Runs xdotool and expects `kind` as the next observation, within 100 ms of xdotool's return.
     async fn expect_after(
-        rx: &mut tokio::sync::mpsc::UnboundedReceiver<Observation>,
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<crate::client::activity::Signal>,
         args: &[&str],
         kind: ActivityKind,
     ) {
@@ -334,7 +334,7 @@ mod tests {
         let t = Instant::now();
         let seen = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await;
         match seen {
-            Ok(Some(o)) => {
+            Ok(Some(crate::client::activity::Signal::Activity(o))) => {
                 assert_eq!(o.kind, kind, "after xdotool {args:?}");
                 println!("xdotool {args:?} -> {kind:?} after {:?}", t.elapsed());
             }
@@ -343,7 +343,7 @@ mod tests {
     }
 
     async fn expect_nothing_after(
-        rx: &mut tokio::sync::mpsc::UnboundedReceiver<Observation>,
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<crate::client::activity::Signal>,
         args: &[&str],
     ) {
         xdotool(args);

@@ -1,27 +1,36 @@
 //! Noticing that the owner is using the machine: activity sources and the monitor that polls them.
 //!
 //! An [`ActivitySource`] turns one kind of evidence (keyboard and mouse, busy processes, a script
-//! for tests) into [`Observation`]s. The [`Monitor`] polls each source on its own OS thread and
-//! sends every observation, the moment it is seen, to the engine over a tokio channel.
+//! for tests) into [`Observation`]s, or watches a blocking condition (the daily schedule, an
+//! exclusive program, the CPU's temperature, a full-screen window) and reports its changes as
+//! [`Condition`]s. The [`Monitor`] polls each source on its own OS thread and sends every
+//! [`Signal`], the moment it is seen, to the engine over a tokio channel.
 //!
 //! This module only *observes*. It does not decide whether the machine is idle (that is the
 //! engine's idle policy, a pure function of observations and time), it never pauses a task, and it
 //! never talks to the supervisor.
 
 pub mod battery;
+pub mod exclusive;
+#[cfg(feature = "input")]
+pub mod fullscreen;
 #[cfg(feature = "input")]
 pub mod input;
 pub mod process;
+pub mod schedule;
 pub mod scripted;
+pub mod thermal;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::client::idle::Busy;
+use crate::client::snapshot::PauseDetail;
 use crate::proto::ActivityKind;
 
 /// What a source saw: a kind of owner activity, at an instant.
@@ -31,7 +40,63 @@ pub struct Observation {
     pub at: Instant,
 }
 
-/// A way of noticing that the owner is using the machine. Polled from its own thread.
+/// A blocking condition started or ended (or its detail changed while it lasts): for
+/// [`crate::client::idle::IdlePolicy::set_condition`], and the detail for the status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    /// One of [`crate::client::idle::CONDITIONS`] (not `Snoozed`: that one is the user's).
+    pub reason: Busy,
+    pub on: bool,
+    pub at: Instant,
+    pub detail: ConditionDetail,
+}
+
+/// What a volunteer is shown about a condition besides its reason.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConditionDetail {
+    None,
+    /// The exclusive programs running now, by the names the settings gave (empty when off).
+    Programs(Vec<String>),
+    /// The hottest CPU sensor, in °C, at the latest reading.
+    Temperature(f32),
+    /// When the daily schedule next allows computing (`None` while it allows it now).
+    ScheduleOpens(Option<SystemTime>),
+}
+
+impl Condition {
+    /// Copies the detail into the status' [`PauseDetail`] (the engine calls this as it applies
+    /// the condition).
+    pub fn apply_to(&self, detail: &mut PauseDetail) {
+        match &self.detail {
+            ConditionDetail::None => {}
+            ConditionDetail::Programs(names) => detail.exclusive.clone_from(names),
+            ConditionDetail::Temperature(c) => detail.temperature_c = Some(*c),
+            ConditionDetail::ScheduleOpens(at) => detail.schedule_opens = *at,
+        }
+    }
+}
+
+/// What the monitor sends the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    /// Owner activity: restarts the quiet period.
+    Activity(Observation),
+    /// A blocking condition changed.
+    Condition(Condition),
+}
+
+impl Signal {
+    /// The owner activity, if this is one.
+    pub fn activity(self) -> Option<Observation> {
+        match self {
+            Signal::Activity(o) => Some(o),
+            Signal::Condition(_) => None,
+        }
+    }
+}
+
+/// A way of noticing that the owner is using the machine, or that a blocking condition holds.
+/// Polled from its own thread.
 pub trait ActivitySource {
     /// For logs and status, e.g. "input (X11 display :99)", "processes", "scripted".
     fn name(&self) -> String;
@@ -40,6 +105,13 @@ pub trait ActivitySource {
     /// Polls once. Returns what was seen since the previous poll (at most one observation; the
     /// most telling kind).
     fn poll(&mut self, now: Instant) -> Option<Observation>;
+    /// What the monitor sends after a poll. Sources of owner activity need only [`Self::poll`];
+    /// a source of a blocking condition has no instant of activity to report and overrides
+    /// this instead (its `poll` returns nothing), reporting the condition's first state and
+    /// then each change.
+    fn signal(&mut self, now: Instant) -> Option<Signal> {
+        self.poll(now).map(Signal::Activity)
+    }
 }
 
 /// Why a source could not start (e.g. no display).
@@ -59,6 +131,9 @@ pub enum SourceError {
     StartTimeout(Duration),
     #[error("the source panicked while starting")]
     StartPanicked,
+    /// A condition source that cannot watch on this machine (no display, no sensor).
+    #[error("{reason}")]
+    Unavailable { which: &'static str, reason: String },
 }
 
 impl SourceError {
@@ -71,6 +146,7 @@ impl SourceError {
             | SourceError::DisplayUnreachable { .. }
             | SourceError::InputUnavailable => Some("input"),
             SourceError::Processes(_) => Some("processes"),
+            SourceError::Unavailable { which, .. } => Some(which),
             SourceError::Thread(_) | SourceError::StartTimeout(_) | SourceError::StartPanicked => {
                 None
             }
@@ -117,7 +193,7 @@ impl Monitor {
     /// report is accurate. A thread ends by itself when the receiving side of `tx` is dropped.
     pub fn start(
         factories: Vec<SourceFactory>,
-        tx: UnboundedSender<Observation>,
+        tx: UnboundedSender<Signal>,
     ) -> (Monitor, MonitorReport) {
         let mut report = MonitorReport {
             running: Vec::new(),
@@ -187,7 +263,7 @@ fn run_source(
     factory: SourceFactory,
     ready: mpsc::SyncSender<Result<String, SourceError>>,
     stop: Arc<AtomicBool>,
-    tx: UnboundedSender<Observation>,
+    tx: UnboundedSender<Signal>,
 ) {
     let mut source = match factory() {
         Ok(source) => source,
@@ -206,10 +282,10 @@ fn run_source(
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
         // A source that panics stops reporting; the others and the engine carry on.
-        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| source.poll(now)));
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| source.signal(now)));
         match polled {
-            Ok(Some(observation)) => {
-                if tx.send(observation).is_err() {
+            Ok(Some(signal)) => {
+                if tx.send(signal).is_err() {
                     tracing::debug!(source = %name, "nobody listens to activity any more; stopping");
                     return;
                 }
@@ -337,7 +413,10 @@ mod tests {
             .await
             .expect("an observation within 2 s")
             .expect("the channel is open while the monitor runs");
-        assert_eq!(seen.kind, ActivityKind::Keyboard);
+        assert_eq!(
+            seen.activity().map(|o| o.kind),
+            Some(ActivityKind::Keyboard)
+        );
         drop(monitor);
     }
 

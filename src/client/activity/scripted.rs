@@ -321,11 +321,14 @@ mod tests {
                 .await
                 .expect("the timeline plays within 2 s")
                 .expect("the monitor is running");
-            kinds.push(o.kind);
+            kinds.push(o.activity().map(|o| o.kind));
         }
         assert_eq!(
             kinds,
-            vec![ActivityKind::Keyboard, ActivityKind::BusyProcess]
+            vec![
+                Some(ActivityKind::Keyboard),
+                Some(ActivityKind::BusyProcess)
+            ]
         );
         drop(monitor);
     }
