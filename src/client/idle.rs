@@ -577,10 +577,10 @@ mod tests {
             let now = t0 + Duration::from_secs(60 * u64::from(m - from));
             let wall = wall0 + Duration::from_secs(60 * u64::from(m - from));
             policy.handle_timeout(now);
-            if let Some(c) = watch.check(now, wall, &week_minute(m)) {
-                if let Some(t) = policy.set_condition(now, c.reason, c.on) {
-                    transitions.push((week_minute(m).hh_mm(), t));
-                }
+            if let Some(c) = watch.check(now, wall, &week_minute(m))
+                && let Some(t) = policy.set_condition(now, c.reason, c.on)
+            {
+                transitions.push((week_minute(m).hh_mm(), t));
             }
             let expected_idle = (18 * 60..24 * 60 + 8 * 60).contains(&m);
             assert_eq!(
