@@ -476,6 +476,12 @@ mod tests {
             own >= 30.0,
             "own {own}% of a core while a thread of ours spins"
         );
-        assert!(machine >= own, "machine {machine}% < own {own}%");
+        // The machine's share and our own come from two reads a moment apart (sysinfo samples
+        // the machine, then the process table), so under load they may disagree by a few
+        // percent of a core; more than that would mean our CPU was not counted in the machine's.
+        assert!(
+            machine + 10.0 >= own,
+            "machine {machine}% well below own {own}%"
+        );
     }
 }
