@@ -394,7 +394,7 @@ async fn pairs(
     }
     let op = Operator::new(&format!("http://{}", sup.addr()), &cfg.operator_token)?;
     let name = |ms: u64| {
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             format!("cpu-{}s", ms / 1000)
         } else {
             format!("cpu-{ms}ms")

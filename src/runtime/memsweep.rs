@@ -36,7 +36,7 @@ pub(super) fn parse(input: &Value) -> Result<(u64, u64), TaskError> {
 #[cfg(test)]
 fn expected_sum(words: u64, passes: u64) -> u64 {
     // n(n-1)/2 without overflowing before the division: halve whichever factor is even.
-    let triangle = if words % 2 == 0 {
+    let triangle = if words.is_multiple_of(2) {
         (words / 2).wrapping_mul(words.wrapping_sub(1))
     } else {
         words.wrapping_mul(words.wrapping_sub(1) / 2)
