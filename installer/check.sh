@@ -93,16 +93,21 @@ echo "/healthz answered on $listen; it ran for 2 s more"
 for f in worker.token operator.token; do
     [ "$(stat -c %U "/var/lib/idlegrid/$f")" = idlegrid ] || fail "no /var/lib/idlegrid/$f of idlegrid's"
 done
-echo "tokens: $(ls /var/lib/idlegrid)"
+echo "data dir: $(ls /var/lib/idlegrid | tr '\n' ' ')"
 
 step "dpkg -r, then dpkg -P"
-files=$(dpkg -L idlegrid | while read -r f; do [ -f "$f" ] && echo "$f"; done)
+# Conffiles (the autostart entry under /etc) stay until purge, as dpkg keeps them.
+conffiles=$(dpkg-query -W -f='${Conffiles}\n' idlegrid | awk 'NF {print $1}')
+files=$(dpkg -L idlegrid | while read -r f; do
+    [ -f "$f" ] && ! grep -qxF "$f" <<<"$conffiles" && echo "$f"
+done)
 dpkg -r idlegrid
 left=""
 for f in $files; do [ -e "$f" ] && left="$left $f"; done
 [ -z "$left" ] || fail "left after dpkg -r:$left"
-echo "removed: no file of the package left (data dir and user kept until purge)"
+echo "removed: no file of the package left (kept until purge: data dir, user, conffiles:" $conffiles")"
 dpkg -P idlegrid
+for f in $conffiles; do [ ! -e "$f" ] || fail "$f left after purge"; done
 [ ! -e /var/lib/idlegrid ] || fail "/var/lib/idlegrid left after purge"
 ! getent passwd idlegrid >/dev/null || fail "user idlegrid left after purge"
 echo "purged: data dir and user gone"
