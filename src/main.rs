@@ -71,6 +71,8 @@ enum BenchCommand {
     Activity(bench::activity::ActivityArgs),
     /// CPU and memory of an idle client watching input.
     Footprint(bench::footprint::FootprintArgs),
+    /// How much the client computing slows the owner's programs.
+    Interference(bench::interference::InterferenceArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -107,6 +109,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Bench(BenchCommand::Footprint(args))) => {
             return runtime.block_on(bench::footprint::run(args));
+        }
+        Some(Command::Bench(BenchCommand::Interference(args))) => {
+            return runtime.block_on(bench::interference::run(args));
         }
         None => {}
     }

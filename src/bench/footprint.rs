@@ -23,7 +23,7 @@ pub struct FootprintArgs {
 }
 
 /// CPU time (user + system) of a process, from /proc.
-fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+pub(super) fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces; fields after its closing parenthesis are plain.

@@ -6,6 +6,7 @@ pub mod activity;
 pub mod bulk;
 pub mod chaos;
 pub mod footprint;
+pub mod interference;
 pub mod proxy;
 pub mod reissue;
 pub mod sim_vs_real;

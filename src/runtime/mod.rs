@@ -29,6 +29,7 @@ mod abort;
 mod bytes;
 mod control;
 pub mod mandelbrot;
+mod memsweep;
 mod primes;
 mod spin;
 
@@ -42,6 +43,7 @@ pub const KINDS: &[&str] = &[
     "mandelbrot_assemble",
     "primes",
     "spin",
+    "memsweep",
     "bytes",
     "abort",
 ];
@@ -82,6 +84,7 @@ pub fn check_input(kind: &str, input: &Value) -> Result<(), TaskError> {
         "mandelbrot_assemble" => mandelbrot::parse_assemble(input).map(drop),
         "primes" => primes::parse(input).map(drop),
         "spin" => spin::parse(input).map(drop),
+        "memsweep" => memsweep::parse(input).map(drop),
         "bytes" => bytes::parse(input).map(drop),
         "abort" => abort::parse(input).map(drop),
         other => Err(TaskError::UnknownKind(other.to_owned())),
@@ -110,6 +113,7 @@ pub fn run(
         "mandelbrot_assemble" => mandelbrot::run_assemble(input, deps, ctl)?,
         "primes" => primes::run(input, ctl)?,
         "spin" => spin::run(input, ctl)?,
+        "memsweep" => memsweep::run(input, ctl)?,
         "bytes" => bytes::run(input, ctl)?,
         "abort" => abort::run(input, ctl)?,
         other => return Err(TaskError::UnknownKind(other.to_owned())),

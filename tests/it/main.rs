@@ -9,6 +9,7 @@ mod demo;
 #[cfg(feature = "input")]
 mod fullscreen;
 mod harness;
+mod interference;
 mod link;
 mod poison;
 mod qos;
