@@ -518,6 +518,59 @@ fn colour(value: f32) -> [u8; 3] {
     rgb
 }
 
+/// A tile's pixels coloured as the assembly colours them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TilePixels {
+    /// The whole image's size, from the plan.
+    pub width: u32,
+    pub height: u32,
+    /// The tile's rows `y0..y1`.
+    pub y0: u32,
+    pub y1: u32,
+    /// RGBA, row-major over the tile's rows: `4 * width * (y1 - y0)` bytes (alpha 255).
+    pub rgba: Vec<u8>,
+}
+
+/// Colours the output of a `mandelbrot` tile task with the assembly's palette; `deps` are the
+/// tile's dependency outputs (the plan among them). For a client that shows the tiles it
+/// computed; errors name what does not fit.
+pub fn tile_rgba(output: &Value, deps: &BTreeMap<TaskId, Value>) -> Result<TilePixels, TaskError> {
+    let plan = find_plan(deps)?;
+    let fields = Fields::of(output, TILE_FIELDS, "tile output")?;
+    let index = fields.u64("index", 0..=u64::from(plan.tiles) - 1)?;
+    let (y0, y1) = plan.band(index as u32);
+    let data = fields.required("data", "base64 of the tile's pixels")?;
+    let bytes = data
+        .as_str()
+        .and_then(|d| BASE64.decode(d).ok())
+        .ok_or_else(|| fields.bad("data", format_args!("is not base64")))?;
+    let pixels = plan.width as usize * (y1 - y0) as usize;
+    if bytes.len() != pixels * 4 {
+        return Err(fields.bad(
+            "data",
+            format_args!(
+                "holds {} bytes; a tile of {} pixels has {}",
+                bytes.len(),
+                pixels,
+                pixels * 4
+            ),
+        ));
+    }
+    let mut rgba = Vec::with_capacity(pixels * 4);
+    for chunk in bytes.chunks_exact(4) {
+        let value = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        rgba.extend_from_slice(&colour(value));
+        rgba.push(255);
+    }
+    Ok(TilePixels {
+        width: plan.width,
+        height: plan.height,
+        y0,
+        y1,
+        rgba,
+    })
+}
+
 struct Image {
     width: u32,
     height: u32,
