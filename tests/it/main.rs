@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod demo;
 mod harness;
+mod leaving;
 mod link;
 mod poison;
 mod qos;
