@@ -1199,6 +1199,7 @@ impl Engine {
     /// Takes in a finished replica's outcome (already saved by its task thread) and reports it.
     fn on_finished(&mut self, done: Finished) {
         let held = self.running.remove(&done.replica).is_some();
+        let a = self.assigned.get(&done.replica).cloned();
         self.count(&done);
         self.update_counts();
         let Some(outcome) = done.outcome else {
@@ -1217,7 +1218,10 @@ impl Engine {
             self.store.delete(done.replica);
             return;
         }
-        let a = self.assigned.get(&done.replica).cloned();
+        if let Some(a) = &a {
+            // Held again (in the outbox) until acknowledged.
+            self.assigned.insert(done.replica, a.clone());
+        }
         match &outcome.kind {
             OutcomeKind::Failure(error) => {
                 warn!(replica = %done.replica, "replica failed: {error}");
@@ -2608,6 +2612,79 @@ mod tests {
                 && s.supervisor.as_deref() == Some(sup.url().as_str())
         })
         .await;
+        worker.stop().await;
+    }
+
+    #[tokio::test]
+    async fn finished_work_counts_towards_the_contribution_across_a_restart_and_tiles_are_kept() {
+        let sup = Fake::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("client");
+        let mut worker = start_with(
+            Some(&sup.url()),
+            Some(DataDir::open(&dir, "test").unwrap()),
+            Watch::always(),
+            None,
+        );
+        assert_eq!(worker.status.borrow().contribution.tasks_total, 0);
+        let mut ws = sup.accept().await;
+        greet(&mut ws).await;
+        // A Mandelbrot tile, its plan inline as the supervisor sends it.
+        let view = serde_json::json!({
+            "width": 40, "height": 20, "center_re": -0.5, "center_im": 0.0,
+            "span_re": 3.0, "tiles": 2,
+        });
+        let ctl = crate::runtime::TaskControl::new();
+        let plan = crate::runtime::run("mandelbrot_view", &view, &BTreeMap::new(), &ctl).unwrap();
+        let r = ReplicaId::new(5, 1);
+        send(
+            &mut ws,
+            &SupervisorMsg::Assign(Assignment {
+                replica: r,
+                job: "render".into(),
+                task: "tile-1".into(),
+                kind: "mandelbrot".into(),
+                input: serde_json::json!({ "index": 1 }),
+                deps: BTreeMap::from([("view".into(), Payload::Inline(plan))]),
+            }),
+        )
+        .await;
+        assert!(matches!(recv(&mut ws).await, WorkerMsg::Result { .. }));
+        send(&mut ws, &SupervisorMsg::ResultAck { replica: r }).await;
+        wait_status(&mut worker.status, |s| {
+            s.contribution.tasks_today == 1 && s.tiles.len() == 1 && s.outbox == 0
+        })
+        .await;
+        {
+            let s = worker.status.borrow();
+            let tile = &s.tiles[0];
+            assert_eq!(
+                (tile.width, tile.height, tile.y0, tile.y1),
+                (40, 20, 10, 20)
+            );
+            assert_eq!(tile.rgba.len(), 4 * 40 * 10);
+            assert_eq!(s.contribution.per_day.len(), contribution::CHART_DAYS);
+            assert_eq!(s.contribution.per_day.last().unwrap().tasks, 1);
+            assert!(
+                s.events.iter().any(
+                    |e| matches!(&e.what, Event::TaskDone { kind, .. } if kind == "mandelbrot")
+                ),
+                "{:?}",
+                s.events
+            );
+        }
+        worker.stop().await;
+        drop(ws);
+        // Written off the async threads: give the write a moment, then start again on the dir.
+        let file = contribution::path(&dir);
+        for _ in 0..100 {
+            if file.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let worker = start(&sup.url(), Some(DataDir::open(&dir, "test").unwrap()));
+        assert_eq!(worker.status.borrow().contribution.tasks_total, 1);
         worker.stop().await;
     }
 

@@ -824,6 +824,36 @@ mod tests {
     }
 
     #[test]
+    fn a_tile_coloured_for_the_screensaver_matches_its_rows_in_the_assembled_image() {
+        let input = view(90, 61, 4);
+        let ctl = TaskControl::new();
+        let none = BTreeMap::new();
+        let plan = wire(crate::runtime::run("mandelbrot_view", &input, &none, &ctl).unwrap());
+        let deps = BTreeMap::from([(TaskId::from("seed"), plan)]);
+        let (_, rgb) = decode_png(&png_bytes(&render_distributed(&input).unwrap()));
+        for index in 0..4u32 {
+            let tile = wire(
+                crate::runtime::run("mandelbrot", &json!({ "index": index }), &deps, &ctl).unwrap(),
+            );
+            let px = tile_rgba(&tile, &deps).unwrap();
+            assert_eq!((px.width, px.height), (90, 61));
+            assert_eq!(px.rgba.len(), 4 * 90 * (px.y1 - px.y0) as usize);
+            let rows = &rgb[px.y0 as usize * 90 * 3..px.y1 as usize * 90 * 3];
+            for (rgba, rgb) in px.rgba.chunks_exact(4).zip(rows.chunks_exact(3)) {
+                assert_eq!(&rgba[..3], rgb);
+                assert_eq!(rgba[3], 255);
+            }
+        }
+        // A tile output that does not fit its plan is named, not shown.
+        let mut bad =
+            wire(crate::runtime::run("mandelbrot", &json!({ "index": 0 }), &deps, &ctl).unwrap());
+        bad["data"] = json!(BASE64.encode([0u8; 8]));
+        let err = tile_rgba(&bad, &deps).unwrap_err().to_string();
+        assert!(err.contains("data"), "{err}");
+        assert!(tile_rgba(&json!({"index": 0}), &BTreeMap::new()).is_err());
+    }
+
+    #[test]
     fn the_output_size_bounds_hold_for_real_renders_and_noise() {
         for (w, h, tiles) in [(96, 64, 4), (80, 61, 7), (1, 1, 1), (300, 200, 3)] {
             let input = view(w, h, tiles);
