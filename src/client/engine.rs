@@ -607,7 +607,9 @@ impl Engine {
                 false
             }
         });
-        if published {
+        // A due turn that found nothing to publish counts as one too, so the once-a-second
+        // timer never fires again at once.
+        if published || due {
             self.last_published = now;
         }
     }
