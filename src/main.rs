@@ -151,7 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         idlegrid::client::enable_fault_kernels();
     }
     let cfg = client::ClientConfig {
-        server,
+        server: Some(server),
         token,
         worker_id: data.worker_id().clone(),
         name,

@@ -233,6 +233,13 @@ pub struct Execution {
     pub cpu_ms: u64,
 }
 
+/// A replica a leaving worker hands back unfinished, and what it used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedBack {
+    pub replica: ReplicaId,
+    pub execution: Execution,
+}
+
 /// Messages a worker sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -278,6 +285,15 @@ pub enum WorkerMsg {
     Stopped {
         replica: ReplicaId,
         execution: Execution,
+    },
+    /// The worker is going away (its volunteer quit, or it was told to stop): it hands back
+    /// every replica it still runs, with what each used so far (the job is charged for it). The
+    /// supervisor reissues them at once and forgets the worker without waiting for silence.
+    /// Sent after every outcome queued before it; outcomes not acknowledged stay with the
+    /// worker, which sends them again when it comes back.
+    Leaving {
+        #[serde(default)]
+        replicas: Vec<HandedBack>,
     },
     /// The owner came back: the worker has paused its tasks. Sent the moment it is seen.
     Activity {

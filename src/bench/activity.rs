@@ -56,7 +56,7 @@ mod measure {
     use super::super::xvfb::Xvfb;
     use super::super::{Latency, print_latency_table};
     use crate::client::idle::{IdleConfig, IdleState};
-    use crate::client::{self, ClientConfig, Status, Watch};
+    use crate::client::{self, ClientConfig, Snapshot, Watch};
     use crate::job::{JobSpec, TaskSpec};
     use crate::operator::Operator;
     use crate::proto::ActivityKind;
@@ -89,7 +89,7 @@ mod measure {
         };
         let engine = client::build(
             ClientConfig {
-                server: format!("ws://{addr}/worker"),
+                server: Some(format!("ws://{addr}/worker")),
                 token: worker_token,
                 name: "bench-activity".into(),
                 worker_id: client::new_worker_id("bench-activity"),
@@ -99,7 +99,7 @@ mod measure {
             watch,
         )
         .await?;
-        let mut status = engine.status();
+        let mut status = engine.handle().snapshots;
         let problems = status.borrow().source_problems.clone();
         if !problems.is_empty() {
             bail!("input detection did not start: {}", problems.join("; "));
@@ -127,7 +127,9 @@ mod measure {
         for i in 0..args.trials {
             // Computing again: idle, and the task running.
             wait_status(&mut status, Duration::from_secs(60), |s| {
-                s.idle == IdleState::Idle && s.running == 1 && s.connected
+                s.idle == IdleState::Idle
+                    && s.tasks.len() == 1
+                    && matches!(s.connection, client::snapshot::Connection::Connected { .. })
             })
             .await
             .context("the client did not go back to computing")?;
@@ -205,10 +207,10 @@ mod measure {
 
     /// Waits until the status satisfies `ok`; returns that status.
     async fn wait_status(
-        status: &mut watch::Receiver<Status>,
+        status: &mut watch::Receiver<Snapshot>,
         limit: Duration,
-        ok: impl FnMut(&Status) -> bool,
-    ) -> anyhow::Result<Status> {
+        ok: impl FnMut(&Snapshot) -> bool,
+    ) -> anyhow::Result<Snapshot> {
         match tokio::time::timeout(limit, status.wait_for(ok)).await {
             Ok(Ok(s)) => Ok(s.clone()),
             Ok(Err(_)) => bail!("the client stopped"),

@@ -153,7 +153,7 @@ pub async fn measure(args: &BulkArgs) -> anyhow::Result<BulkReport> {
         power: false,
     };
     let client_cfg = ClientConfig {
-        server: format!("ws://{}/worker", proxy.addr()),
+        server: Some(format!("ws://{}/worker", proxy.addr())),
         token: cfg.worker_token.clone(),
         name: "bulk".into(),
         worker_id: client::new_worker_id("bulk"),

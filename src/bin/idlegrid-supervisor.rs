@@ -317,7 +317,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
                 client::enable_fault_kernels();
             }
             let cfg = client::ClientConfig {
-                server: args.server,
+                server: Some(args.server),
                 token,
                 worker_id: data.worker_id().clone(),
                 name,

@@ -25,9 +25,24 @@
 //! channel, the idle policy turns it into a transition, and on `BecameBusy` every running
 //! replica is paused and `Activity` is sent in the same turn of the loop, not with the next
 //! heartbeat. On `BecameIdle`, paused replicas resume where they stopped and `Available` is sent.
+//!
+//! Front ends (window, tray, screensaver) get an [`EngineHandle`]: a watch of [`Snapshot`] and a
+//! sender of [`UiCommand`]s. A snapshot is published when something a volunteer sees changes,
+//! at once; what moves by itself (running tasks' progress and elapsed time, the last activity
+//! seen) is published at most once a second, and only while it moves, so an idle client with
+//! its window closed publishes nothing. `idle_in` is as of `Snapshot::taken`: a front end
+//! counts down itself.
+//!
+//! Settings change without a restart: the idle policy takes its new config at once; a new
+//! `cpus` grows or shrinks the task threads and a new server or token reconnects, each with a
+//! new hello, since the hello is where a worker says what it offers (slots) and who it is. The
+//! supervisor sees that as any reconnect: the replicas held are kept. Quitting hands running
+//! replicas back (`WorkerMsg::Leaving`, with what each used) so the supervisor reissues them at
+//! once; outcomes not acknowledged stay in the outbox for the next run.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,14 +59,20 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, warn};
 
 use super::activity::{Monitor, Signal};
+use super::contribution::{self, Tally};
 use super::executor::{Executor, Finished, Sink};
-use super::idle::{IdlePolicy, IdleState, Transition};
+use super::idle::{Busy, IdlePolicy, IdleState, Transition};
 use super::outbox::{Outcome, OutcomeKind, Store};
+use super::settings::{self, Settings};
+use super::snapshot::{
+    CapacityView, Connection, EngineHandle, Event, EventView, FieldError, MAX_EVENTS, MAX_TILES,
+    SettingsResult, Snapshot, TaskState, TaskView, TileImage, UiCommand,
+};
 use super::transfer::Transfer;
-use super::{ClientConfig, ClientError, Status, Watch};
+use super::{ClientConfig, ClientError, Watch};
 use crate::proto::{
-    self, Assignment, ErrorCode, Execution, Hardware, Payload, Progress, ReplicaId, SupervisorMsg,
-    WorkerMsg,
+    self, Assignment, ErrorCode, Execution, HandedBack, Hardware, Payload, Progress, ReplicaId,
+    SupervisorMsg, WorkerMsg,
 };
 use crate::runtime::TaskControl;
 
@@ -77,6 +98,13 @@ pub const MAX_REFUSED_WAIT: Duration = Duration::from_millis(MAX_REFUSED_BACKOFF
 const POWER_CHECK: Duration = Duration::from_secs(10);
 /// How long a stopping worker gives its writer to send what is queued and close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a leaving worker waits for its cancelled tasks to say what they used (they stop
+/// within milliseconds at their next checkpoint).
+const HAND_BACK_WAIT: Duration = Duration::from_millis(300);
+/// What moves by itself (progress, elapsed time) is published at most this often.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// Name of the token file a first-run configuration writes beside the settings file.
+pub const TOKEN_FILE_NAME: &str = "worker.token";
 
 /// How a session with the supervisor ended.
 enum SessionEnd {
@@ -84,7 +112,23 @@ enum SessionEnd {
     Disconnected(String),
     /// The supervisor refused this worker (token, protocol version); try again, slowly.
     Refused(String),
+    /// The settings changed what the hello says (slots, server, token): connect again now.
+    Reconnect,
     Shutdown,
+}
+
+/// What a command asks of the connection loops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Reconnect,
+    Quit,
+}
+
+/// Settings that were checked and written, to apply.
+struct Saved {
+    settings: Settings,
+    /// The token read from the new token file (or given at configuration), if any.
+    token: Option<String>,
 }
 
 /// Something the loop waited for besides the connection.
@@ -98,6 +142,27 @@ enum Wake {
     Fetched(ReplicaId, Result<Assignment, String>),
     /// A big result's upload ended.
     Uploaded(ReplicaId, Result<(), String>),
+    Command(UiCommand),
+    SnoozeOver,
+    /// Time to publish what moved by itself.
+    Publish,
+    /// Settings were written (or refused) off the async threads.
+    Saved(Result<Saved, Vec<FieldError>>),
+}
+
+/// Timers the loop waits on besides the connection's.
+#[derive(Clone, Copy)]
+struct Timers {
+    idle: Option<Instant>,
+    snooze: Option<Instant>,
+    publish: Option<Instant>,
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The channels and timers the engine waits on, apart from the connection. A struct of its own
@@ -106,6 +171,7 @@ struct Inbox {
     finished: mpsc::UnboundedReceiver<Finished>,
     observations: mpsc::UnboundedReceiver<Signal>,
     transfers: mpsc::UnboundedReceiver<Wake>,
+    commands: mpsc::UnboundedReceiver<UiCommand>,
     watch_power: bool,
     power: tokio::time::Interval,
 }
@@ -116,19 +182,16 @@ impl Inbox {
     async fn next(
         &mut self,
         shutdown: &mut Pin<&mut impl Future<Output = ()>>,
-        idle_deadline: Option<Instant>,
+        timers: Timers,
     ) -> Wake {
-        let idle_timer = async {
-            match idle_deadline {
-                Some(t) => tokio::time::sleep_until(t.into()).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             biased;
             () = shutdown.as_mut() => Wake::Shutdown,
             Some(obs) = self.observations.recv() => Wake::Observation(obs),
-            () = idle_timer => Wake::IdleTimer,
+            Some(cmd) = self.commands.recv() => Wake::Command(cmd),
+            () = sleep_until(timers.idle) => Wake::IdleTimer,
+            () = sleep_until(timers.snooze) => Wake::SnoozeOver,
+            () = sleep_until(timers.publish) => Wake::Publish,
             Some(done) = self.finished.recv() => Wake::Finished(done),
             Some(wake) = self.transfers.recv() => wake,
             _ = self.power.tick(), if self.watch_power => Wake::Power,
@@ -204,7 +267,22 @@ pub struct Engine {
     idle: IdlePolicy,
     /// Keeps the source threads alive for the life of the engine.
     _monitor: Option<Monitor>,
-    status: watch::Sender<Status>,
+    /// What front ends see, as the engine keeps it; published to `snapshots` on change.
+    view: Snapshot,
+    snapshots: watch::Sender<Snapshot>,
+    last_published: Instant,
+    commands: mpsc::UnboundedSender<UiCommand>,
+    /// What each held replica is (for the task list and the tiles).
+    assigned: HashMap<ReplicaId, Arc<Assignment>>,
+    /// When a snooze ends.
+    snooze_until: Option<Instant>,
+    /// What this machine has given, and its last writer's turn (writes happen off the async
+    /// threads; an older one never overwrites a newer).
+    tally: Tally,
+    tally_turn: Arc<std::sync::Mutex<u64>>,
+    tally_next: u64,
+    tiles: VecDeque<Arc<TileImage>>,
+    action: Option<Action>,
 }
 
 impl Engine {
@@ -236,9 +314,48 @@ impl Engine {
         let now = Instant::now();
         let (obs_tx, observations) = mpsc::unbounded_channel();
         let (transfers, transfers_rx) = mpsc::unbounded_channel();
-        let mut status = Status {
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let tally = match &cfg.data_dir {
+            Some(d) => contribution::load(d.path()),
+            None => Tally::default(),
+        };
+        let settings = Settings {
+            server: cfg.server.clone(),
+            cpus: Some(cfg.slots),
+            ..Settings::default()
+        };
+        let mut status = Snapshot {
+            taken: now,
+            supervisor: cfg.server.clone(),
+            worker_id: Some(cfg.worker_id.clone()),
+            name: cfg.name.clone(),
+            connection: if cfg.server.is_some() {
+                Connection::Connecting
+            } else {
+                Connection::NotConfigured
+            },
+            idle: IdleState::Busy(Busy::Starting),
+            idle_in: None,
+            detail: Default::default(),
+            tasks: Vec::new(),
             outbox: outbox.len(),
-            ..Status::default()
+            contribution: tally.view(SystemTime::now()),
+            capacity: CapacityView {
+                cores: hardware.cores,
+                slots: cfg.slots,
+                memory_mb: hardware.memory_mb,
+                disk_mb: hardware.disk_mb,
+                bench_mops: hardware.bench_mops,
+            },
+            events: Vec::new(),
+            sources: Vec::new(),
+            source_problems: Vec::new(),
+            last_activity: None,
+            paused_at: None,
+            settings: Arc::new(settings),
+            settings_path: None,
+            settings_result: None,
+            tiles: Vec::new(),
         };
         let monitor = if watch.sources.is_empty() {
             None
@@ -262,7 +379,11 @@ impl Engine {
         status.idle = idle.state();
         let mut power = tokio::time::interval(POWER_CHECK);
         power.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let transfer = Transfer::new(&cfg.server, cfg.token.clone(), cfg.worker_id.clone());
+        let transfer = Transfer::new(
+            cfg.server.as_deref().unwrap_or_default(),
+            cfg.token.clone(),
+            cfg.worker_id.clone(),
+        );
         Ok(Self {
             cfg,
             hardware,
@@ -271,6 +392,7 @@ impl Engine {
                 finished: finished_rx,
                 observations,
                 transfers: transfers_rx,
+                commands: commands_rx,
                 watch_power: watch.power,
                 power,
             },
@@ -284,36 +406,70 @@ impl Engine {
             link: None,
             idle,
             _monitor: monitor,
-            status: watch::Sender::new(status),
+            snapshots: watch::Sender::new(status.clone()),
+            view: status,
+            last_published: now,
+            commands,
+            assigned: HashMap::new(),
+            snooze_until: None,
+            tally,
+            tally_turn: Arc::new(std::sync::Mutex::new(0)),
+            tally_next: 0,
+            tiles: VecDeque::new(),
+            action: None,
         })
     }
 
-    /// A view of what the worker is doing, updated as it changes.
-    pub fn status(&self) -> watch::Receiver<Status> {
-        self.status.subscribe()
+    /// The settings this engine runs with and the file they live in: shown in snapshots,
+    /// checked, written and applied by [`UiCommand::ApplySettings`] and
+    /// [`UiCommand::Configure`]. Without a file those two are refused.
+    pub fn with_settings(mut self, settings: Settings, path: Option<PathBuf>) -> Self {
+        self.view.settings = Arc::new(settings);
+        self.view.settings_path = path;
+        self.snapshots.send_replace(self.view.clone());
+        self
     }
 
-    /// Serves the supervisor until `shutdown` resolves. Lost connections and refusals are
-    /// retried (a refusal more slowly); each new reason is logged once and shown in the status.
+    /// A front end's end of the engine: snapshots as they change, and a sender of commands.
+    pub fn handle(&self) -> EngineHandle {
+        EngineHandle {
+            snapshots: self.snapshots.subscribe(),
+            commands: self.commands.clone(),
+        }
+    }
+
+    /// Serves the supervisor until `shutdown` resolves or a front end sends
+    /// [`UiCommand::Quit`]; either way running replicas are handed back first. Lost connections
+    /// and refusals are retried (a refusal more slowly); each new reason is logged once and
+    /// shown in the snapshot. Without a server it waits for [`UiCommand::Configure`].
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ClientError> {
         tokio::pin!(shutdown);
         let mut backoff = FIRST_BACKOFF;
         let mut refused_backoff = FIRST_REFUSED_BACKOFF;
         let mut last_logged: Option<String> = None;
-        let mut attempt: Pin<Box<dyn Future<Output = Result<Ws, String>> + Send>> =
-            Box::pin(connect(self.cfg.server.clone(), Duration::ZERO));
+        let mut attempt = self.connect_after(Duration::ZERO);
         loop {
             // While not connected, the owner still comes first.
-            let deadline = self.idle.poll_timeout();
+            self.publish();
+            let timers = self.timers();
             let connected = tokio::select! {
                 c = &mut attempt => c,
-                wake = self.inbox.next(&mut shutdown, deadline) => {
+                wake = self.inbox.next(&mut shutdown, timers) => {
                     if matches!(wake, Wake::Shutdown) {
                         break;
                     }
                     // Nobody to tell: outcomes wait in the outbox, and the hello carries
                     // whether the machine is idle.
                     self.on_wake(wake);
+                    match self.action.take() {
+                        Some(Action::Quit) => break,
+                        Some(Action::Reconnect) => {
+                            backoff = FIRST_BACKOFF;
+                            refused_backoff = FIRST_REFUSED_BACKOFF;
+                            attempt = self.connect_after(Duration::ZERO);
+                        }
+                        None => {}
+                    }
                     continue;
                 }
             };
@@ -331,6 +487,11 @@ impl Engine {
             };
             let (why, wait, refused) = match end {
                 SessionEnd::Shutdown => break,
+                SessionEnd::Reconnect => {
+                    self.set_connection(Connection::Connecting);
+                    attempt = self.connect_after(Duration::ZERO);
+                    continue;
+                }
                 SessionEnd::Refused(why) => {
                     let wait = jitter(refused_backoff);
                     refused_backoff = (refused_backoff * 2).min(MAX_REFUSED_BACKOFF);
@@ -344,7 +505,10 @@ impl Engine {
                     let wait = jitter(backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     (
-                        format!("disconnected from {}: {why}", self.cfg.server),
+                        format!(
+                            "disconnected from {}: {why}",
+                            self.cfg.server.as_deref().unwrap_or("the supervisor")
+                        ),
                         wait,
                         false,
                     )
@@ -352,21 +516,161 @@ impl Engine {
             };
             if last_logged.as_deref() != Some(why.as_str()) {
                 warn!("{why}; retrying in {} ms", wait.as_millis());
+                self.push_event(if refused {
+                    Event::Refused(why.clone())
+                } else {
+                    Event::Disconnected(why.clone())
+                });
             } else {
                 debug!("{why}; retrying in {} ms", wait.as_millis());
             }
-            self.status.send_modify(|s| {
-                s.connected = false;
-                s.refused = refused.then(|| why.clone());
-                s.last_error = Some(why.clone());
-                s.retry_in = Some(wait);
+            self.set_connection(if refused {
+                Connection::Refused {
+                    why: why.clone(),
+                    retry_in: wait,
+                }
+            } else {
+                Connection::Disconnected {
+                    why: why.clone(),
+                    retry_in: wait,
+                }
             });
             last_logged = Some(why);
-            attempt = Box::pin(connect(self.cfg.server.clone(), wait));
+            attempt = self.connect_after(wait);
         }
+        // Not connected (or the session already handed its replicas back): nobody to tell.
         self.cancel_all();
+        self.publish();
         info!("worker stopped");
         Ok(())
+    }
+
+    /// The next connection attempt, after `wait`; one that never ends while no server is set.
+    fn connect_after(
+        &self,
+        wait: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<Ws, String>> + Send>> {
+        match &self.cfg.server {
+            Some(server) => Box::pin(connect(server.clone(), wait)),
+            None => Box::pin(std::future::pending()),
+        }
+    }
+
+    fn timers(&self) -> Timers {
+        let moving = self
+            .running
+            .values()
+            .any(|c| !c.is_paused() && !c.is_cancelled());
+        Timers {
+            idle: self.idle.poll_timeout(),
+            snooze: self.snooze_until,
+            publish: moving.then_some(self.last_published + PUBLISH_EVERY),
+        }
+    }
+
+    fn set_connection(&mut self, c: Connection) {
+        self.view.connection = c;
+    }
+
+    fn push_event(&mut self, what: Event) {
+        let events = &mut self.view.events;
+        events.push(EventView {
+            at: SystemTime::now(),
+            what,
+        });
+        if events.len() > MAX_EVENTS {
+            let extra = events.len() - MAX_EVENTS;
+            events.drain(..extra);
+        }
+    }
+
+    /// Brings the view up to date and publishes it if a volunteer would see a difference:
+    /// at once for a change of state, at most once a second for what moves by itself.
+    fn publish(&mut self) {
+        let now = Instant::now();
+        self.refresh_view(now);
+        let due = now >= self.last_published + PUBLISH_EVERY;
+        let view = &self.view;
+        let published = self.snapshots.send_if_modified(|s| {
+            let (old, new) = (steady(s, view.taken), steady(view, view.taken));
+            let moved = old != new || {
+                let mut a = s.clone();
+                a.taken = view.taken;
+                a.idle_in = view.idle_in;
+                a != *view
+            };
+            if old != new || (moved && due) {
+                *s = view.clone();
+                s.taken = now;
+                true
+            } else {
+                false
+            }
+        });
+        // A due turn that found nothing to publish counts as one too, so the once-a-second
+        // timer never fires again at once.
+        if published || due {
+            self.last_published = now;
+        }
+    }
+
+    /// Derived parts of the view: idle state, tasks, counts, contribution, tiles.
+    fn refresh_view(&mut self, now: Instant) {
+        let v = &mut self.view;
+        v.supervisor = self.cfg.server.clone();
+        v.idle = self.idle.state();
+        v.idle_in = self
+            .idle
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(now));
+        v.outbox = self.outbox.len();
+        v.capacity.slots = self.cfg.slots;
+        let mut tasks: Vec<TaskView> = Vec::new();
+        let view = |r: &ReplicaId, state: TaskState, progress: f32, elapsed: Duration| {
+            let a = self.assigned.get(r)?;
+            let remaining = (state != TaskState::Reporting && progress >= 0.02)
+                .then(|| elapsed.mul_f64(f64::from((1.0 - progress) / progress)));
+            Some(TaskView {
+                replica: *r,
+                job: a.job.clone(),
+                task: a.task.clone(),
+                kind: a.kind.clone(),
+                state,
+                progress,
+                elapsed,
+                remaining,
+            })
+        };
+        for (r, ctl) in &self.running {
+            let state = if ctl.is_paused() {
+                TaskState::Paused
+            } else {
+                TaskState::Running
+            };
+            tasks.extend(view(r, state, ctl.progress(), ctl.busy_time()));
+        }
+        for r in self.fetching.keys() {
+            tasks.extend(view(r, TaskState::Fetching, 0.0, Duration::ZERO));
+        }
+        for (r, o) in &self.outbox {
+            let elapsed = Duration::from_millis(o.execution.wall_ms);
+            tasks.extend(view(r, TaskState::Reporting, 1.0, elapsed));
+        }
+        tasks.sort_by_key(|t| t.replica);
+        v.tasks = tasks;
+        let today = self.tally.view(SystemTime::now());
+        if v.contribution != today {
+            v.contribution = today;
+        }
+        if v.tiles.len() != self.tiles.len()
+            || v.tiles.last().map(Arc::as_ptr) != self.tiles.back().map(Arc::as_ptr)
+        {
+            v.tiles = self.tiles.iter().cloned().collect();
+            // TODO(lead): saverfeed::publish(data_dir, &snapshot) — at most once a second when
+            // something changed, off the async threads (spawn_blocking), e.g. here:
+            // if let Some(d) = &self.cfg.data_dir { let (dir, snap) = (d.path().to_owned(), self.view.clone());
+            //     tokio::task::spawn_blocking(move || super::saverfeed::publish(&dir, &snap)); }
+        }
     }
 
     /// Applies a wake-up to the policy, the tasks and the outbox, and tells the supervisor what
@@ -374,16 +678,19 @@ impl Engine {
     fn on_wake(&mut self, wake: Wake) {
         let now = Instant::now();
         let (transition, at) = match wake {
-            Wake::Shutdown => return,
+            Wake::Shutdown | Wake::Publish => return,
             Wake::Finished(done) => return self.on_finished(done),
             Wake::Fetched(replica, fetched) => return self.on_fetched(replica, fetched),
             Wake::Uploaded(replica, uploaded) => return self.on_uploaded(replica, uploaded),
+            Wake::Command(cmd) => return self.on_command(cmd),
+            Wake::Saved(saved) => return self.on_saved(saved),
+            Wake::SnoozeOver => return self.end_snooze(),
             Wake::Observation(Signal::Activity(obs)) => {
-                self.status.send_modify(|s| s.last_activity = Some(obs));
+                self.view.last_activity = Some(obs);
                 (self.idle.handle_activity(now, obs.kind), obs.at)
             }
             Wake::Observation(Signal::Condition(c)) => {
-                self.status.send_modify(|s| c.apply_to(&mut s.detail));
+                c.apply_to(&mut self.view.detail);
                 (self.idle.set_condition(now, c.reason, c.on), c.at)
             }
             Wake::IdleTimer => (self.idle.handle_timeout(now), now),
@@ -392,10 +699,11 @@ impl Engine {
                 (self.idle.handle_power(now, on_battery), now)
             }
         };
-        // The reason for being busy may change without a transition (starting -> owner).
-        let state = self.idle.state();
-        self.status
-            .send_if_modified(|s| std::mem::replace(&mut s.idle, state) != state);
+        self.on_transition(transition, at);
+    }
+
+    /// Pauses or resumes the tasks and tells the supervisor, for a transition of the policy.
+    fn on_transition(&mut self, transition: Option<Transition>, at: Instant) {
         let Some(transition) = transition else {
             return;
         };
@@ -404,8 +712,8 @@ impl Engine {
                 for ctl in self.running.values() {
                     ctl.pause();
                 }
-                let paused_at = Instant::now();
-                self.status.send_modify(|s| s.paused_at = Some(paused_at));
+                self.view.paused_at = Some(Instant::now());
+                self.push_event(Event::Paused(why));
                 // The policy starts busy rather than becoming so; the hello said it.
                 let Some(kind) = why.activity_kind() else {
                     return;
@@ -424,13 +732,204 @@ impl Engine {
                 for ctl in self.running.values() {
                     ctl.resume();
                 }
+                self.push_event(Event::Resumed);
                 info!(tasks = self.running.len(), "machine idle: computing");
                 WorkerMsg::Available {
-                    at_ms: unix_ms_at(now),
+                    at_ms: unix_ms_at(Instant::now()),
                 }
             }
         };
         self.send_urgent(&msg);
+    }
+
+    fn on_command(&mut self, cmd: UiCommand) {
+        let now = Instant::now();
+        match cmd {
+            UiCommand::SnoozeUntil(until) => {
+                let left = until
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO);
+                self.snooze_until = Some(now + left);
+                self.view.detail.snoozed_until = Some(until);
+                self.push_event(Event::Snoozed { until });
+                let t = self.idle.set_condition(now, Busy::Snoozed, true);
+                self.on_transition(t, now);
+            }
+            UiCommand::Resume => self.end_snooze(),
+            UiCommand::OwnerReturned(kind) => {
+                let obs = Observation { kind, at: now };
+                self.on_wake(Wake::Observation(obs));
+            }
+            UiCommand::Quit => self.action = Some(Action::Quit),
+            UiCommand::ApplySettings(new) => self.apply_settings(*new),
+            UiCommand::Configure { server, token } => self.configure(server, token),
+        }
+    }
+
+    fn end_snooze(&mut self) {
+        let now = Instant::now();
+        self.snooze_until = None;
+        self.view.detail.snoozed_until = None;
+        let t = self.idle.set_condition(now, Busy::Snoozed, false);
+        self.on_transition(t, now);
+    }
+
+    fn refuse(&mut self, errors: Vec<FieldError>) {
+        self.view.settings_result = Some(SettingsResult::Refused(errors));
+    }
+
+    /// Checks what the engine must of new settings, then writes them (and reads a new token
+    /// file) off the async threads; [`Self::on_saved`] applies them.
+    fn apply_settings(&mut self, new: Settings) {
+        let mut errors = Vec::new();
+        if let Some(server) = &new.server
+            && let Err(e) = super::check_server_url(server)
+        {
+            errors.push(field(Some("server"), e.to_string()));
+        }
+        let Some(path) = self.view.settings_path.clone() else {
+            errors.push(field(
+                None,
+                "this client runs without a settings file (start it with --config FILE)".into(),
+            ));
+            return self.refuse(errors);
+        };
+        if !errors.is_empty() {
+            return self.refuse(errors);
+        }
+        self.view.settings_result = Some(SettingsResult::Checking);
+        let done = self.transfers.clone();
+        tokio::task::spawn_blocking(move || {
+            let saved = (|| {
+                let token = match &new.token_file {
+                    Some(f) => Some(
+                        crate::supervisor::read_token(f)
+                            .map_err(|e| vec![field(Some("token_file"), e.to_string())])?,
+                    ),
+                    None => None,
+                };
+                settings::save(&path, &new).map_err(|e| {
+                    vec![field(None, format!("cannot write {}: {e}", path.display()))]
+                })?;
+                Ok(Saved {
+                    settings: new,
+                    token,
+                })
+            })();
+            let _ = done.send(Wake::Saved(saved));
+        });
+    }
+
+    /// First run: a real hello to `server` with `token`; if welcomed, the token goes to a file
+    /// beside the settings file (mode 0600), the settings name both, and the engine connects.
+    fn configure(&mut self, server: String, token: String) {
+        let token = token.trim().to_owned();
+        if let Err(e) = super::check_server_url(&server) {
+            return self.refuse(vec![field(Some("server"), e.to_string())]);
+        }
+        if token.is_empty() || token.len() > 256 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return self.refuse(vec![field(
+                Some("token_file"),
+                "a token is 1-256 printable characters without spaces".into(),
+            )]);
+        }
+        let Some(path) = self.view.settings_path.clone() else {
+            return self.refuse(vec![field(
+                None,
+                "this client runs without a settings file (start it with --config FILE)".into(),
+            )]);
+        };
+        self.view.settings_result = Some(SettingsResult::Checking);
+        let mut new = (*self.view.settings).clone();
+        new.server = Some(server.clone());
+        let hello = WorkerMsg::Hello {
+            protocol: proto::PROTOCOL_VERSION,
+            worker: self.cfg.worker_id.clone(),
+            name: self.cfg.name.clone(),
+            token: token.clone(),
+            hardware: self.hardware.clone(),
+            held: Vec::new(),
+            available: false,
+        };
+        let done = self.transfers.clone();
+        tokio::spawn(async move {
+            let saved = match check_hello(&server, &hello).await {
+                Err(e) => Err(vec![e]),
+                Ok(()) => tokio::task::spawn_blocking(move || {
+                    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+                    let file = dir.join(TOKEN_FILE_NAME);
+                    write_secret(&file, &token).map_err(|e| {
+                        vec![field(
+                            Some("token_file"),
+                            format!("cannot write {}: {e}", file.display()),
+                        )]
+                    })?;
+                    new.token_file = Some(file);
+                    settings::save(&path, &new).map_err(|e| {
+                        vec![field(None, format!("cannot write {}: {e}", path.display()))]
+                    })?;
+                    Ok(Saved {
+                        settings: new,
+                        token: Some(token),
+                    })
+                })
+                .await
+                .unwrap_or_else(|e| Err(vec![field(None, e.to_string())])),
+            };
+            let _ = done.send(Wake::Saved(saved));
+        });
+    }
+
+    /// Applies settings that were written: the idle policy at once, the task threads' number,
+    /// and a reconnect when what the hello says changed.
+    fn on_saved(&mut self, saved: Result<Saved, Vec<FieldError>>) {
+        let Saved { settings, token } = match saved {
+            Ok(s) => s,
+            Err(errors) => return self.refuse(errors),
+        };
+        let now = Instant::now();
+        let t = self.idle.set_config(now, settings.idle_config());
+        self.on_transition(t, now);
+        let mut reconnect = false;
+        let slots = settings.cpus.unwrap_or(self.hardware.cores).max(1);
+        if slots != self.cfg.slots {
+            match self.executor.set_slots(slots as usize) {
+                Ok(()) => {
+                    self.cfg.slots = slots;
+                    self.hardware.slots = slots;
+                    reconnect = true;
+                }
+                Err(e) => warn!("cannot start task threads for {slots} slots: {e}"),
+            }
+        }
+        // TODO(lead): wire the CPU cap once Settings has it:
+        // self.executor.set_cpu_cap(settings.cpu_cap_percent);
+        if settings.server != self.cfg.server {
+            self.cfg.server = settings.server.clone();
+            reconnect = true;
+        }
+        if let Some(token) = token
+            && token != self.cfg.token
+        {
+            self.cfg.token = token;
+            reconnect = true;
+        }
+        if reconnect {
+            self.transfer = Transfer::new(
+                self.cfg.server.as_deref().unwrap_or_default(),
+                self.cfg.token.clone(),
+                self.cfg.worker_id.clone(),
+            );
+            if self.cfg.server.is_none() {
+                self.set_connection(Connection::NotConfigured);
+            } else {
+                self.set_connection(Connection::Connecting);
+            }
+            self.action = Some(Action::Reconnect);
+        }
+        self.view.settings = Arc::new(settings);
+        self.view.settings_result = Some(SettingsResult::Saved);
+        self.push_event(Event::SettingsApplied);
     }
 
     fn send_urgent(&self, msg: &WorkerMsg) {
@@ -491,13 +990,11 @@ impl Engine {
         self.idle.state() == IdleState::Idle
     }
 
-    fn update_counts(&self) {
-        let (running, outbox) = (self.running.len() + self.fetching.len(), self.outbox.len());
-        self.status.send_if_modified(|s| {
-            let changed = s.running != running || s.outbox != outbox;
-            s.running = running;
-            s.outbox = outbox;
-            changed
+    /// Forgets what a replica was once nothing of it is held any more.
+    fn update_counts(&mut self) {
+        let (running, fetching, outbox) = (&self.running, &self.fetching, &self.outbox);
+        self.assigned.retain(|r, _| {
+            running.contains_key(r) || fetching.contains_key(r) || outbox.contains_key(r)
         });
     }
 
@@ -565,7 +1062,7 @@ impl Engine {
             self.forget(r);
         }
         info!(
-            server = %self.cfg.server,
+            server = self.cfg.server.as_deref().unwrap_or_default(),
             heartbeat_ms = w.heartbeat_ms,
             kept = w.keep.len(),
             dropped = w.drop.len(),
@@ -617,12 +1114,8 @@ impl Engine {
             down: None,
             late_bytes: 0,
         });
-        self.status.send_modify(|s| {
-            s.connected = true;
-            s.refused = None;
-            s.last_error = None;
-            s.retry_in = None;
-        });
+        self.set_connection(Connection::Connected { heartbeat });
+        self.push_event(Event::Connected);
         self.update_counts();
         // Outcomes that waited for this connection.
         let pending: Vec<ReplicaId> = self.outbox.keys().copied().collect();
@@ -632,7 +1125,8 @@ impl Engine {
         let mut beat = tokio::time::interval(heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = loop {
-            let deadline = self.idle.poll_timeout();
+            self.publish();
+            let timers = self.timers();
             let down_at = self
                 .link
                 .as_ref()
@@ -646,11 +1140,16 @@ impl Engine {
             };
             tokio::select! {
                 biased;
-                wake = self.inbox.next(shutdown, deadline) => {
+                wake = self.inbox.next(shutdown, timers) => {
                     if matches!(wake, Wake::Shutdown) {
                         break SessionEnd::Shutdown;
                     }
                     self.on_wake(wake);
+                    match self.action.take() {
+                        Some(Action::Quit) => break SessionEnd::Shutdown,
+                        Some(Action::Reconnect) => break SessionEnd::Reconnect,
+                        None => {}
+                    }
                 }
                 written = &mut writer => {
                     let why = written.unwrap_or_else(|e| format!("writer stopped: {e}"));
@@ -690,20 +1189,24 @@ impl Engine {
                 }
             }
         };
+        if matches!(end, SessionEnd::Shutdown) {
+            self.hand_back().await;
+        }
         // Dropping the link closes the writer's channels (it sends what is queued, then a
         // close frame) and stops this connection's uploads.
         self.link = None;
-        if matches!(end, SessionEnd::Shutdown) {
+        if matches!(end, SessionEnd::Shutdown | SessionEnd::Reconnect) {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await;
         }
         writer.abort();
-        self.status.send_modify(|s| s.connected = false);
         (end, true)
     }
 
     /// Takes in a finished replica's outcome (already saved by its task thread) and reports it.
     fn on_finished(&mut self, done: Finished) {
         let held = self.running.remove(&done.replica).is_some();
+        let a = self.assigned.get(&done.replica).cloned();
+        self.count(&done);
         self.update_counts();
         let Some(outcome) = done.outcome else {
             // Cancelled: what it used is what the job is charged for this replica.
@@ -721,17 +1224,158 @@ impl Engine {
             self.store.delete(done.replica);
             return;
         }
+        if let Some(a) = &a {
+            // Held again (in the outbox) until acknowledged.
+            self.assigned.insert(done.replica, a.clone());
+        }
         match &outcome.kind {
             OutcomeKind::Failure(error) => {
-                warn!(replica = %done.replica, "replica failed: {error}")
+                warn!(replica = %done.replica, "replica failed: {error}");
+                if let Some(a) = &a {
+                    self.push_event(Event::TaskFailed {
+                        job: a.job.clone(),
+                        kind: a.kind.clone(),
+                        error: error.clone(),
+                    });
+                }
             }
             _ => {
-                debug!(replica = %done.replica, wall_ms = outcome.execution.wall_ms, "replica finished")
+                debug!(replica = %done.replica, wall_ms = outcome.execution.wall_ms, "replica finished");
+                if let Some(a) = &a {
+                    self.push_event(Event::TaskDone {
+                        job: a.job.clone(),
+                        kind: a.kind.clone(),
+                        cpu: Duration::from_millis(done.execution.cpu_ms),
+                    });
+                    if a.kind == "mandelbrot" {
+                        self.keep_tile(a, &outcome);
+                    }
+                }
             }
         }
         self.outbox.insert(done.replica, outcome);
         self.update_counts();
         self.report(done.replica);
+    }
+
+    /// Counts what a replica that ran gave towards this machine's contribution, and writes the
+    /// tally to the data dir off the async threads.
+    fn count(&mut self, done: &Finished) {
+        let finished =
+            matches!(&done.outcome, Some(o) if !matches!(o.kind, OutcomeKind::Failure(_)));
+        let cpu = Duration::from_millis(done.execution.cpu_ms);
+        if !finished && cpu.is_zero() {
+            return;
+        }
+        self.tally.add(SystemTime::now(), finished, cpu);
+        let Some(dir) = self.cfg.data_dir.as_ref().map(|d| d.path().to_owned()) else {
+            return;
+        };
+        self.tally_next += 1;
+        let (turn, last, tally) = (self.tally_next, self.tally_turn.clone(), self.tally.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+            if *last > turn {
+                return;
+            }
+            *last = turn;
+            if let Err(e) = contribution::save(&dir, &tally) {
+                warn!("cannot write the contribution to {}: {e}", dir.display());
+            }
+        });
+    }
+
+    /// Keeps the pixels of a Mandelbrot tile this client computed, for the screensaver.
+    fn keep_tile(&mut self, a: &Assignment, outcome: &Outcome) {
+        let output = match &outcome.kind {
+            OutcomeKind::Inline(v) => v.clone(),
+            OutcomeKind::Big { text, .. } => match serde_json::from_slice(text) {
+                Ok(v) => v,
+                Err(_) => return,
+            },
+            OutcomeKind::Failure(_) => return,
+        };
+        let deps: BTreeMap<_, _> = a
+            .deps
+            .iter()
+            .filter_map(|(k, p)| match p {
+                Payload::Inline(v) => Some((k.clone(), v.clone())),
+                Payload::Blob(_) => None,
+            })
+            .collect();
+        match crate::runtime::mandelbrot::tile_rgba(&output, &deps) {
+            Ok(px) => {
+                self.tiles.push_back(Arc::new(TileImage {
+                    job: a.job.clone(),
+                    width: px.width,
+                    height: px.height,
+                    y0: px.y0,
+                    y1: px.y1,
+                    rgba: px.rgba,
+                }));
+                while self.tiles.len() > MAX_TILES {
+                    self.tiles.pop_front();
+                }
+            }
+            Err(e) => debug!(job = %a.job, "tile not kept for the screensaver: {e}"),
+        }
+    }
+
+    /// Quitting: cancels every held replica, waits a moment for the task threads to say what
+    /// each used, sends any result that beat the cancel, then `Leaving` with the rest, after
+    /// every outcome already queued. Unacknowledged outcomes stay in the outbox.
+    async fn hand_back(&mut self) {
+        let mut handed: BTreeMap<ReplicaId, Execution> = BTreeMap::new();
+        for (r, ctl) in &self.running {
+            ctl.cancel();
+            let used = ctl.busy_time().as_millis() as u64;
+            // Until the task thread says: its busy time bounds its CPU time.
+            handed.insert(
+                *r,
+                Execution {
+                    wall_ms: used,
+                    cpu_ms: used,
+                },
+            );
+        }
+        for (r, f) in self.fetching.drain() {
+            f.abort();
+            handed.insert(r, Execution::default());
+        }
+        let deadline = tokio::time::Instant::now() + HAND_BACK_WAIT;
+        while !self.running.is_empty() {
+            let Ok(Some(done)) =
+                tokio::time::timeout_at(deadline, self.inbox.finished.recv()).await
+            else {
+                break;
+            };
+            let replica = done.replica;
+            if done.outcome.is_some() {
+                // It finished before the cancel: a result to report, not a hand-back.
+                handed.remove(&replica);
+                self.on_finished(done);
+                continue;
+            }
+            if let Some(used) = handed.get_mut(&replica) {
+                *used = done.execution;
+            }
+            self.running.remove(&replica);
+            self.count(&done);
+        }
+        self.running.clear();
+        let replicas: Vec<HandedBack> = handed
+            .into_iter()
+            .map(|(replica, execution)| HandedBack { replica, execution })
+            .collect();
+        info!(
+            replicas = replicas.len(),
+            "leaving: handing running tasks back"
+        );
+        if let Some(link) = &self.link {
+            let msg = WorkerMsg::Leaving { replicas };
+            let _ = link.bulk.send(Message::text(proto::encode(&msg)));
+        }
+        self.update_counts();
     }
 
     /// Queues an assignment, or first downloads its dependency outputs sent by reference.
@@ -744,6 +1388,11 @@ impl Engine {
             return;
         }
         info!(job = %a.job, task = %a.task, replica = %a.replica, kind = %a.kind, "task assigned");
+        self.push_event(Event::TaskStarted {
+            job: a.job.clone(),
+            kind: a.kind.clone(),
+        });
+        self.assigned.insert(replica, Arc::new(a.clone()));
         if a.deps.values().all(|p| matches!(p, Payload::Inline(_))) {
             self.start(a);
             return;
@@ -794,8 +1443,15 @@ impl Engine {
         match msg {
             SupervisorMsg::Assign(a) => self.on_assign(a),
             SupervisorMsg::Cancel { replica, reason } => {
+                let a = self.assigned.get(&replica).cloned();
                 if self.forget(replica) {
                     info!(%replica, "task cancelled: {reason}");
+                    if let Some(a) = a {
+                        self.push_event(Event::TaskCancelled {
+                            job: a.job.clone(),
+                            kind: a.kind.clone(),
+                        });
+                    }
                 }
             }
             SupervisorMsg::ResultAck { replica } => {
@@ -936,6 +1592,76 @@ impl Engine {
             digest: down.digest.finish(),
         });
     }
+}
+
+/// A snapshot without what moves by itself (when it was taken, the countdown to idle, tasks'
+/// progress and times, the last activity seen): what must be published at once when it differs.
+fn steady(s: &Snapshot, taken: Instant) -> Snapshot {
+    let mut s = s.clone();
+    s.taken = taken;
+    s.idle_in = None;
+    s.last_activity = None;
+    for t in &mut s.tasks {
+        t.progress = 0.0;
+        t.elapsed = Duration::ZERO;
+        t.remaining = None;
+    }
+    s
+}
+
+fn field(key: Option<&'static str>, message: String) -> FieldError {
+    FieldError { key, message }
+}
+
+/// Whether the supervisor at `server` welcomes this hello: a refusal is the token's fault, any
+/// other trouble the server's.
+async fn check_hello(server: &str, hello: &WorkerMsg) -> Result<(), FieldError> {
+    let mut ws = connect(server.to_owned(), Duration::ZERO)
+        .await
+        .map_err(|e| field(Some("server"), format!("{server}: {e}")))?;
+    ws.send(Message::text(proto::encode(hello)))
+        .await
+        .map_err(|e| field(Some("server"), format!("{server}: {e}")))?;
+    let answer = tokio::time::timeout(CONNECT_TIMEOUT, welcome(&mut ws)).await;
+    let _ = ws.close(None).await;
+    match answer {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(SessionEnd::Refused(why))) => Err(field(
+            Some("token_file"),
+            format!("the supervisor refused this token: {why}"),
+        )),
+        Ok(Err(SessionEnd::Disconnected(why))) => {
+            Err(field(Some("server"), format!("{server}: {why}")))
+        }
+        Ok(Err(_)) => Err(field(Some("server"), format!("{server}: no welcome"))),
+        Err(_) => Err(field(
+            Some("server"),
+            format!(
+                "{server}: no welcome within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Writes a secret readable by this user only (0600 on Unix), atomically.
+fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir)?;
+    }
+    // NamedTempFile is created 0600 on Unix.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(std::path::Path::new(".")))?;
+    tmp.write_all(format!("{secret}\n").as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 /// A link probe leg within the protocol's limits, or why not.
@@ -1115,6 +1841,7 @@ mod tests {
 
     use super::*;
     use crate::client::DataDir;
+    use crate::client::idle::IdleConfig;
     use crate::proto::sha256_hex;
     use crate::proto::{BlobRef, TaskId};
 
@@ -1344,7 +2071,8 @@ mod tests {
     }
 
     struct Running {
-        status: watch::Receiver<Status>,
+        status: watch::Receiver<Snapshot>,
+        commands: mpsc::UnboundedSender<UiCommand>,
         stop: oneshot::Sender<()>,
         run: JoinHandle<Result<(), ClientError>>,
     }
@@ -1361,8 +2089,30 @@ mod tests {
     }
 
     fn start(server: &str, data_dir: Option<DataDir>) -> Running {
+        start_with(Some(server), data_dir, Watch::always(), None)
+    }
+
+    /// An owner away for good, but a quiet period of an hour: the worker waits for idle.
+    fn waiting_watch() -> Watch {
+        Watch {
+            idle: IdleConfig {
+                idle_after: Duration::from_secs(3600),
+                run_while_in_use: false,
+                run_on_battery: true,
+            },
+            sources: Vec::new(),
+            power: false,
+        }
+    }
+
+    fn start_with(
+        server: Option<&str>,
+        data_dir: Option<DataDir>,
+        watch: Watch,
+        settings_path: Option<PathBuf>,
+    ) -> Running {
         let cfg = ClientConfig {
-            server: server.to_owned(),
+            server: server.map(str::to_owned),
             token: "tok".into(),
             name: "test".into(),
             worker_id: "w-test".into(),
@@ -1377,16 +2127,34 @@ mod tests {
             slots: 1,
             bench_mops: 0.0,
         };
-        let engine = Engine::new(cfg, hardware, Watch::always()).unwrap();
-        let status = engine.status();
+        let settings = Settings {
+            idle_after: watch.idle.idle_after,
+            run_while_in_use: watch.idle.run_while_in_use,
+            run_on_battery: watch.idle.run_on_battery,
+            server: cfg.server.clone(),
+            cpus: Some(1),
+            ..Settings::default()
+        };
+        let engine = Engine::new(cfg, hardware, watch)
+            .unwrap()
+            .with_settings(settings, settings_path);
+        let EngineHandle {
+            snapshots: status,
+            commands,
+        } = engine.handle();
         let (stop, stopped) = oneshot::channel::<()>();
         let run = tokio::spawn(engine.run(async {
             let _ = stopped.await;
         }));
-        Running { status, stop, run }
+        Running {
+            status,
+            commands,
+            stop,
+            run,
+        }
     }
 
-    async fn wait_status(status: &mut watch::Receiver<Status>, what: impl Fn(&Status) -> bool) {
+    async fn wait_status(status: &mut watch::Receiver<Snapshot>, what: impl Fn(&Snapshot) -> bool) {
         tokio::time::timeout(WAIT, status.wait_for(|s| what(s)))
             .await
             .expect("status never came")
@@ -1556,17 +2324,17 @@ mod tests {
         )
         .await;
         drop(ws);
-        wait_status(&mut worker.status, |s| s.refused.is_some()).await;
+        wait_status(&mut worker.status, |s| {
+            matches!(s.connection, Connection::Refused { .. })
+        })
+        .await;
         {
             let s = worker.status.borrow();
-            assert!(
-                s.refused
-                    .as_deref()
-                    .unwrap()
-                    .contains("invalid worker token"),
-                "{s:?}"
-            );
-            let wait = s.retry_in.unwrap();
+            let Connection::Refused { why, retry_in } = &s.connection else {
+                unreachable!()
+            };
+            assert!(why.contains("invalid worker token"), "{s:?}");
+            let wait = *retry_in;
             assert!(
                 wait >= FIRST_REFUSED_BACKOFF * 3 / 4 && wait <= MAX_REFUSED_WAIT,
                 "{wait:?}"
@@ -1575,9 +2343,388 @@ mod tests {
         // It asks again, and a welcome clears the refusal.
         let mut ws = sup.accept().await;
         greet(&mut ws).await;
-        wait_status(&mut worker.status, |s| s.connected && s.refused.is_none()).await;
+        wait_status(&mut worker.status, |s| {
+            matches!(s.connection, Connection::Connected { .. })
+        })
+        .await;
         assert!(!worker.run.is_finished());
         worker.stop().await;
+    }
+
+    /// The next message that is not a heartbeat, within `limit`, or `None`.
+    async fn recv_within(ws: &mut ServerWs, limit: Duration) -> Option<WorkerMsg> {
+        tokio::time::timeout(limit, recv(ws)).await.ok()
+    }
+
+    #[tokio::test]
+    async fn a_snooze_tells_the_supervisor_at_once_and_ends_on_time() {
+        let sup = Fake::start().await;
+        let mut worker = start(&sup.url(), None);
+        let mut ws = sup.accept().await;
+        greet(&mut ws).await;
+        wait_status(&mut worker.status, |s| s.idle == IdleState::Idle).await;
+        let asked = Instant::now();
+        let until = SystemTime::now() + Duration::from_millis(400);
+        worker.commands.send(UiCommand::SnoozeUntil(until)).unwrap();
+        let msg = recv(&mut ws).await;
+        assert!(
+            matches!(
+                msg,
+                WorkerMsg::Activity {
+                    kind: proto::ActivityKind::User,
+                    ..
+                }
+            ),
+            "{msg:?}"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            asked.elapsed()
+        );
+        wait_status(&mut worker.status, |s| {
+            s.idle == IdleState::Busy(Busy::Snoozed) && s.detail.snoozed_until == Some(until)
+        })
+        .await;
+        let msg = recv(&mut ws).await;
+        let over = asked.elapsed();
+        assert!(matches!(msg, WorkerMsg::Available { .. }), "{msg:?}");
+        assert!(
+            over >= Duration::from_millis(380) && over < Duration::from_millis(1500),
+            "snooze of 400 ms ended after {over:?}"
+        );
+        wait_status(&mut worker.status, |s| {
+            s.idle == IdleState::Idle && s.detail.snoozed_until.is_none()
+        })
+        .await;
+        // Resume ends a snooze before its time.
+        let until = SystemTime::now() + Duration::from_secs(3600);
+        worker.commands.send(UiCommand::SnoozeUntil(until)).unwrap();
+        assert!(matches!(recv(&mut ws).await, WorkerMsg::Activity { .. }));
+        worker.commands.send(UiCommand::Resume).unwrap();
+        assert!(matches!(recv(&mut ws).await, WorkerMsg::Available { .. }));
+        worker.stop().await;
+    }
+
+    #[tokio::test]
+    async fn nothing_is_published_while_nothing_changes() {
+        let sup = Fake::start().await;
+        let mut worker = start(&sup.url(), None);
+        let mut ws = sup.accept().await;
+        greet(&mut ws).await;
+        wait_status(&mut worker.status, |s| {
+            matches!(s.connection, Connection::Connected { .. }) && s.idle == IdleState::Idle
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        worker.status.mark_unchanged();
+        // Heartbeats go out every 100 ms meanwhile: the loop turns, the snapshot stays.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !worker.status.has_changed().unwrap(),
+            "published with nothing changed"
+        );
+        // Control: a running task is published, and its progress moves about once a second.
+        send(&mut ws, &spin(ReplicaId::new(9, 1), 3000)).await;
+        wait_status(&mut worker.status, |s| {
+            s.tasks.len() == 1 && s.tasks[0].state == TaskState::Running
+        })
+        .await;
+        let first = worker.status.borrow_and_update().tasks[0].elapsed;
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert!(worker.status.has_changed().unwrap());
+        let later = worker.status.borrow_and_update().tasks[0].elapsed;
+        assert!(later > first, "{first:?} -> {later:?}");
+        worker.stop().await;
+    }
+
+    fn spin(replica: ReplicaId, ms: u64) -> SupervisorMsg {
+        SupervisorMsg::Assign(Assignment {
+            replica,
+            job: "j".into(),
+            task: "t".into(),
+            kind: "spin".into(),
+            input: serde_json::json!({ "ms": ms }),
+            deps: BTreeMap::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_new_idle_after_takes_effect_without_a_restart_and_is_written_to_the_file() {
+        let sup = Fake::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("settings.toml");
+        let mut worker = start_with(Some(&sup.url()), None, waiting_watch(), Some(path.clone()));
+        let mut ws = sup.accept().await;
+        greet(&mut ws).await;
+        // Control: with an hour's quiet period it keeps waiting.
+        assert_eq!(recv_within(&mut ws, Duration::from_millis(300)).await, None);
+        assert_eq!(worker.status.borrow().idle, IdleState::Busy(Busy::Starting));
+        let mut new = (*worker.status.borrow().settings).clone();
+        new.idle_after = Duration::from_millis(200);
+        worker
+            .commands
+            .send(UiCommand::ApplySettings(Box::new(new.clone())))
+            .unwrap();
+        // Quiet for longer than that already: idle at once, and the supervisor hears it.
+        let msg = recv(&mut ws).await;
+        assert!(matches!(msg, WorkerMsg::Available { .. }), "{msg:?}");
+        wait_status(&mut worker.status, |s| {
+            s.settings_result == Some(SettingsResult::Saved) && s.idle == IdleState::Idle
+        })
+        .await;
+        assert_eq!(worker.status.borrow().settings.idle_after, new.idle_after);
+        let written =
+            settings::parse(&std::fs::read_to_string(&path).unwrap(), tmp.path()).unwrap();
+        assert_eq!(written.idle_after, Duration::from_millis(200));
+        worker.stop().await;
+    }
+
+    #[tokio::test]
+    async fn settings_that_cannot_be_written_are_refused_and_nothing_is_applied() {
+        let sup = Fake::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("file"), "").unwrap();
+        // Its directory is a file: the write fails.
+        let path = tmp.path().join("file").join("settings.toml");
+        let mut worker = start_with(Some(&sup.url()), None, waiting_watch(), Some(path.clone()));
+        let mut ws = sup.accept().await;
+        greet(&mut ws).await;
+        let mut new = (*worker.status.borrow().settings).clone();
+        new.idle_after = Duration::from_millis(200);
+        worker
+            .commands
+            .send(UiCommand::ApplySettings(Box::new(new)))
+            .unwrap();
+        wait_status(&mut worker.status, |s| {
+            matches!(s.settings_result, Some(SettingsResult::Refused(_)))
+        })
+        .await;
+        {
+            let s = worker.status.borrow();
+            let Some(SettingsResult::Refused(errors)) = &s.settings_result else {
+                unreachable!()
+            };
+            assert!(
+                errors[0].message.contains("settings.toml") && errors[0].key.is_none(),
+                "{errors:?}"
+            );
+            assert_eq!(s.settings.idle_after, Duration::from_secs(3600));
+        }
+        // Not applied: still waiting, nothing told.
+        assert_eq!(recv_within(&mut ws, Duration::from_millis(500)).await, None);
+        assert_eq!(worker.status.borrow().idle, IdleState::Busy(Busy::Starting));
+        // A bad server URL is refused under its key before anything is written.
+        let mut bad = (*worker.status.borrow().settings).clone();
+        bad.server = Some("http://x".into());
+        worker
+            .commands
+            .send(UiCommand::ApplySettings(Box::new(bad)))
+            .unwrap();
+        wait_status(&mut worker.status, |s| {
+            matches!(&s.settings_result, Some(SettingsResult::Refused(e)) if e[0].key == Some("server"))
+        })
+        .await;
+        worker.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_first_run_configuration_is_checked_with_a_hello_then_saved_and_used() {
+        let sup = Fake::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("conf").join("settings.toml");
+        let mut worker = start_with(None, None, Watch::always(), Some(path.clone()));
+        assert_eq!(worker.status.borrow().connection, Connection::NotConfigured);
+
+        // Refused: nothing is written and it stays unconfigured.
+        worker
+            .commands
+            .send(UiCommand::Configure {
+                server: sup.url(),
+                token: "wrong".into(),
+            })
+            .unwrap();
+        let mut ws = sup.accept().await;
+        let WorkerMsg::Hello { token, .. } = recv(&mut ws).await else {
+            panic!("no hello");
+        };
+        assert_eq!(token, "wrong");
+        send(
+            &mut ws,
+            &SupervisorMsg::Error {
+                code: ErrorCode::Unauthorized,
+                message: "invalid worker token".into(),
+                fatal: true,
+            },
+        )
+        .await;
+        wait_status(&mut worker.status, |s| {
+            matches!(&s.settings_result, Some(SettingsResult::Refused(e)) if e[0].key == Some("token_file"))
+        })
+        .await;
+        assert!(!path.exists());
+        assert_eq!(worker.status.borrow().connection, Connection::NotConfigured);
+
+        // Unreachable: refused under "server".
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        worker
+            .commands
+            .send(UiCommand::Configure {
+                server: format!("ws://{closed}/worker"),
+                token: "tok".into(),
+            })
+            .unwrap();
+        wait_status(&mut worker.status, |s| {
+            matches!(&s.settings_result, Some(SettingsResult::Refused(e)) if e[0].key == Some("server"))
+        })
+        .await;
+        assert!(!path.exists());
+
+        // Accepted: token file (0600) and settings written, then it connects.
+        worker
+            .commands
+            .send(UiCommand::Configure {
+                server: sup.url(),
+                token: " tok \n".into(),
+            })
+            .unwrap();
+        let mut probe = sup.accept().await;
+        greet(&mut probe).await;
+        let mut ws = sup.accept().await;
+        let WorkerMsg::Hello { token, .. } = recv(&mut ws).await else {
+            panic!("no hello");
+        };
+        assert_eq!(token, "tok");
+        let token_file = path.parent().unwrap().join(TOKEN_FILE_NAME);
+        assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), "tok");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        }
+        let written = settings::parse(
+            &std::fs::read_to_string(&path).unwrap(),
+            path.parent().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(written.server.as_deref(), Some(sup.url().as_str()));
+        assert_eq!(written.token_file.as_deref(), Some(token_file.as_path()));
+        wait_status(&mut worker.status, |s| {
+            s.settings_result == Some(SettingsResult::Saved)
+                && s.supervisor.as_deref() == Some(sup.url().as_str())
+        })
+        .await;
+        worker.stop().await;
+    }
+
+    #[tokio::test]
+    async fn finished_work_counts_towards_the_contribution_across_a_restart_and_tiles_are_kept() {
+        let sup = Fake::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("client");
+        let mut worker = start_with(
+            Some(&sup.url()),
+            Some(DataDir::open(&dir, "test").unwrap()),
+            Watch::always(),
+            None,
+        );
+        assert_eq!(worker.status.borrow().contribution.tasks_total, 0);
+        let mut ws = sup.accept().await;
+        greet(&mut ws).await;
+        // A Mandelbrot tile, its plan inline as the supervisor sends it.
+        let view = serde_json::json!({
+            "width": 40, "height": 20, "center_re": -0.5, "center_im": 0.0,
+            "span_re": 3.0, "tiles": 2,
+        });
+        let ctl = crate::runtime::TaskControl::new();
+        let plan = crate::runtime::run("mandelbrot_view", &view, &BTreeMap::new(), &ctl).unwrap();
+        let r = ReplicaId::new(5, 1);
+        send(
+            &mut ws,
+            &SupervisorMsg::Assign(Assignment {
+                replica: r,
+                job: "render".into(),
+                task: "tile-1".into(),
+                kind: "mandelbrot".into(),
+                input: serde_json::json!({ "index": 1 }),
+                deps: BTreeMap::from([("view".into(), Payload::Inline(plan))]),
+            }),
+        )
+        .await;
+        assert!(matches!(recv(&mut ws).await, WorkerMsg::Result { .. }));
+        send(&mut ws, &SupervisorMsg::ResultAck { replica: r }).await;
+        wait_status(&mut worker.status, |s| {
+            s.contribution.tasks_today == 1 && s.tiles.len() == 1 && s.outbox == 0
+        })
+        .await;
+        {
+            let s = worker.status.borrow();
+            let tile = &s.tiles[0];
+            assert_eq!(
+                (tile.width, tile.height, tile.y0, tile.y1),
+                (40, 20, 10, 20)
+            );
+            assert_eq!(tile.rgba.len(), 4 * 40 * 10);
+            assert_eq!(s.contribution.per_day.len(), contribution::CHART_DAYS);
+            assert_eq!(s.contribution.per_day.last().unwrap().tasks, 1);
+            assert!(
+                s.events.iter().any(
+                    |e| matches!(&e.what, Event::TaskDone { kind, .. } if kind == "mandelbrot")
+                ),
+                "{:?}",
+                s.events
+            );
+        }
+        worker.stop().await;
+        drop(ws);
+        // Written off the async threads: give the write a moment, then start again on the dir.
+        let file = contribution::path(&dir);
+        for _ in 0..100 {
+            if file.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let worker = start(&sup.url(), Some(DataDir::open(&dir, "test").unwrap()));
+        assert_eq!(worker.status.borrow().contribution.tasks_total, 1);
+        worker.stop().await;
+    }
+
+    #[tokio::test]
+    async fn quit_hands_running_tasks_back_with_what_they_used() {
+        let sup = Fake::start().await;
+        let worker = start(&sup.url(), None);
+        let mut status = worker.status.clone();
+        let mut ws = sup.accept().await;
+        greet(&mut ws).await;
+        let r = ReplicaId::new(4, 2);
+        send(&mut ws, &spin(r, 60_000)).await;
+        wait_status(&mut status, |s| {
+            s.tasks
+                .iter()
+                .any(|t| t.state == TaskState::Running && t.elapsed > Duration::ZERO)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        worker.commands.send(UiCommand::Quit).unwrap();
+        let msg = recv(&mut ws).await;
+        let WorkerMsg::Leaving { replicas } = msg else {
+            panic!("{msg:?}");
+        };
+        assert_eq!(replicas.len(), 1);
+        assert_eq!(replicas[0].replica, r);
+        let used = replicas[0].execution;
+        assert!(used.wall_ms >= 150 && used.cpu_ms > 0, "{used:?}");
+        // And the engine stops by itself.
+        tokio::time::timeout(WAIT, worker.run)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 
     #[test]

@@ -3,11 +3,15 @@
 //! outcome is shaped (serialised, size-checked) and saved to the outbox on its task thread, then
 //! goes back to the engine on a channel, so the engine's loop never waits on a big write.
 //!
+//! The number of threads follows the settings' `cpus` without a restart ([`Executor::set_slots`]):
+//! new threads start at once, surplus ones end when their current task does. A CPU cap below
+//! 100% is a duty cycle every task keeps at its checkpoints ([`Executor::set_cpu_cap`]).
+//!
 //! Owns the threads and the queue; knows nothing about the connection.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::mpsc;
@@ -41,48 +45,105 @@ struct Queued {
     ctl: Arc<TaskControl>,
 }
 
+struct Queue {
+    waiting: VecDeque<Queued>,
+    /// Task threads alive, and how many there should be: a thread above `slots` ends before
+    /// it takes another task.
+    alive: usize,
+    slots: usize,
+}
+
 struct Shared {
-    queue: Mutex<VecDeque<Queued>>,
+    queue: Mutex<Queue>,
     ready: Condvar,
     stopping: AtomicBool,
 }
 
 pub struct Executor {
     shared: Arc<Shared>,
+    sink: Sink,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Percent of one core each task may use; shared with every task's control.
+    cpu_cap: Arc<AtomicU32>,
+    spawned: usize,
 }
 
 impl Executor {
     /// Starts `slots` task threads.
     pub fn new(slots: usize, sink: Sink) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue {
+                waiting: VecDeque::new(),
+                alive: 0,
+                slots: 0,
+            }),
             ready: Condvar::new(),
             stopping: AtomicBool::new(false),
         });
-        let threads = (0..slots.max(1))
-            .map(|i| {
-                let shared = shared.clone();
-                let sink = sink.clone();
-                std::thread::Builder::new()
-                    .name(format!("idlegrid-task-{i}"))
-                    .spawn(move || task_thread(&shared, &sink))
-            })
-            .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(Self { shared, threads })
+        let mut executor = Self {
+            shared,
+            sink,
+            threads: Vec::new(),
+            cpu_cap: Arc::new(AtomicU32::new(100)),
+            spawned: 0,
+        };
+        executor.set_slots(slots)?;
+        Ok(executor)
+    }
+
+    /// Runs `slots` (at least one) tasks at once from now on: more threads start at once; when
+    /// there are fewer slots, running tasks finish and the surplus threads then end.
+    pub fn set_slots(&mut self, slots: usize) -> std::io::Result<()> {
+        let slots = slots.max(1);
+        let grow = {
+            let mut q = self.lock();
+            q.slots = slots;
+            let grow = slots.saturating_sub(q.alive);
+            q.alive += grow;
+            grow
+        };
+        self.shared.ready.notify_all();
+        self.threads.retain(|t| !t.is_finished());
+        for _ in 0..grow {
+            let (shared, sink) = (self.shared.clone(), self.sink.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("idlegrid-task-{}", self.spawned))
+                .spawn(move || task_thread(&shared, &sink));
+            self.spawned += 1;
+            match spawned {
+                Ok(t) => self.threads.push(t),
+                Err(e) => {
+                    self.lock().alive -= 1;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Caps each task at `percent` (1..=100) of one core, running tasks included: below 100 a
+    /// task rests at its checkpoints for the rest of every 100 ms period.
+    // Called by the engine once the settings carry `cpu_cap_percent` (the lead wires it).
+    #[allow(dead_code)]
+    pub fn set_cpu_cap(&self, percent: u32) {
+        self.cpu_cap.store(percent.clamp(1, 100), Ordering::Relaxed);
     }
 
     /// Queues a replica; it starts as soon as a task thread is free. The returned control
     /// cancels or pauses it.
     pub fn start(&self, assignment: Assignment) -> Arc<TaskControl> {
-        let ctl = Arc::new(TaskControl::new());
-        let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-        queue.push_back(Queued {
+        let ctl = Arc::new(TaskControl::with_cpu_cap(self.cpu_cap.clone()));
+        let mut queue = self.lock();
+        queue.waiting.push_back(Queued {
             assignment,
             ctl: ctl.clone(),
         });
         self.shared.ready.notify_one();
         ctl
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -90,8 +151,8 @@ impl Drop for Executor {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         {
-            let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-            for q in queue.drain(..) {
+            let mut queue = self.lock();
+            for q in queue.waiting.drain(..) {
                 q.ctl.cancel();
             }
         }
@@ -115,7 +176,11 @@ fn task_thread(shared: &Shared, sink: &Sink) {
                 if shared.stopping.load(Ordering::SeqCst) {
                     return;
                 }
-                if let Some(q) = queue.pop_front() {
+                if queue.alive > queue.slots {
+                    queue.alive -= 1;
+                    return;
+                }
+                if let Some(q) = queue.waiting.pop_front() {
                     break q;
                 }
                 queue = shared.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
@@ -187,8 +252,15 @@ fn inline_deps(a: &Assignment) -> Result<BTreeMap<TaskId, serde_json::Value>, Ta
         .collect()
 }
 
+#[cfg(target_os = "linux")]
+const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+/// `IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT` (3 << 13), level 0 (the idle class has no levels).
+#[cfg(target_os = "linux")]
+const IOPRIO_IDLE: libc::c_int = 3 << 13;
+
 /// Puts the calling thread at the lowest priority the OS offers, so that the owner's programs
-/// (and this worker's own heartbeats) always run first: nice 19 and `SCHED_IDLE` on Linux.
+/// (and this worker's own heartbeats) always run first: nice 19, `SCHED_IDLE` and the idle I/O
+/// class on Linux (a task's disk reads and writes wait for everyone else's).
 /// Failure is logged, not fatal: a task at normal priority is still a correct task.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
@@ -200,6 +272,13 @@ fn lower_priority() {
             if libc::setpriority(libc::PRIO_PROCESS, tid, 19) != 0 {
                 tracing::warn!(
                     "cannot lower task thread priority: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            // ioprio_set(IOPRIO_WHO_PROCESS, tid, IOPRIO_CLASS_IDLE): glibc has no wrapper.
+            if libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid, IOPRIO_IDLE) != 0 {
+                tracing::warn!(
+                    "cannot put a task thread in the idle I/O class: {}",
                     std::io::Error::last_os_error()
                 );
             }
@@ -221,23 +300,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn task_threads_run_at_nice_19_under_sched_idle() {
+    fn task_threads_run_at_nice_19_under_sched_idle_in_the_idle_io_class() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let handle = std::thread::spawn(move || {
             lower_priority();
             // SAFETY: plain queries about the calling thread.
-            let (nice, policy) = unsafe {
+            let (nice, policy, io) = unsafe {
                 let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
                 (
                     libc::getpriority(libc::PRIO_PROCESS, tid),
                     libc::sched_getscheduler(0),
+                    libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, tid),
                 )
             };
-            tx.send((nice, policy)).unwrap();
+            tx.send((nice, policy, io)).unwrap();
         });
         handle.join().unwrap();
-        let (nice, policy) = rx.try_recv().unwrap();
+        let (nice, policy, io) = rx.try_recv().unwrap();
         assert_eq!(nice, 19);
         assert_eq!(policy, libc::SCHED_IDLE);
+        assert_eq!(io, libc::c_long::from(IOPRIO_IDLE), "I/O priority {io:#x}");
+        // Control: this (test) thread was left in its own class.
+        // SAFETY: a plain query about the calling thread.
+        let own = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, tid)
+        };
+        assert_ne!(own, libc::c_long::from(IOPRIO_IDLE));
     }
 }

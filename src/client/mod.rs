@@ -10,6 +10,7 @@
 //! window comes with feature `gui`).
 
 pub mod activity;
+mod contribution;
 mod datadir;
 mod engine;
 mod executor;
@@ -24,59 +25,15 @@ mod transfer;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use datadir::{DataDir, default_path as default_data_dir};
-pub use engine::{Engine, MAX_RECONNECT_WAIT, MAX_REFUSED_WAIT};
+pub use engine::{Engine, MAX_RECONNECT_WAIT, MAX_REFUSED_WAIT, TOKEN_FILE_NAME};
+pub use snapshot::{EngineHandle, Snapshot, UiCommand};
 
 use crate::proto::WorkerId;
-use activity::{Observation, SourceFactory};
-use idle::{Busy, IdleConfig, IdleState};
-
-/// What the worker is doing, for a window, a tray icon or a benchmark.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Status {
-    pub connected: bool,
-    pub idle: IdleState,
-    /// Replicas held (running, paused, or waiting for their inputs to download).
-    pub running: usize,
-    /// Finished outcomes the supervisor has not acknowledged yet (kept in the data dir).
-    pub outbox: usize,
-    /// Why the supervisor refused this worker, while it does (the worker keeps asking).
-    pub refused: Option<String>,
-    /// Why the last connection ended or could not be made; `None` while connected.
-    pub last_error: Option<String>,
-    /// How long the worker waits before its next attempt (set with `last_error`).
-    pub retry_in: Option<Duration>,
-    /// Activity sources watching for the owner.
-    pub sources: Vec<String>,
-    /// Sources that could not start, and why (e.g. no display).
-    pub source_problems: Vec<String>,
-    pub last_activity: Option<Observation>,
-    /// When tasks were last paused because the machine stopped being idle.
-    pub paused_at: Option<Instant>,
-    /// The details behind the blocking conditions (programs, temperature, schedule).
-    pub detail: snapshot::PauseDetail,
-}
-
-impl Default for Status {
-    fn default() -> Self {
-        Self {
-            connected: false,
-            idle: IdleState::Busy(Busy::Starting),
-            running: 0,
-            outbox: 0,
-            refused: None,
-            last_error: None,
-            retry_in: None,
-            sources: Vec::new(),
-            source_problems: Vec::new(),
-            last_activity: None,
-            paused_at: None,
-            detail: snapshot::PauseDetail::default(),
-        }
-    }
-}
+use activity::SourceFactory;
+use idle::IdleConfig;
 
 /// How the worker watches its machine.
 /// How often a scripted owner is looked at: well under the heartbeat of a test pool.
@@ -164,8 +121,9 @@ impl Watch {
 /// How a worker connects and what it offers.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// The supervisor's worker endpoint, `ws://HOST:PORT/worker`.
-    pub server: String,
+    /// The supervisor's worker endpoint, `ws://HOST:PORT/worker`; `None` on a first run, until
+    /// the volunteer configures one ([`UiCommand::Configure`]).
+    pub server: Option<String>,
     pub token: String,
     /// Shown to operators.
     pub name: String,
@@ -254,9 +212,11 @@ pub async fn run(
 }
 
 /// Prepares a worker (hardware detection, task threads, activity sources) without connecting
-/// yet, so that a caller can watch its [`Engine::status`] from the start.
+/// yet, so that a caller can watch its [`Engine::handle`] from the start.
 pub async fn build(cfg: ClientConfig, watch: Watch) -> Result<Engine, ClientError> {
-    check_server_url(&cfg.server)?;
+    if let Some(server) = &cfg.server {
+        check_server_url(server)?;
+    }
     let slots = cfg.slots;
     let hw = tokio::task::spawn_blocking(move || hardware::detect(slots, &std::env::temp_dir()))
         .await

@@ -6,7 +6,7 @@
 //! knows nothing about kinds or the wire: kernels poll it through [`TaskControl::checkpoint`].
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The task was cancelled; kernels turn it into [`super::TaskError::Cancelled`] with `?`.
@@ -26,7 +26,15 @@ pub struct TaskControl {
     progress: AtomicU32,
     clock: Mutex<Clock>,
     wake: Condvar,
+    /// The CPU cap in percent of one core (shared by every task of an executor, so that a
+    /// change reaches running tasks); below 100 the task rests at its checkpoints for
+    /// `100 - cap` percent of every [`DUTY_PERIOD`].
+    cpu_cap: Arc<AtomicU32>,
 }
+
+/// The period of the CPU cap's duty cycle: short, so that the owner never notices a burst, and
+/// long against a checkpoint's couple of milliseconds.
+pub const DUTY_PERIOD: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 struct Clock {
@@ -35,6 +43,8 @@ struct Clock {
     paused: Duration,
     /// Set while a pause lasts.
     paused_since: Option<Instant>,
+    /// Start of the current duty period (under a CPU cap).
+    period_start: Instant,
 }
 
 impl Default for TaskControl {
@@ -45,14 +55,23 @@ impl Default for TaskControl {
 
 impl TaskControl {
     pub fn new() -> Self {
+        Self::with_cpu_cap(Arc::new(AtomicU32::new(100)))
+    }
+
+    /// A control whose task honours the CPU cap in `cpu_cap` (percent of one core, 1..=100),
+    /// read at every checkpoint.
+    pub fn with_cpu_cap(cpu_cap: Arc<AtomicU32>) -> Self {
+        let now = Instant::now();
         Self {
+            cpu_cap,
             cancelled: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             progress: AtomicU32::new(0f32.to_bits()),
             clock: Mutex::new(Clock {
-                started: Instant::now(),
+                started: now,
                 paused: Duration::ZERO,
                 paused_since: None,
+                period_start: now,
             }),
             wake: Condvar::new(),
         }
@@ -76,6 +95,8 @@ impl TaskControl {
         let mut clock = self.lock();
         if !self.paused.swap(true, Ordering::AcqRel) {
             clock.paused_since = Some(Instant::now());
+            // A task resting under the CPU cap goes to the pause's wait.
+            self.wake.notify_all();
         }
     }
 
@@ -117,7 +138,46 @@ impl TaskControl {
         if self.paused.load(Ordering::Acquire) {
             return self.wait_while_paused();
         }
+        if self.cpu_cap.load(Ordering::Relaxed) < 100 {
+            return self.duty_cycle();
+        }
         Ok(())
+    }
+
+    /// Under a CPU cap: once the task has computed its share of the current period, it rests
+    /// (waking for a cancel or a pause) until the period ends.
+    #[cold]
+    fn duty_cycle(&self) -> Result<(), Stop> {
+        let cap = self.cpu_cap.load(Ordering::Relaxed).clamp(1, 100);
+        let mut clock = self.lock();
+        let now = Instant::now();
+        let end = clock.period_start + DUTY_PERIOD;
+        if now >= end {
+            clock.period_start = now;
+            return Ok(());
+        }
+        if now - clock.period_start < DUTY_PERIOD * cap / 100 {
+            return Ok(());
+        }
+        loop {
+            if self.cancelled.load(Ordering::Acquire) {
+                return Err(Stop);
+            }
+            if self.paused.load(Ordering::Acquire) {
+                drop(clock);
+                return self.wait_while_paused();
+            }
+            let now = Instant::now();
+            if now >= end {
+                clock.period_start = now;
+                return Ok(());
+            }
+            clock = self
+                .wake
+                .wait_timeout(clock, end - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 
     #[cold]
@@ -261,6 +321,39 @@ mod tests {
         ctl.cancel();
         assert!(matches!(kernel.join().unwrap(), Err(TaskError::Cancelled)));
         assert!(asked.elapsed() < ms(50), "{:?}", asked.elapsed());
+    }
+
+    /// CPU time the kernel thread used while running `spin` for `ms` under `cap`, over the
+    /// wall time it took.
+    fn cpu_share_of_spin(cap: u32, ms: u64) -> f64 {
+        let ctl = Arc::new(TaskControl::with_cpu_cap(Arc::new(AtomicU32::new(cap))));
+        let kernel = thread::spawn(move || {
+            let (cpu, wall) = (crate::runtime::thread_cpu_time(), Instant::now());
+            run("spin", &json!({"ms": ms}), &BTreeMap::new(), &ctl).unwrap();
+            let used = crate::runtime::thread_cpu_time().saturating_sub(cpu);
+            used.as_secs_f64() / wall.elapsed().as_secs_f64()
+        });
+        kernel.join().unwrap()
+    }
+
+    #[test]
+    fn a_cpu_cap_of_50_percent_gives_a_spinning_task_about_half_a_core() {
+        // Against an uncapped control run just before and after, so that what other programs
+        // take of the machine cancels out.
+        let before = cpu_share_of_spin(100, 500);
+        let capped = cpu_share_of_spin(50, 1000);
+        let after = cpu_share_of_spin(100, 500);
+        let full = (before + after) / 2.0;
+        let ratio = capped / full;
+        assert!(
+            (0.35..=0.65).contains(&ratio),
+            "capped share {capped:.2} of the uncapped {before:.2} / {after:.2}"
+        );
+        // The control: uncapped, the task takes most of the core it is given.
+        assert!(
+            full > capped * 1.5,
+            "uncapped {full:.2}, capped {capped:.2}"
+        );
     }
 
     #[test]

@@ -518,6 +518,59 @@ fn colour(value: f32) -> [u8; 3] {
     rgb
 }
 
+/// A tile's pixels coloured as the assembly colours them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TilePixels {
+    /// The whole image's size, from the plan.
+    pub width: u32,
+    pub height: u32,
+    /// The tile's rows `y0..y1`.
+    pub y0: u32,
+    pub y1: u32,
+    /// RGBA, row-major over the tile's rows: `4 * width * (y1 - y0)` bytes (alpha 255).
+    pub rgba: Vec<u8>,
+}
+
+/// Colours the output of a `mandelbrot` tile task with the assembly's palette; `deps` are the
+/// tile's dependency outputs (the plan among them). For a client that shows the tiles it
+/// computed; errors name what does not fit.
+pub fn tile_rgba(output: &Value, deps: &BTreeMap<TaskId, Value>) -> Result<TilePixels, TaskError> {
+    let plan = find_plan(deps)?;
+    let fields = Fields::of(output, TILE_FIELDS, "tile output")?;
+    let index = fields.u64("index", 0..=u64::from(plan.tiles) - 1)?;
+    let (y0, y1) = plan.band(index as u32);
+    let data = fields.required("data", "base64 of the tile's pixels")?;
+    let bytes = data
+        .as_str()
+        .and_then(|d| BASE64.decode(d).ok())
+        .ok_or_else(|| fields.bad("data", format_args!("is not base64")))?;
+    let pixels = plan.width as usize * (y1 - y0) as usize;
+    if bytes.len() != pixels * 4 {
+        return Err(fields.bad(
+            "data",
+            format_args!(
+                "holds {} bytes; a tile of {} pixels has {}",
+                bytes.len(),
+                pixels,
+                pixels * 4
+            ),
+        ));
+    }
+    let mut rgba = Vec::with_capacity(pixels * 4);
+    for chunk in bytes.chunks_exact(4) {
+        let value = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        rgba.extend_from_slice(&colour(value));
+        rgba.push(255);
+    }
+    Ok(TilePixels {
+        width: plan.width,
+        height: plan.height,
+        y0,
+        y1,
+        rgba,
+    })
+}
+
 struct Image {
     width: u32,
     height: u32,
@@ -768,6 +821,36 @@ mod tests {
         let y = ((-im) / step + f64::from(height) / 2.0 - 0.5).round() as usize;
         let at = (y * width as usize + x) * 3;
         [rgb[at], rgb[at + 1], rgb[at + 2]]
+    }
+
+    #[test]
+    fn a_tile_coloured_for_the_screensaver_matches_its_rows_in_the_assembled_image() {
+        let input = view(90, 61, 4);
+        let ctl = TaskControl::new();
+        let none = BTreeMap::new();
+        let plan = wire(crate::runtime::run("mandelbrot_view", &input, &none, &ctl).unwrap());
+        let deps = BTreeMap::from([(TaskId::from("seed"), plan)]);
+        let (_, rgb) = decode_png(&png_bytes(&render_distributed(&input).unwrap()));
+        for index in 0..4u32 {
+            let tile = wire(
+                crate::runtime::run("mandelbrot", &json!({ "index": index }), &deps, &ctl).unwrap(),
+            );
+            let px = tile_rgba(&tile, &deps).unwrap();
+            assert_eq!((px.width, px.height), (90, 61));
+            assert_eq!(px.rgba.len(), 4 * 90 * (px.y1 - px.y0) as usize);
+            let rows = &rgb[px.y0 as usize * 90 * 3..px.y1 as usize * 90 * 3];
+            for (rgba, rgb) in px.rgba.chunks_exact(4).zip(rows.chunks_exact(3)) {
+                assert_eq!(&rgba[..3], rgb);
+                assert_eq!(rgba[3], 255);
+            }
+        }
+        // A tile output that does not fit its plan is named, not shown.
+        let mut bad =
+            wire(crate::runtime::run("mandelbrot", &json!({ "index": 0 }), &deps, &ctl).unwrap());
+        bad["data"] = json!(BASE64.encode([0u8; 8]));
+        let err = tile_rgba(&bad, &deps).unwrap_err().to_string();
+        assert!(err.contains("data"), "{err}");
+        assert!(tile_rgba(&json!({"index": 0}), &BTreeMap::new()).is_err());
     }
 
     #[test]

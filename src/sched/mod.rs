@@ -389,6 +389,23 @@ impl Scheduler {
         }
     }
 
+    /// The worker said it is leaving (its volunteer quit): every replica it still holds is
+    /// taken from it and its task reissued at once (cause `left`), and the worker is forgotten
+    /// rather than kept for a reconnect or a silence bound. Returns the replicas taken.
+    pub fn handle_worker_leaving(&mut self, now: Instant, id: &WorkerId) -> Vec<ReplicaId> {
+        let Some(w) = self.workers.get(id).filter(|w| w.state.is_connected()) else {
+            return Vec::new();
+        };
+        let replicas: Vec<ReplicaId> = w.replicas.iter().copied().collect();
+        self.lose(now, id, LossCause::Left);
+        for r in &replicas {
+            self.remove_replica(*r, Some(ReissueCause::Left { worker: id.clone() }));
+        }
+        self.workers.remove(id);
+        self.schedule(now);
+        replicas
+    }
+
     pub fn handle_heartbeat(&mut self, now: Instant, id: &WorkerId, progress: &[Progress]) {
         if !self.touch(now, id) {
             return;
@@ -943,9 +960,13 @@ impl Scheduler {
             replicas: replicas.clone(),
         });
         let poisoned = cause == LossCause::Disconnected;
-        let reissue = ReissueCause::WorkerLost {
-            worker: id.clone(),
-            cause,
+        let reissue = if cause == LossCause::Left {
+            ReissueCause::Left { worker: id.clone() }
+        } else {
+            ReissueCause::WorkerLost {
+                worker: id.clone(),
+                cause,
+            }
         };
         if was_hosting {
             self.worker_stopped_hosting(id, reissue);

@@ -17,6 +17,8 @@ pub enum LossCause {
     Silent(Duration),
     /// It ran replicas before a supervisor restart and did not reconnect in time.
     NotReconnected,
+    /// It said it was leaving (`WorkerMsg::Leaving`) and handed its replicas back.
+    Left,
 }
 
 impl fmt::Display for LossCause {
@@ -27,6 +29,7 @@ impl fmt::Display for LossCause {
             LossCause::NotReconnected => {
                 f.write_str("did not reconnect after a supervisor restart")
             }
+            LossCause::Left => f.write_str("left the pool"),
         }
     }
 }
@@ -45,6 +48,10 @@ pub enum ReissueCause {
     Failed {
         worker: WorkerId,
         error: String,
+    },
+    /// The worker left the pool (its volunteer quit) and handed the replica back.
+    Left {
+        worker: WorkerId,
     },
     /// The worker reconnected without it.
     Dropped {
@@ -77,7 +84,7 @@ pub enum ReissueCause {
 
 impl ReissueCause {
     /// A short machine-friendly label: `worker_lost`, `owner_active`, `failed`, `dropped`,
-    /// `not_stored`, `straggler`, `stalled`, `deadline`.
+    /// `not_stored`, `straggler`, `stalled`, `deadline`, `left`.
     pub fn label(&self) -> &'static str {
         match self {
             ReissueCause::WorkerLost { .. } => "worker_lost",
@@ -88,6 +95,7 @@ impl ReissueCause {
             ReissueCause::Straggler { .. } => "straggler",
             ReissueCause::Stalled { .. } => "stalled",
             ReissueCause::DeadlinePassed { .. } => "deadline",
+            ReissueCause::Left { .. } => "left",
         }
     }
 }
@@ -104,6 +112,7 @@ impl fmt::Display for ReissueCause {
             ReissueCause::Failed { worker, error } => {
                 write!(f, "failed on worker {worker}: {error}")
             }
+            ReissueCause::Left { worker } => write!(f, "worker {worker} left and handed it back"),
             ReissueCause::Dropped { worker } => {
                 write!(f, "worker {worker} reconnected without it")
             }

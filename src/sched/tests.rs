@@ -153,6 +153,44 @@ fn a_disconnected_workers_task_is_reissued_in_the_same_call() {
 }
 
 #[test]
+fn a_leaving_workers_tasks_are_reissued_at_once_as_left_and_the_worker_is_forgotten() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "a", 1, 0.0);
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], false)]));
+    let first = assigns(&drain(&mut s));
+    assert_eq!(first[0].0, w("a"));
+    let held = first[0].1.replica;
+    join(&mut s, t0, "b", 1, 0.0);
+    assert_eq!(s.handle_worker_leaving(t0, &w("a")), vec![held]);
+    let out = drain(&mut s);
+    assert!(
+        out.iter().any(|o| matches!(o, Output::WorkerLost { cause: LossCause::Left, replicas, .. } if replicas == &vec![held])),
+        "{out:?}"
+    );
+    let a = assigns(&out);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].0, w("b"));
+    assert!(
+        matches!(&a[0].2, AssignReason::Reissue(ReissueCause::Left { worker }) if worker == &w("a")),
+        "{:?}",
+        a[0].2
+    );
+    // Forgotten: its replica is no longer held, and neither its closing connection nor a
+    // later silence does anything more.
+    assert_eq!(s.replica_holder(held), None);
+    s.handle_worker_left(t0, &w("a"));
+    s.handle_timeout(t0 + Duration::from_secs(600));
+    assert!(
+        !drain(&mut s)
+            .iter()
+            .any(|o| matches!(o, Output::WorkerLost { worker, .. } if *worker == w("a")))
+    );
+    // Negative control: a worker that is not connected hands nothing back.
+    assert!(s.handle_worker_leaving(t0, &w("nobody")).is_empty());
+}
+
+#[test]
 fn a_silent_worker_is_probed_then_lost_exactly_at_the_miss_limit() {
     let t0 = Instant::now();
     let mut s = Scheduler::new(cfg(), 1);

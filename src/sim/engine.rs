@@ -953,6 +953,7 @@ impl<'a> Engine<'a> {
                         crate::sched::LossCause::Disconnected => "disconnected",
                         crate::sched::LossCause::Silent(_) => "silent",
                         crate::sched::LossCause::NotReconnected => "not_reconnected",
+                        crate::sched::LossCause::Left => "left",
                     };
                     *self.losses.entry(label).or_default() += 1;
                     if let Some(&w) = self.by_id.get(&worker)

@@ -261,6 +261,8 @@ struct Driver {
     stats: Stats,
     /// Refusals already logged, so a lying worker cannot flood the log.
     refusals_logged: HashSet<(WorkerId, &'static str)>,
+    /// What replicas handed back by a leaving worker used, until their end is recorded.
+    handed_back: HashMap<ReplicaId, Execution>,
     /// Measured speeds of this turn, written after its records in a transaction of their own:
     /// history is advisory, and a failure to keep it must not undo a replica record.
     speeds: Vec<(WorkerId, KindSpeed)>,
@@ -296,6 +298,7 @@ pub fn spawn(
         out_of_band: HashMap::new(),
         stats: Stats::default(),
         refusals_logged: HashSet::new(),
+        handed_back: HashMap::new(),
         speeds: Vec::new(),
     };
     driver.resume()?;
@@ -497,6 +500,27 @@ impl Driver {
         self.pending.push(Record::Measured { replica, exec });
     }
 
+    /// A worker hands back what it runs and goes: its tasks are reissued now (cause `left`) and
+    /// each replica it names is charged what it says it used (capped at what was observed, as
+    /// for a stop report). Replicas it holds but does not name end as lost, uncharged.
+    fn leaving(&mut self, now: Instant, worker: &WorkerId, handed: &[proto::HandedBack]) {
+        for h in handed {
+            if self.sched.replica_holder(h.replica) != Some(worker) {
+                self.refused(
+                    worker,
+                    "leaving",
+                    &format!("handed back replica {} which it does not run", h.replica),
+                );
+                continue;
+            }
+            let stored = self.store.replica_info(h.replica);
+            self.handed_back
+                .insert(h.replica, clamp(&stored, h.execution));
+        }
+        let taken = self.sched.handle_worker_leaving(now, worker);
+        info!(%worker, replicas = taken.len(), "worker left: its tasks are reissued");
+    }
+
     fn handle_frame(
         &mut self,
         now: Instant,
@@ -590,6 +614,7 @@ impl Driver {
             }
             // The connection task answers link probes itself; none reaches here.
             WorkerMsg::Stopped { replica, execution } => self.stopped(worker, replica, execution),
+            WorkerMsg::Leaving { replicas } => self.leaving(now, worker, &replicas),
             WorkerMsg::LinkPong { .. }
             | WorkerMsg::LinkReceived { .. }
             | WorkerMsg::LinkSent { .. } => {}
@@ -1177,7 +1202,7 @@ impl Driver {
                     .extend(replicas.into_iter().map(|replica| Record::Ended {
                         replica,
                         end: ReplicaEnd::Lost,
-                        exec: None,
+                        exec: self.handed_back.remove(&replica),
                         error: None,
                         at_ms,
                     }));

@@ -158,7 +158,7 @@ pub const ASSIGN_REASONS: [&str; 5] =
     ["first", "redundant", "saturation", "speculative", "reissue"];
 /// Keys of [`Report::reissues_by_cause`], always present: the labels of
 /// [`crate::sched::ReissueCause`] (a test checks they match).
-pub const REISSUE_CAUSES: [&str; 8] = [
+pub const REISSUE_CAUSES: [&str; 9] = [
     "worker_lost",
     "owner_active",
     "failed",
@@ -167,6 +167,7 @@ pub const REISSUE_CAUSES: [&str; 8] = [
     "straggler",
     "stalled",
     "deadline",
+    "left",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -681,9 +682,10 @@ mod tests {
                 idle: Duration::ZERO,
             },
             ReissueCause::DeadlinePassed {
-                worker: w,
+                worker: w.clone(),
                 deadline: Duration::ZERO,
             },
+            ReissueCause::Left { worker: w },
         ];
         let labels: BTreeSet<&str> = causes.iter().map(ReissueCause::label).collect();
         assert_eq!(labels, REISSUE_CAUSES.into_iter().collect());
@@ -697,7 +699,8 @@ mod tests {
                 | ReissueCause::NotStored { .. }
                 | ReissueCause::Straggler { .. }
                 | ReissueCause::Stalled { .. }
-                | ReissueCause::DeadlinePassed { .. } => {}
+                | ReissueCause::DeadlinePassed { .. }
+                | ReissueCause::Left { .. } => {}
             }
         }
     }

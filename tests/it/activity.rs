@@ -208,12 +208,12 @@ impl Pool {
         name: &str,
         watch: idlegrid::client::Watch,
     ) -> (
-        tokio::sync::watch::Receiver<idlegrid::client::Status>,
+        tokio::sync::watch::Receiver<idlegrid::client::Snapshot>,
         tokio::sync::oneshot::Sender<()>,
     ) {
         let engine = idlegrid::client::build(
             idlegrid::client::ClientConfig {
-                server: format!("ws://{}/worker", self.sup.addr()),
+                server: Some(format!("ws://{}/worker", self.sup.addr())),
                 token: self.cfg.worker_token.clone(),
                 name: name.into(),
                 worker_id: idlegrid::client::new_worker_id(name),
@@ -224,7 +224,7 @@ impl Pool {
         )
         .await
         .unwrap();
-        let status = engine.status();
+        let status = engine.handle().snapshots;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(engine.run(async {
             let _ = stopped.await;
@@ -327,7 +327,7 @@ async fn the_supervisor_hears_of_the_owner_at_once_not_with_the_next_heartbeat_a
         .unwrap()
         .clone();
     let resumed_at = std::time::Instant::now();
-    assert_eq!(s.running, 1);
+    assert_eq!(s.tasks.len(), 1);
     next_event(&mut events, |e| {
         matches!(e, idlegrid::supervisor::Event::TaskDone { .. })
     })
@@ -380,9 +380,15 @@ async fn a_paused_task_the_supervisor_cancels_meanwhile_is_dropped_not_resumed()
     let (mut desk, _stop_desk) = pool
         .worker("desk", scripted(kinds, Duration::from_secs(3)))
         .await;
-    desk.wait_for(|s| s.idle == idlegrid::client::idle::IdleState::Idle && s.connected)
-        .await
-        .unwrap();
+    desk.wait_for(|s| {
+        s.idle == idlegrid::client::idle::IdleState::Idle
+            && matches!(
+                s.connection,
+                idlegrid::client::snapshot::Connection::Connected { .. }
+            )
+    })
+    .await
+    .unwrap();
     let job = op.submit(&spin_job(2000)).await.unwrap();
     next_event(&mut events, |e| {
         matches!(e, idlegrid::supervisor::Event::Assigned { .. })
@@ -406,7 +412,7 @@ async fn a_paused_task_the_supervisor_cancels_meanwhile_is_dropped_not_resumed()
     let summary = wait_for_job(&op, &job, Duration::from_secs(20)).await;
     assert_eq!(summary.state, "completed");
     // The desk's paused replica was cancelled and dropped while its owner was still there.
-    let s = desk.wait_for(|s| s.running == 0).await.unwrap().clone();
+    let s = desk.wait_for(|s| s.tasks.is_empty()).await.unwrap().clone();
     assert!(s.paused_at.is_some());
     assert!(
         matches!(s.idle, idlegrid::client::idle::IdleState::Busy(_)),

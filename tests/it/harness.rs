@@ -144,6 +144,11 @@ impl WorkerProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// The worker's process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for WorkerProc {

@@ -60,7 +60,7 @@ impl Pool {
         let worker_id = idlegrid::client::new_worker_id(name);
         let engine = idlegrid::client::build(
             idlegrid::client::ClientConfig {
-                server: format!("ws://{addr}/worker"),
+                server: Some(format!("ws://{addr}/worker")),
                 token: self.cfg.worker_token.clone(),
                 name: name.into(),
                 worker_id: worker_id.clone(),

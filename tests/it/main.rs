@@ -10,6 +10,7 @@ mod demo;
 mod fullscreen;
 mod harness;
 mod interference;
+mod leaving;
 mod link;
 mod poison;
 mod qos;
