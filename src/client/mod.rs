@@ -17,6 +17,7 @@ pub mod hardware;
 pub mod idle;
 pub mod localtime;
 mod outbox;
+pub mod saverfeed;
 pub mod settings;
 pub mod snapshot;
 mod transfer;
