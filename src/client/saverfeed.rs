@@ -536,7 +536,7 @@ impl FeedReader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::client::snapshot::TileImage;
     use std::sync::Arc;

@@ -21,6 +21,9 @@ pub mod render;
 #[cfg(unix)]
 pub mod xhack;
 
+#[cfg(unix)]
+pub use xhack::{XTarget, run_xhack};
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -390,5 +393,6 @@ impl WindowsMode {
     }
 }
 
-#[cfg(test)]
+// The tests use a private Xvfb for the hack and the viewport.
+#[cfg(all(test, unix))]
 mod tests;
