@@ -136,7 +136,7 @@ const FONT: &str = "sans-serif";
 const FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans-subset.ttf");
 
 /// The embedded font, parsed once per process.
-fn font() -> Result<&'static FontRef<'static>, String> {
+pub(crate) fn font() -> Result<&'static FontRef<'static>, String> {
     static PARSED: OnceLock<Option<FontRef<'static>>> = OnceLock::new();
     PARSED
         .get_or_init(|| FontRef::try_from_slice(FONT_BYTES).ok())
@@ -159,13 +159,13 @@ struct Canvas<'a> {
 }
 
 /// Glyphs of one line of text placed from (0, 0) at the top left, and the box they fill.
-struct Laid {
-    glyphs: Vec<Glyph>,
-    width: f32,
-    height: f32,
+pub(crate) struct Laid {
+    pub(crate) glyphs: Vec<Glyph>,
+    pub(crate) width: f32,
+    pub(crate) height: f32,
 }
 
-fn lay_out(font: &FontRef<'static>, size: f32, text: &str) -> Laid {
+pub(crate) fn lay_out(font: &FontRef<'static>, size: f32, text: &str) -> Laid {
     let scaled = font.as_scaled(PxScale::from(size));
     let mut caret = 0.0f32;
     let mut previous = None;

@@ -18,6 +18,7 @@ pub mod hardware;
 pub mod idle;
 pub mod localtime;
 mod outbox;
+pub mod saverfeed;
 pub mod schedule;
 pub mod settings;
 pub mod snapshot;

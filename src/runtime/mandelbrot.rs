@@ -494,6 +494,11 @@ const STOPS: [(f64, [f64; 3]); 6] = [
     (1.0, [0.0, 7.0, 100.0]),
 ];
 
+/// Colour of one tile value as the assembly paints it (for the screensaver's partial image).
+pub fn palette_rgb(value: f32) -> [u8; 3] {
+    colour(value)
+}
+
 /// Colour of one tile value; inside points are black.
 fn colour(value: f32) -> [u8; 3] {
     if value.is_nan() || value < 0.0 {
