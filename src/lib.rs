@@ -4,6 +4,8 @@ pub mod bench;
 pub mod chart;
 pub mod client;
 pub mod demo;
+#[cfg(feature = "gui")]
+pub mod gui;
 pub mod job;
 pub mod local;
 pub mod operator;
