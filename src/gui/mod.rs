@@ -304,9 +304,20 @@ async fn adapt(
     let mut snap = tx.borrow().clone();
     let signal = crate::shutdown_signal();
     tokio::pin!(signal);
+    // Only what a person could see changing wakes the window: the old engine republishes its
+    // status without change.
     let publish = |snap: &mut Snapshot| {
-        snap.taken = Instant::now();
-        tx.send_replace(snap.clone());
+        let same = {
+            let last = tx.borrow();
+            Snapshot {
+                taken: last.taken,
+                ..snap.clone()
+            } == *last
+        };
+        if !same {
+            snap.taken = Instant::now();
+            tx.send_replace(snap.clone());
+        }
     };
     let cfg = loop {
         if let Some(cfg) = launch.config.take() {
