@@ -56,6 +56,16 @@ struct Cli {
     /// Run the `abort` fault kernel, which kills this worker process (fault tests of a pool only).
     #[arg(long, hide = true)]
     fault_kernels: bool,
+    /// Start in the tray with the window closed (for a session's autostart).
+    #[arg(long, conflicts_with = "headless")]
+    hidden: bool,
+    /// The window's first page: status, settings or welcome (screenshots).
+    #[cfg(feature = "gui")]
+    #[arg(long, hide = true, value_name = "PAGE")]
+    page: Option<idlegrid::gui::Page>,
+    /// Write the number of frames the window has drawn to FILE, every 250 ms (benchmarks).
+    #[arg(long, hide = true, value_name = "FILE")]
+    count_frames: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -115,9 +125,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => {}
     }
+    #[cfg(feature = "gui")]
     if !cli.headless {
-        bail!(
-            "the desktop window is not part of this build yet; run `idlegrid --headless --server ws://HOST:PORT/worker --token-file FILE`"
+        if idlegrid::gui::display_available() {
+            return run_desktop(cli, &runtime);
+        }
+        tracing::warn!(
+            "no display to open a window on (DISPLAY, WAYLAND_DISPLAY): running as --headless"
+        );
+    }
+    #[cfg(not(feature = "gui"))]
+    if !cli.headless {
+        tracing::warn!(
+            "this build has no window (built without feature `gui`): running as --headless"
         );
     }
     let (mut settings, from) = settings::load(cli.config.as_deref())?;
@@ -166,5 +186,71 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => client::Watch::from_settings(&settings),
     };
     runtime.block_on(client::run(cfg, watch, idlegrid::shutdown_signal()))?;
+    Ok(())
+}
+
+/// The engine with the window and the tray. The supervisor may still be unknown (first run):
+/// the window's welcome page then asks for it.
+#[cfg(feature = "gui")]
+fn run_desktop(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    use idlegrid::gui;
+    // A named settings file that does not exist yet is where the welcome page will save.
+    let (mut settings, from) = match &cli.config {
+        Some(path) if !path.exists() => (settings::Settings::default(), None),
+        _ => settings::load(cli.config.as_deref())?,
+    };
+    if cli.run_while_in_use {
+        settings.run_while_in_use = true;
+    }
+    let settings_path = from.or(cli.config.clone()).or_else(settings::default_path);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let name = cli.name.unwrap_or_else(client::host_name);
+    let Some(data_dir) = cli.data_dir.or_else(client::default_data_dir) else {
+        bail!("this system names no data directory for idlegrid; pass --data-dir DIR");
+    };
+    let slots = cli.cpus.or(settings.cpus).unwrap_or(cores);
+    let server = cli.server.or(settings.server.clone());
+    let token_file = cli.token_file.or(settings.token_file.clone());
+    let config = match (server, token_file) {
+        (Some(server), Some(token_file)) => {
+            client::check_server_url(&server)?;
+            let token = supervisor::read_token(&token_file)?;
+            let data = client::DataDir::open(&data_dir, &name)?;
+            tracing::info!(worker = %data.worker_id(), "data in {}", data.path().display());
+            Some(client::ClientConfig {
+                server,
+                token,
+                worker_id: data.worker_id().clone(),
+                name: name.clone(),
+                slots,
+                data_dir: Some(data),
+            })
+        }
+        _ => {
+            tracing::info!("no supervisor configured yet: the window asks for one");
+            None
+        }
+    };
+    let launch = gui::Launch {
+        settings,
+        settings_path,
+        config,
+        name,
+        data_dir,
+        slots,
+    };
+    let (engine, ended) = gui::start_engine(runtime.handle(), launch);
+    let options = gui::Options {
+        page: cli.page,
+        hidden: cli.hidden,
+        count_frames: cli.count_frames,
+    };
+    if let Err(e) = gui::run(runtime.handle(), engine, options) {
+        // The engine carries on without a window, as --headless would, until a signal.
+        tracing::error!("{e}; carrying on without a window");
+    }
+    runtime
+        .block_on(ended)
+        .context("the engine stopped abnormally")?;
     Ok(())
 }

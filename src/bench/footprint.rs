@@ -20,6 +20,10 @@ pub struct FootprintArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The desktop client instead: first with its window closed and the tray running (CPU,
+    /// RSS), then with the window open and nothing changing (repaints per second).
+    #[arg(long)]
+    pub gui: bool,
 }
 
 /// CPU time (user + system) of a process, from /proc.
@@ -67,6 +71,9 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
     std::fs::write(&settings, Settings::default().to_toml())?;
     let log_path = data.path().join("client.log");
     let log = std::fs::File::create(&log_path)?;
+    if args.gui {
+        return run_gui(&args, &xvfb, sup, &mut events, data.path(), &settings).await;
+    }
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args([
             "--headless",
@@ -142,5 +149,142 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
         );
         println!("cpu_percent {cpu_percent:.3} (of one core)   rss_mb {rss:.1}");
     }
+    Ok(())
+}
+
+/// The client's process inside `dbus-run-session` (the session bus the tray needs), which also
+/// runs a `dbus-daemon`.
+fn child_of(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    text.split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+        .find(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/comm"))
+                .is_ok_and(|comm| comm.trim() == "idlegrid")
+        })
+}
+
+/// One desktop client run: joined, past start-up, then watched for `secs`. Returns CPU % of one
+/// core, peak RSS in MiB, and frames drawn per second.
+async fn watch_gui(
+    sup: &Supervisor,
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    xvfb: &Xvfb,
+    dir: &std::path::Path,
+    settings: &std::path::Path,
+    hidden: bool,
+    secs: u64,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let tag = if hidden { "hidden" } else { "open" };
+    let frames = dir.join(format!("frames-{tag}"));
+    let log_path = dir.join(format!("client-{tag}.log"));
+    let log = std::fs::File::create(&log_path)?;
+    let mut cmd = std::process::Command::new("dbus-run-session");
+    cmd.arg("--").arg(std::env::current_exe()?);
+    if hidden {
+        cmd.arg("--hidden");
+    }
+    let mut child = cmd
+        .args(["--name", &format!("footprint-{tag}"), "--server"])
+        .arg(format!("ws://{}/worker", sup.addr()))
+        .arg("--token-file")
+        .arg(dir.join("worker.token"))
+        .arg("--config")
+        .arg(settings)
+        .arg("--data-dir")
+        .arg(dir.join(format!("client-{tag}")))
+        .arg("--count-frames")
+        .arg(&frames)
+        .env("DISPLAY", &xvfb.display)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("cannot start dbus-run-session (apt-get install dbus-daemon)")?;
+    let outcome = async {
+        let joined = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let Ok(Event::WorkerJoined { .. }) = events.recv().await {
+                    break;
+                }
+            }
+        })
+        .await;
+        if joined.is_err() {
+            bail!(
+                "the client did not connect; its log: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let pid = child_of(child.id()).context("no client process under dbus-run-session")?;
+        let read_frames = || -> u64 {
+            std::fs::read_to_string(&frames)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let (cpu0, f0, t0) = (cpu_time(pid)?, read_frames(), Instant::now());
+        let mut rss_max: f64 = 0.0;
+        while t0.elapsed() < Duration::from_secs(secs) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            rss_max = rss_max.max(rss_mb(pid)?);
+        }
+        let (cpu1, f1, wall) = (cpu_time(pid)?, read_frames(), t0.elapsed().as_secs_f64());
+        let cpu = cpu1.saturating_sub(cpu0).as_secs_f64() / wall * 100.0;
+        Ok((cpu, rss_max, f1.saturating_sub(f0) as f64 / wall))
+    }
+    .await;
+    // dbus-run-session does not pass a signal on: the client first, then the session.
+    if let Some(pid) = child_of(child.id()) {
+        let _ = crate::local::signal_pid(pid, libc::SIGTERM);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome
+}
+
+async fn run_gui(
+    args: &FootprintArgs,
+    xvfb: &Xvfb,
+    sup: Supervisor,
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    dir: &std::path::Path,
+    settings: &std::path::Path,
+) -> anyhow::Result<()> {
+    let (cpu, rss, _) = watch_gui(&sup, events, xvfb, dir, settings, true, args.secs).await?;
+    let open_secs = args.secs.min(10);
+    let (open_cpu, open_rss, repaints) =
+        watch_gui(&sup, events, xvfb, dir, settings, false, open_secs).await?;
+    let r3 = |v: f64| (v * 1000.0).round() / 1000.0;
+    let r1 = |v: f64| (v * 10.0).round() / 10.0;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "secs": args.secs,
+                "cpu_percent": r3(cpu),
+                "rss_mb": r1(rss),
+                "open_secs": open_secs,
+                "open_cpu_percent": r3(open_cpu),
+                "open_rss_mb": r1(open_rss),
+                "repaints_per_s": r3(repaints),
+            })
+        );
+    } else {
+        println!(
+            "desktop client footprint (window closed, tray running) over {} s",
+            args.secs
+        );
+        println!("cpu_percent {:.3} (of one core)   rss_mb {:.1}", cpu, rss);
+        println!("window open, nothing changing, over {open_secs} s");
+        println!(
+            "repaints_per_s {:.3}   cpu_percent {:.3}   rss_mb {:.1}",
+            repaints, open_cpu, open_rss
+        );
+    }
+    sup.shutdown().await?;
     Ok(())
 }

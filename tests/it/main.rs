@@ -17,3 +17,5 @@ mod qos;
 mod reliability;
 mod sim;
 mod sim_vs_real;
+#[cfg(feature = "gui")]
+mod tray;

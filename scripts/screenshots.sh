@@ -1,0 +1,65 @@
+#!/bin/sh
+# Screenshots of the desktop client for the README: a private Xvfb with openbox, a local
+# supervisor running examples/jobs/mandelbrot.toml, `idlegrid` connected to it, the status page
+# and then the settings page captured with ImageMagick's `import`, each checked not to be blank.
+#
+#   cargo build --bins && scripts/screenshots.sh     # writes docs/screenshot-{status,settings}.png
+#
+# Needs: xvfb openbox imagemagick dbus-daemon (setup.sh installs them). Uses /usr/bin/ tools
+# (a stand-in `convert` may sit earlier in PATH on some machines).
+set -eu
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/debug}
+work=$(mktemp -d /tmp/idlegrid-shots.XXXXXX)
+pids=""
+cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+
+# A display of its own (-displayfd picks a free number) and a window manager on it.
+exec 3>"$work/display"
+/usr/bin/Xvfb -displayfd 3 -noreset -nolisten tcp -screen 0 1100x800x24 >/dev/null 2>&1 &
+pids="$pids $!"
+for _ in $(seq 50); do [ -s "$work/display" ] && break; sleep 0.1; done
+DISPLAY=":$(cat "$work/display")"
+export DISPLAY
+/usr/bin/openbox >/dev/null 2>&1 &
+pids="$pids $!"
+
+# A supervisor on a free port, and the Mandelbrot job.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+HOME="$work/home" "$BIN/idlegrid-supervisor" serve --listen "127.0.0.1:$port" --data-dir "$work/sup" >"$work/sup.log" 2>&1 &
+pids="$pids $!"
+for _ in $(seq 100); do [ -s "$work/sup/worker.token" ] && break; sleep 0.1; done
+submit() {
+    HOME="$work/home" "$BIN/idlegrid-supervisor" submit examples/jobs/mandelbrot.toml \
+        --server "http://127.0.0.1:$port" --token-file "$work/sup/operator.token" >/dev/null
+}
+
+shot() { # page output
+    cat >"$work/settings.toml" <<TOML
+idle_after_secs = 0.5
+run_while_in_use = true
+server = "ws://127.0.0.1:$port/worker"
+token_file = "$work/sup/worker.token"
+TOML
+    dbus-run-session -- "$BIN/idlegrid" --config "$work/settings.toml" --data-dir "$work/client-$1" \
+        --name screenshot --page "$1" >"$work/client-$1.log" 2>&1 &
+    client=$!
+    pids="$pids $client"
+    sleep 2
+    submit
+    sleep "${SHOT_WAIT:-6}"
+    /usr/bin/import -window root "$2"
+    # dbus-run-session does not pass the signal on: end the client itself, then the session.
+    for c in $(cat "/proc/$client/task/$client/children" 2>/dev/null); do kill "$c" 2>/dev/null || true; done
+    wait "$client" 2>/dev/null || true
+    colours=$(/usr/bin/convert "$2" -format '%k' info:)
+    if [ "$colours" -lt 8 ]; then
+        echo "$2 looks blank ($colours colours); the client's log:" >&2
+        cat "$work/client-$1.log" >&2
+        exit 1
+    fi
+    echo "$2: $colours colours"
+}
+shot status docs/screenshot-status.png
+shot settings docs/screenshot-settings.png
