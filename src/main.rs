@@ -66,6 +66,12 @@ struct Cli {
     /// Write the number of frames the window has drawn to FILE, every 250 ms (benchmarks).
     #[arg(long, hide = true, value_name = "FILE")]
     count_frames: Option<PathBuf>,
+    /// Show the work of the client running on this machine full screen (read from its data
+    /// dir) until a key, a click or a pointer move. As an xscreensaver hack:
+    /// `idlegrid --screensaver-hack [-root]` (see the README).
+    #[cfg(feature = "gui")]
+    #[arg(long, conflicts_with = "headless")]
+    screensaver: bool,
 }
 
 #[derive(Subcommand)]
@@ -86,6 +92,21 @@ enum BenchCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    // xscreensaver's hack arguments (`-root`, `-window-id ID`) are not GNU-style: read them here.
+    #[cfg(all(feature = "gui", unix))]
+    {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        if args.first().map(String::as_str) == Some("--screensaver-hack") {
+            idlegrid::init_logging("warn");
+            return match screensaver_hack(&args[1..]) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+    }
     let cli = Cli::parse();
     let default_level = if cli.command.is_some() {
         "error"
@@ -100,6 +121,20 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Draws the running client's work into xscreensaver's window (`XSCREENSAVER_WINDOW`), the
+/// root window (`-root`) or a window of its own, until SIGTERM.
+#[cfg(all(feature = "gui", unix))]
+fn screensaver_hack(args: &[String]) -> anyhow::Result<()> {
+    use idlegrid::gui::screensaver::xhack;
+    let target =
+        xhack::XTarget::from_args(args, std::env::var("XSCREENSAVER_WINDOW").ok().as_deref())?;
+    let Some(data_dir) = client::default_data_dir() else {
+        bail!("this system names no data directory for idlegrid");
+    };
+    xhack::run_xhack(target, &data_dir)?;
+    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -124,6 +159,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             return runtime.block_on(bench::interference::run(args));
         }
         None => {}
+    }
+    #[cfg(feature = "gui")]
+    if cli.screensaver {
+        use idlegrid::gui::screensaver::{FeedSource, FullscreenOptions, run_fullscreen};
+        let Some(data_dir) = cli.data_dir.clone().or_else(client::default_data_dir) else {
+            bail!("this system names no data directory for idlegrid; pass --data-dir DIR");
+        };
+        let opts = FullscreenOptions {
+            fullscreen: true,
+            ..FullscreenOptions::default()
+        };
+        run_fullscreen(FeedSource::DataDir(data_dir), opts)
+            .map_err(|e| anyhow::anyhow!("cannot open the screensaver window: {e}"))?;
+        return Ok(());
     }
     #[cfg(feature = "gui")]
     if !cli.headless {
@@ -185,7 +234,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         None => client::Watch::from_settings(&settings),
     };
-    runtime.block_on(client::run(cfg, watch, idlegrid::shutdown_signal()))?;
+    let engine = runtime
+        .block_on(client::build(cfg, watch))?
+        .with_settings(settings, from);
+    runtime.block_on(engine.run(idlegrid::shutdown_signal()))?;
     Ok(())
 }
 
@@ -211,35 +263,33 @@ fn run_desktop(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()
     let slots = cli.cpus.or(settings.cpus).unwrap_or(cores);
     let server = cli.server.or(settings.server.clone());
     let token_file = cli.token_file.or(settings.token_file.clone());
-    let config = match (server, token_file) {
+    let (server, token) = match (server, token_file) {
         (Some(server), Some(token_file)) => {
             client::check_server_url(&server)?;
-            let token = supervisor::read_token(&token_file)?;
-            let data = client::DataDir::open(&data_dir, &name)?;
-            tracing::info!(worker = %data.worker_id(), "data in {}", data.path().display());
-            Some(client::ClientConfig {
-                server,
-                token,
-                worker_id: data.worker_id().clone(),
-                name: name.clone(),
-                slots,
-                data_dir: Some(data),
-            })
+            (Some(server), supervisor::read_token(&token_file)?)
         }
         _ => {
             tracing::info!("no supervisor configured yet: the window asks for one");
-            None
+            (None, String::new())
         }
     };
+    let data = client::DataDir::open(&data_dir, &name)?;
+    tracing::info!(worker = %data.worker_id(), "data in {}", data.path().display());
+    let config = client::ClientConfig {
+        server,
+        token,
+        worker_id: data.worker_id().clone(),
+        name,
+        slots,
+        data_dir: Some(data),
+    };
     let launch = gui::Launch {
+        watch: client::Watch::from_settings(&settings),
         settings,
         settings_path,
         config,
-        name,
-        data_dir,
-        slots,
     };
-    let (engine, ended) = gui::start_engine(runtime.handle(), launch);
+    let (engine, ended) = gui::start_engine(runtime.handle(), launch)?;
     let options = gui::Options {
         page: cli.page,
         hidden: cli.hidden,

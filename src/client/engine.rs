@@ -271,6 +271,9 @@ pub struct Engine {
     view: Snapshot,
     snapshots: watch::Sender<Snapshot>,
     last_published: Instant,
+    /// When the screensaver feed was last written, and whether a write is under way.
+    last_feed: Instant,
+    feed_writing: Arc<std::sync::atomic::AtomicBool>,
     commands: mpsc::UnboundedSender<UiCommand>,
     /// What each held replica is (for the task list and the tiles).
     assigned: HashMap<ReplicaId, Arc<Assignment>>,
@@ -409,6 +412,8 @@ impl Engine {
             snapshots: watch::Sender::new(status.clone()),
             view: status,
             last_published: now,
+            last_feed: now.checked_sub(PUBLISH_EVERY).unwrap_or(now),
+            feed_writing: Arc::default(),
             commands,
             assigned: HashMap::new(),
             snooze_until: None,
@@ -424,6 +429,7 @@ impl Engine {
     /// checked, written and applied by [`UiCommand::ApplySettings`] and
     /// [`UiCommand::Configure`]. Without a file those two are refused.
     pub fn with_settings(mut self, settings: Settings, path: Option<PathBuf>) -> Self {
+        self.executor.set_cpu_cap(settings.cpu_cap_percent);
         self.view.settings = Arc::new(settings);
         self.view.settings_path = path;
         self.snapshots.send_replace(self.view.clone());
@@ -612,6 +618,36 @@ impl Engine {
         if published || due {
             self.last_published = now;
         }
+        if published {
+            self.publish_feed(now);
+        }
+    }
+
+    /// Writes what a screensaver in another process (the xscreensaver hack) shows into the
+    /// data dir: at most once a second, off the async threads, one write at a time.
+    fn publish_feed(&mut self, now: Instant) {
+        let Some(d) = &self.cfg.data_dir else {
+            return;
+        };
+        if now < self.last_feed + PUBLISH_EVERY || self.feed_writing.load(Ordering::Acquire) {
+            return;
+        }
+        self.last_feed = now;
+        self.feed_writing.store(true, Ordering::Release);
+        let (dir, snap, busy) = (
+            d.path().to_owned(),
+            self.view.clone(),
+            self.feed_writing.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = super::saverfeed::publish(&dir, &snap) {
+                debug!(
+                    "cannot write the screensaver feed in {}: {e}",
+                    dir.display()
+                );
+            }
+            busy.store(false, Ordering::Release);
+        });
     }
 
     /// Derived parts of the view: idle state, tasks, counts, contribution, tiles.
@@ -666,10 +702,6 @@ impl Engine {
             || v.tiles.last().map(Arc::as_ptr) != self.tiles.back().map(Arc::as_ptr)
         {
             v.tiles = self.tiles.iter().cloned().collect();
-            // TODO(lead): saverfeed::publish(data_dir, &snapshot) — at most once a second when
-            // something changed, off the async threads (spawn_blocking), e.g. here:
-            // if let Some(d) = &self.cfg.data_dir { let (dir, snap) = (d.path().to_owned(), self.view.clone());
-            //     tokio::task::spawn_blocking(move || super::saverfeed::publish(&dir, &snap)); }
         }
     }
 
@@ -757,8 +789,8 @@ impl Engine {
             }
             UiCommand::Resume => self.end_snooze(),
             UiCommand::OwnerReturned(kind) => {
-                let obs = Observation { kind, at: now };
-                self.on_wake(Wake::Observation(obs));
+                let obs = super::activity::Observation { kind, at: now };
+                self.on_wake(Wake::Observation(Signal::Activity(obs)));
             }
             UiCommand::Quit => self.action = Some(Action::Quit),
             UiCommand::ApplySettings(new) => self.apply_settings(*new),
@@ -902,8 +934,7 @@ impl Engine {
                 Err(e) => warn!("cannot start task threads for {slots} slots: {e}"),
             }
         }
-        // TODO(lead): wire the CPU cap once Settings has it:
-        // self.executor.set_cpu_cap(settings.cpu_cap_percent);
+        self.executor.set_cpu_cap(settings.cpu_cap_percent);
         if settings.server != self.cfg.server {
             self.cfg.server = settings.server.clone();
             reconnect = true;

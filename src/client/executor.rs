@@ -124,7 +124,6 @@ impl Executor {
     /// Caps each task at `percent` (1..=100) of one core, running tasks included: below 100 a
     /// task rests at its checkpoints for the rest of every 100 ms period.
     // Called by the engine once the settings carry `cpu_cap_percent` (the lead wires it).
-    #[allow(dead_code)]
     pub fn set_cpu_cap(&self, percent: u32) {
         self.cpu_cap.store(percent.clamp(1, 100), Ordering::Relaxed);
     }

@@ -522,7 +522,7 @@ fn read_key(
 /// The settings page's fields, each as its text box or checkbox holds it: numbers as typed,
 /// `cpus` empty for one per CPU, `server`, `token_file` and `temperature_limit_c` empty for
 /// none, `schedule` one window per line, `exclusive_programs` separated by commas.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SettingsForm {
     pub idle_after_secs: String,
     pub cpus: String,

@@ -23,20 +23,16 @@ mod welcome_ui;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use eframe::egui;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 pub use app::{App, Page};
 
-use crate::client::idle::IdleState;
-use crate::client::settings::{self, Settings};
-use crate::client::snapshot::{
-    CapacityView, Connection, Contribution, EngineHandle, Event, EventView, FieldError,
-    PauseDetail, SettingsResult, Snapshot, UiCommand,
-};
-use crate::client::{self, ClientConfig, DataDir, Status, Watch};
+use crate::client::settings::Settings;
+use crate::client::snapshot::{EngineHandle, Snapshot};
+use crate::client::{self, ClientConfig, Watch};
 
 /// Frames the window has drawn (for `idlegrid bench footprint --gui`).
 pub static FRAMES: AtomicU64 = AtomicU64::new(0);
@@ -208,387 +204,30 @@ fn count_frames(path: PathBuf) {
         });
 }
 
-/// What the engine needs to start, now or once the welcome page has configured a supervisor.
+/// What the engine needs to start. Without a supervisor (first run) the engine still runs, shows
+/// `Connection::NotConfigured`, and the welcome page configures it.
 pub struct Launch {
     pub settings: Settings,
     /// Where settings are saved (the `--config` file, else the default path).
     pub settings_path: Option<PathBuf>,
-    /// Ready to connect, or `None` on first run.
-    pub config: Option<ClientConfig>,
-    pub name: String,
-    pub data_dir: PathBuf,
-    pub slots: u32,
+    pub config: ClientConfig,
+    pub watch: Watch,
 }
-
-// ---------------------------------------------------------------------------------------------
-// THE ENGINE SEAM. The lead replaces the body of `start_engine` with helper B's
-// `Engine::handle()`; nothing else in `gui/` knows how snapshots are made. Until then this
-// adapts the current engine's `Status` watch into snapshots as far as it says (no per-task
-// views, no contribution), and answers the commands it can (settings are saved, applied at the
-// next start; snoozes are recorded but do not pause the old engine).
-// ---------------------------------------------------------------------------------------------
 
 /// Starts the engine on `runtime`; the returned task ends once it has stopped (after Quit, or a
 /// signal), having handed its work back.
 pub fn start_engine(
     runtime: &tokio::runtime::Handle,
     launch: Launch,
-) -> (EngineHandle, tokio::task::JoinHandle<()>) {
-    let first = first_snapshot(&launch);
-    let (tx, snapshots) = watch::channel(first);
-    let (commands, rx) = mpsc::unbounded_channel();
-    let task = runtime.spawn(adapt(launch, tx, rx));
-    (
-        EngineHandle {
-            snapshots,
-            commands,
-        },
-        task,
-    )
-}
-
-fn first_snapshot(l: &Launch) -> Snapshot {
-    Snapshot {
-        taken: Instant::now(),
-        supervisor: l.config.as_ref().map(|c| c.server.clone()),
-        worker_id: l.config.as_ref().map(|c| c.worker_id.clone()),
-        name: l.name.clone(),
-        connection: if l.config.is_some() {
-            Connection::Connecting
-        } else {
-            Connection::NotConfigured
-        },
-        idle: IdleState::Busy(client::idle::Busy::Starting),
-        idle_in: None,
-        detail: PauseDetail::default(),
-        tasks: Vec::new(),
-        outbox: 0,
-        contribution: Contribution::default(),
-        capacity: CapacityView {
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-            slots: l.slots,
-            ..CapacityView::default()
-        },
-        events: Vec::new(),
-        sources: Vec::new(),
-        source_problems: Vec::new(),
-        last_activity: None,
-        paused_at: None,
-        settings: Arc::new(l.settings.clone()),
-        settings_path: l.settings_path.clone(),
-        settings_result: None,
-        tiles: Vec::new(),
-    }
-}
-
-fn push_event(s: &mut Snapshot, what: Event) {
-    s.events.push(EventView {
-        at: SystemTime::now(),
-        what,
+) -> Result<(EngineHandle, tokio::task::JoinHandle<()>), client::ClientError> {
+    let engine = runtime
+        .block_on(client::build(launch.config, launch.watch))?
+        .with_settings(launch.settings, launch.settings_path);
+    let handle = engine.handle();
+    let task = runtime.spawn(async move {
+        if let Err(e) = engine.run(crate::shutdown_signal()).await {
+            tracing::error!("the engine stopped: {e}");
+        }
     });
-    let extra = s
-        .events
-        .len()
-        .saturating_sub(crate::client::snapshot::MAX_EVENTS);
-    s.events.drain(..extra);
-}
-
-fn refused(key: Option<&'static str>, message: String) -> SettingsResult {
-    SettingsResult::Refused(vec![FieldError { key, message }])
-}
-
-async fn adapt(
-    mut launch: Launch,
-    tx: watch::Sender<Snapshot>,
-    mut rx: mpsc::UnboundedReceiver<UiCommand>,
-) {
-    let mut snap = tx.borrow().clone();
-    let signal = crate::shutdown_signal();
-    tokio::pin!(signal);
-    // Only what a person could see changing wakes the window: the old engine republishes its
-    // status without change.
-    let publish = |snap: &mut Snapshot| {
-        let same = {
-            let last = tx.borrow();
-            Snapshot {
-                taken: last.taken,
-                ..snap.clone()
-            } == *last
-        };
-        if !same {
-            snap.taken = Instant::now();
-            tx.send_replace(snap.clone());
-        }
-    };
-    let cfg = loop {
-        if let Some(cfg) = launch.config.take() {
-            break cfg;
-        }
-        let cmd = tokio::select! {
-            c = rx.recv() => c,
-            _ = &mut signal => None,
-        };
-        match cmd {
-            None | Some(UiCommand::Quit) => return,
-            Some(UiCommand::Configure { server, token }) => {
-                snap.settings_result = Some(SettingsResult::Checking);
-                publish(&mut snap);
-                let result = configure(&mut launch, &server, &token).await;
-                snap.settings_result = Some(match result {
-                    Ok(()) => SettingsResult::Saved,
-                    Err(r) => r,
-                });
-                snap.settings = Arc::new(launch.settings.clone());
-                snap.settings_path = launch.settings_path.clone();
-                publish(&mut snap);
-            }
-            Some(other) => {
-                common_command(&mut launch, &mut snap, other).await;
-                publish(&mut snap);
-            }
-        }
-    };
-    snap.supervisor = Some(cfg.server.clone());
-    snap.worker_id = Some(cfg.worker_id.clone());
-    snap.connection = Connection::Connecting;
-    snap.capacity.slots = cfg.slots;
-    publish(&mut snap);
-    let slots = cfg.slots;
-    if let Ok(hw) =
-        tokio::task::spawn_blocking(move || client::hardware::detect(slots, &std::env::temp_dir()))
-            .await
-    {
-        snap.capacity = CapacityView {
-            cores: hw.cores,
-            slots: hw.slots,
-            memory_mb: hw.memory_mb,
-            disk_mb: hw.disk_mb,
-            bench_mops: hw.bench_mops,
-        };
-    }
-    let engine = match client::build(cfg, Watch::from_settings(&launch.settings)).await {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!("cannot start the engine: {e}");
-            snap.connection = Connection::Disconnected {
-                why: format!("cannot start: {e}"),
-                retry_in: Duration::from_secs(3600),
-            };
-            publish(&mut snap);
-            while let Some(cmd) = rx.recv().await {
-                if cmd == UiCommand::Quit {
-                    return;
-                }
-            }
-            return;
-        }
-    };
-    let mut status = engine.status();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(engine.run(async {
-        let _ = stopped.await;
-    }));
-    let mut last = Status::default();
-    loop {
-        tokio::select! {
-            changed = status.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let now = status.borrow_and_update().clone();
-                apply_status(&mut snap, &last, &now);
-                last = now;
-                publish(&mut snap);
-            }
-            cmd = rx.recv() => match cmd {
-                None | Some(UiCommand::Quit) => break,
-                Some(other) => {
-                    common_command(&mut launch, &mut snap, other).await;
-                    publish(&mut snap);
-                }
-            },
-            _ = &mut signal => break,
-        }
-    }
-    let _ = stop.send(());
-    match run.await {
-        Ok(Err(e)) => tracing::error!("engine: {e}"),
-        Err(e) => tracing::error!("engine task: {e}"),
-        Ok(Ok(())) => {}
-    }
-}
-
-fn apply_status(snap: &mut Snapshot, before: &Status, now: &Status) {
-    snap.connection = if let Some(why) = &now.refused {
-        Connection::Refused {
-            why: why.clone(),
-            retry_in: now.retry_in.unwrap_or_default(),
-        }
-    } else if now.connected {
-        Connection::Connected {
-            heartbeat: Duration::from_secs(1),
-        }
-    } else if let Some(why) = &now.last_error {
-        Connection::Disconnected {
-            why: why.clone(),
-            retry_in: now.retry_in.unwrap_or_default(),
-        }
-    } else {
-        Connection::Connecting
-    };
-    if now.connected && !before.connected {
-        push_event(snap, Event::Connected);
-    }
-    if !now.connected && before.connected {
-        push_event(
-            snap,
-            Event::Disconnected(now.last_error.clone().unwrap_or_default()),
-        );
-    }
-    if now.refused.is_some() && now.refused != before.refused {
-        push_event(
-            snap,
-            Event::Refused(now.refused.clone().unwrap_or_default()),
-        );
-    }
-    if now.idle != before.idle {
-        match now.idle {
-            IdleState::Idle => push_event(snap, Event::Resumed),
-            IdleState::Busy(b) if b != client::idle::Busy::Starting => {
-                push_event(snap, Event::Paused(b))
-            }
-            IdleState::Busy(_) => {}
-        }
-    }
-    snap.idle = now.idle;
-    snap.outbox = now.outbox;
-    snap.sources = now.sources.clone();
-    snap.source_problems = now.source_problems.clone();
-    snap.last_activity = now.last_activity;
-    snap.paused_at = now.paused_at;
-}
-
-/// Commands the old engine cannot act on itself.
-async fn common_command(launch: &mut Launch, snap: &mut Snapshot, cmd: UiCommand) {
-    match cmd {
-        UiCommand::SnoozeUntil(until) => {
-            snap.detail.snoozed_until = Some(until);
-            push_event(snap, Event::Snoozed { until });
-        }
-        UiCommand::Resume => {
-            snap.detail.snoozed_until = None;
-            push_event(snap, Event::Resumed);
-        }
-        UiCommand::ApplySettings(new) => {
-            let Some(path) = launch.settings_path.clone() else {
-                snap.settings_result = Some(refused(
-                    None,
-                    "this system names no config directory; start with --config FILE".into(),
-                ));
-                return;
-            };
-            let to_save = (*new).clone();
-            let saved = tokio::task::spawn_blocking(move || settings::save(&path, &to_save)).await;
-            snap.settings_result = Some(match saved {
-                Ok(Ok(())) => {
-                    launch.settings = *new;
-                    snap.settings = Arc::new(launch.settings.clone());
-                    push_event(snap, Event::SettingsApplied);
-                    SettingsResult::Saved
-                }
-                Ok(Err(e)) => refused(None, format!("cannot write the settings file: {e}")),
-                Err(e) => refused(None, format!("cannot write the settings file: {e}")),
-            });
-        }
-        UiCommand::Configure { .. } => {
-            snap.settings_result = Some(refused(None, "a supervisor is configured already".into()));
-        }
-        UiCommand::OwnerReturned(_) | UiCommand::Quit => {}
-    }
-}
-
-/// First run: checks the server answers, writes the token beside the settings file, saves the
-/// settings naming both, and readies the engine's configuration.
-async fn configure(launch: &mut Launch, server: &str, token: &str) -> Result<(), SettingsResult> {
-    let server = server.trim();
-    let token = token.trim();
-    client::check_server_url(server).map_err(|e| refused(Some("server"), e.to_string()))?;
-    if token.is_empty() {
-        return Err(refused(
-            Some("token"),
-            "paste the token the pool's operator gave you".into(),
-        ));
-    }
-    let reach = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio_tungstenite::connect_async(server),
-    )
-    .await;
-    match reach {
-        Ok(Ok((mut ws, _))) => {
-            let _ = ws.close(None).await;
-        }
-        Ok(Err(e)) => {
-            return Err(refused(
-                Some("server"),
-                format!("cannot reach {server}: {e}"),
-            ));
-        }
-        Err(_) => {
-            return Err(refused(
-                Some("server"),
-                format!("{server} did not answer within 5 s"),
-            ));
-        }
-    }
-    let Some(path) = launch.settings_path.clone() else {
-        return Err(refused(
-            None,
-            "this system names no config directory; start with --config FILE".into(),
-        ));
-    };
-    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-    let token_file = dir.join("worker.token");
-    let mut new = launch.settings.clone();
-    new.server = Some(server.to_owned());
-    new.token_file = Some(token_file.clone());
-    let (token_owned, settings_copy) = (token.to_owned(), new.clone());
-    let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        std::fs::create_dir_all(&dir)?;
-        write_private(&token_file, &token_owned)?;
-        settings::save(&path, &settings_copy)
-    })
-    .await;
-    match written {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(refused(None, format!("cannot save: {e}"))),
-        Err(e) => return Err(refused(None, format!("cannot save: {e}"))),
-    }
-    let data =
-        DataDir::open(&launch.data_dir, &launch.name).map_err(|e| refused(None, e.to_string()))?;
-    launch.settings = new;
-    launch.config = Some(ClientConfig {
-        server: server.to_owned(),
-        token: token.to_owned(),
-        worker_id: data.worker_id().clone(),
-        name: launch.name.clone(),
-        slots: launch.settings.cpus.unwrap_or(launch.slots),
-        data_dir: Some(data),
-    });
-    Ok(())
-}
-
-/// A file only its owner may read (the token is a secret).
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.write_all(b"\n")
+    Ok((handle, task))
 }
