@@ -263,8 +263,8 @@ fn an_invalid_setting_shows_its_message_and_sends_nothing() {
     ui.harness.run();
     ui.harness.get_by_label("Save").click();
     ui.harness.run();
-    assert!(shows(&ui, "\"soon\" is not a number of seconds"));
-    assert!(shows(&ui, "\"0\" is not a whole number from 1 to 4096"));
+    assert!(shows(&ui, "idle_after_secs must be a number, not \"soon\""));
+    assert!(shows(&ui, "cpus = 0 is out of range (allowed 1 ..= 4096)"));
     assert!(ui.commands.try_recv().is_err(), "an invalid form was sent");
 }
 
