@@ -19,7 +19,7 @@ trap cleanup EXIT INT TERM
 exec 3>"$work/display"
 /usr/bin/Xvfb -displayfd 3 -noreset -nolisten tcp -screen 0 1100x800x24 >/dev/null 2>&1 &
 pids="$pids $!"
-for _ in $(seq 50); do [ -s "$work/display" ] && break; sleep 0.1; done
+for _ in $(seq 200); do [ -s "$work/display" ] && break; sleep 0.1; done
 DISPLAY=":$(cat "$work/display")"
 export DISPLAY
 /usr/bin/openbox >/dev/null 2>&1 &
@@ -29,7 +29,7 @@ pids="$pids $!"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 HOME="$work/home" "$BIN/idlegrid-supervisor" serve --listen "127.0.0.1:$port" --data-dir "$work/sup" >"$work/sup.log" 2>&1 &
 pids="$pids $!"
-for _ in $(seq 100); do [ -s "$work/sup/worker.token" ] && break; sleep 0.1; done
+for _ in $(seq 200); do [ -s "$work/sup/worker.token" ] && [ -s "$work/sup/operator.token" ] && break; sleep 0.1; done
 submit() {
     HOME="$work/home" "$BIN/idlegrid-supervisor" submit examples/jobs/mandelbrot.toml \
         --server "http://127.0.0.1:$port" --token-file "$work/sup/operator.token" >/dev/null

@@ -521,7 +521,7 @@ fn read_key(
 
 /// The settings page's fields, each as its text box or checkbox holds it: numbers as typed,
 /// `cpus` empty for one per CPU, `server`, `token_file` and `temperature_limit_c` empty for
-/// none, `schedule` one window per line, `exclusive_programs` separated by commas.
+/// none, `schedule` one window per line, `exclusive_programs` separated by commas or lines.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SettingsForm {
     pub idle_after_secs: String,
@@ -617,7 +617,7 @@ impl SettingsForm {
                 "",
                 Value::Array(
                     self.exclusive_programs
-                        .split(',')
+                        .split([',', '\n'])
                         .filter(|p| !p.trim().is_empty())
                         .map(text)
                         .collect(),
@@ -1261,7 +1261,7 @@ mod tests {
             idle_after_secs: " 600 ".into(),
             cpus: "  ".into(),
             schedule: "\n  mon-fri 18:00-08:00  \n\nweekend 10:00-12:00\n".into(),
-            exclusive_programs: "blender,, steam ,".into(),
+            exclusive_programs: "blender,, steam ,\n obs \n".into(),
             token_file: "tokens/worker.token".into(),
             ..SettingsForm::from_settings(&Settings::default())
         };
@@ -1269,7 +1269,7 @@ mod tests {
         assert_eq!(s.idle_after, Duration::from_secs(600));
         assert_eq!(s.cpus, None);
         assert_eq!(s.schedule.windows().len(), 2);
-        assert_eq!(s.exclusive_programs, vec!["blender", "steam"]);
+        assert_eq!(s.exclusive_programs, vec!["blender", "steam", "obs"]);
         assert_eq!(s.token_file, Some(base().join("tokens/worker.token")));
     }
 
