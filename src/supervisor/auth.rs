@@ -6,15 +6,15 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("cannot read token file {path}: {source}")]
+    #[error("cannot read token file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot write token file {path}: {source}")]
+    #[error("cannot write token file {path}: {error}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("token file {path} is empty")]
     Empty { path: PathBuf },
@@ -33,9 +33,9 @@ pub fn generate_token() -> Result<String, TokenError> {
 
 /// Reads a token (trimmed) from a file.
 pub fn read_token(path: &Path) -> Result<String, TokenError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| TokenError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     let token = text.trim();
     if token.is_empty() {
@@ -58,9 +58,9 @@ pub fn load_or_create_token(path: &Path) -> Result<String, TokenError> {
         return read_token(path);
     }
     let token = generate_token()?;
-    let write_err = |source| TokenError::Write {
+    let write_err = |error| TokenError::Write {
         path: path.to_owned(),
-        source,
+        error,
     };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -92,11 +92,11 @@ pub fn local_operator_token_path(port: u16) -> Option<PathBuf> {
 pub fn save_local_operator_token(port: u16, token: &str) -> Result<PathBuf, TokenError> {
     let path = local_operator_token_path(port).ok_or_else(|| TokenError::Write {
         path: PathBuf::from("~/.local/share/idlegrid"),
-        source: std::io::Error::other("no home directory"),
+        error: std::io::Error::other("no home directory"),
     })?;
-    let write_err = |source| TokenError::Write {
+    let write_err = |error| TokenError::Write {
         path: path.clone(),
-        source,
+        error,
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(write_err)?;
