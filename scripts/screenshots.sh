@@ -49,17 +49,26 @@ TOML
     sleep 2
     submit
     sleep "${SHOT_WAIT:-6}"
+    wid=$(xdotool search --onlyvisible --name '^idlegrid$' | head -1)
+    [ -n "$wid" ] || { echo "no idlegrid window on $DISPLAY; the client's log:" >&2; cat "$work/client-$1.log" >&2; exit 1; }
     /usr/bin/import -window root "$2"
+    /usr/bin/import -window "$wid" "$work/window-$1.png"
     # dbus-run-session does not pass the signal on: end the client itself, then the session.
     for c in $(cat "/proc/$client/task/$client/children" 2>/dev/null); do kill "$c" 2>/dev/null || true; done
     wait "$client" 2>/dev/null || true
-    colours=$(/usr/bin/convert "$2" -format '%k' info:)
-    if [ "$colours" -lt 8 ]; then
-        echo "$2 looks blank ($colours colours); the client's log:" >&2
+    # Not blank means the client's own window (not the desktop around it, not openbox's frame)
+    # shows something: many colours, and no single colour over 97% of it (an empty or black
+    # window is one colour with a few antialiased edges).
+    colours=$(/usr/bin/convert "$work/window-$1.png" -format '%k' info:)
+    pixels=$(/usr/bin/convert "$work/window-$1.png" -format '%[fx:w*h]' info:)
+    top=$(/usr/bin/convert "$work/window-$1.png" -format %c histogram:info:- | sort -nr | head -1 | tr -d ' ' | cut -d: -f1)
+    share=$((100 * top / pixels))
+    if [ "$colours" -lt 16 ] || [ "$share" -gt 97 ]; then
+        echo "$2 looks blank ($colours colours, the commonest on $share% of the window); the client's log:" >&2
         cat "$work/client-$1.log" >&2
         exit 1
     fi
-    echo "$2: $colours colours"
+    echo "$2: $colours colours in the window, the commonest on $share% of it"
 }
 shot status docs/screenshot-status.png
 shot settings docs/screenshot-settings.png

@@ -107,6 +107,21 @@ fn main() -> std::process::ExitCode {
             };
         }
     }
+    // Windows starts a screensaver as `NAME.scr /s`, `/c[:HWND]` or `/p HWND`.
+    #[cfg(feature = "gui")]
+    if let Some(mode) = windows_screensaver_mode() {
+        idlegrid::init_logging("warn");
+        let outcome = mode
+            .map_err(anyhow::Error::msg)
+            .and_then(run_windows_screensaver);
+        return match outcome {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     let default_level = if cli.command.is_some() {
         "error"
@@ -135,6 +150,46 @@ fn screensaver_hack(args: &[String]) -> anyhow::Result<()> {
     };
     xhack::run_xhack(target, &data_dir)?;
     Ok(())
+}
+
+/// The screensaver mode, when this program was started as a screensaver (`*.scr`).
+#[cfg(feature = "gui")]
+fn windows_screensaver_mode() -> Option<Result<idlegrid::gui::screensaver::WindowsMode, String>> {
+    let mut args = std::env::args_os();
+    let exe = PathBuf::from(args.next()?);
+    let is_scr = exe
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("scr"));
+    if !is_scr {
+        return None;
+    }
+    let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+    Some(idlegrid::gui::screensaver::WindowsMode::parse(&rest))
+}
+
+/// `/s`: the work full screen, read from the running client's data dir. `/c`: the client's
+/// settings page. `/p HWND`: a preview inside the settings dialog's window, which this build
+/// does not draw (it needs the Win32 API); the dialog then shows its own empty preview.
+#[cfg(feature = "gui")]
+fn run_windows_screensaver(mode: idlegrid::gui::screensaver::WindowsMode) -> anyhow::Result<()> {
+    use idlegrid::gui::screensaver::{FeedSource, FullscreenOptions, WindowsMode, run_fullscreen};
+    match mode {
+        WindowsMode::Fullscreen => {
+            let Some(data_dir) = client::default_data_dir() else {
+                bail!("this system names no data directory for idlegrid");
+            };
+            run_fullscreen(FeedSource::DataDir(data_dir), FullscreenOptions::default())
+                .map_err(|e| anyhow::anyhow!("cannot open the screensaver window: {e}"))?;
+            Ok(())
+        }
+        WindowsMode::Settings { .. } => run(Cli::parse_from(["idlegrid", "--page", "settings"])),
+        WindowsMode::Preview { parent } => {
+            eprintln!(
+                "idlegrid: no preview drawn into window {parent} (previews are not part of this build)"
+            );
+            Ok(())
+        }
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -150,6 +150,7 @@ pub async fn measure(args: &BulkArgs) -> anyhow::Result<BulkReport> {
             run_on_battery: true,
         },
         sources: vec![touch.factory()],
+        pace: Default::default(),
         power: false,
     };
     let client_cfg = ClientConfig {

@@ -267,6 +267,8 @@ pub struct Engine {
     idle: IdlePolicy,
     /// Keeps the source threads alive for the life of the engine.
     _monitor: Option<Monitor>,
+    /// Told whether a task computes, so that input is polled at full rate only then.
+    pace: super::activity::Pace,
     /// What front ends see, as the engine keeps it; published to `snapshots` on change.
     view: Snapshot,
     snapshots: watch::Sender<Snapshot>,
@@ -409,6 +411,7 @@ impl Engine {
             link: None,
             idle,
             _monitor: monitor,
+            pace: watch.pace,
             snapshots: watch::Sender::new(status.clone()),
             view: status,
             last_published: now,
@@ -430,6 +433,7 @@ impl Engine {
     /// [`UiCommand::Configure`]. Without a file those two are refused.
     pub fn with_settings(mut self, settings: Settings, path: Option<PathBuf>) -> Self {
         self.executor.set_cpu_cap(settings.cpu_cap_percent);
+        self.executor.set_step_aside(!settings.run_while_in_use);
         self.view.settings = Arc::new(settings);
         self.view.settings_path = path;
         self.snapshots.send_replace(self.view.clone());
@@ -652,6 +656,8 @@ impl Engine {
 
     /// Derived parts of the view: idle state, tasks, counts, contribution, tiles.
     fn refresh_view(&mut self, now: Instant) {
+        self.pace
+            .set_urgent(self.running.values().any(|ctl| !ctl.is_paused()));
         let v = &mut self.view;
         v.supervisor = self.cfg.server.clone();
         v.idle = self.idle.state();
@@ -935,6 +941,7 @@ impl Engine {
             }
         }
         self.executor.set_cpu_cap(settings.cpu_cap_percent);
+        self.executor.set_step_aside(!settings.run_while_in_use);
         if settings.server != self.cfg.server {
             self.cfg.server = settings.server.clone();
             reconnect = true;
@@ -2133,6 +2140,7 @@ mod tests {
             },
             sources: Vec::new(),
             power: false,
+            pace: Default::default(),
         }
     }
 
@@ -2466,6 +2474,42 @@ mod tests {
         assert!(worker.status.has_changed().unwrap());
         let later = worker.status.borrow_and_update().tasks[0].elapsed;
         assert!(later > first, "{first:?} -> {later:?}");
+        worker.stop().await;
+    }
+
+    #[tokio::test]
+    async fn input_is_polled_at_full_rate_only_while_a_task_computes() {
+        let sup = Fake::start().await;
+        let watch = Watch::always();
+        let pace = watch.pace.clone();
+        let mut worker = start_with(Some(&sup.url()), None, watch, None);
+        let mut ws = sup.accept().await;
+        greet(&mut ws).await;
+        wait_status(&mut worker.status, |s| s.idle == IdleState::Idle).await;
+        assert!(!pace.urgent(), "idle with nothing to compute: relaxed");
+        send(&mut ws, &spin(ReplicaId::new(9, 2), 5000)).await;
+        wait_status(&mut worker.status, |s| {
+            s.tasks.len() == 1 && s.tasks[0].state == TaskState::Running
+        })
+        .await;
+        assert!(
+            pace.urgent(),
+            "a task computes: the owner's return must pause it at once"
+        );
+        // Paused (here by a snooze): nothing to pause any more, relaxed again.
+        let until = SystemTime::now() + Duration::from_secs(3600);
+        worker.commands.send(UiCommand::SnoozeUntil(until)).unwrap();
+        wait_status(&mut worker.status, |s| {
+            s.tasks.len() == 1 && s.tasks[0].state == TaskState::Paused
+        })
+        .await;
+        assert!(!pace.urgent());
+        worker.commands.send(UiCommand::Resume).unwrap();
+        wait_status(&mut worker.status, |s| {
+            s.tasks.len() == 1 && s.tasks[0].state == TaskState::Running
+        })
+        .await;
+        assert!(pace.urgent());
         worker.stop().await;
     }
 

@@ -57,6 +57,8 @@ struct Shared {
     queue: Mutex<Queue>,
     ready: Condvar,
     stopping: AtomicBool,
+    /// The task threads computing now, for the contention watch.
+    computing: Arc<super::contention::Threads>,
 }
 
 pub struct Executor {
@@ -65,6 +67,10 @@ pub struct Executor {
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Percent of one core each task may use; shared with every task's control.
     cpu_cap: Arc<AtomicU32>,
+    /// On while tasks step aside for another program; shared with every task's control.
+    aside: Arc<runtime::StepAside>,
+    /// Sets `aside` from how long task threads wait for a CPU (Linux; `None` elsewhere).
+    contention: Option<super::contention::Watch>,
     spawned: usize,
 }
 
@@ -79,12 +85,17 @@ impl Executor {
             }),
             ready: Condvar::new(),
             stopping: AtomicBool::new(false),
+            computing: Arc::default(),
         });
+        let aside = Arc::new(runtime::StepAside::default());
+        let contention = super::contention::Watch::start(shared.computing.clone(), aside.clone());
         let mut executor = Self {
             shared,
             sink,
             threads: Vec::new(),
             cpu_cap: Arc::new(AtomicU32::new(100)),
+            aside,
+            contention,
             spawned: 0,
         };
         executor.set_slots(slots)?;
@@ -128,10 +139,22 @@ impl Executor {
         self.cpu_cap.store(percent.clamp(1, 100), Ordering::Relaxed);
     }
 
+    /// Whether tasks step aside, within milliseconds, whenever another program wants a CPU
+    /// (`client::contention`): on while an owner is watched for, off under `run_while_in_use`.
+    /// Off until called.
+    pub fn set_step_aside(&self, on: bool) {
+        if let Some(w) = &self.contention {
+            w.set_enabled(on);
+        }
+    }
+
     /// Queues a replica; it starts as soon as a task thread is free. The returned control
     /// cancels or pauses it.
     pub fn start(&self, assignment: Assignment) -> Arc<TaskControl> {
-        let ctl = Arc::new(TaskControl::with_cpu_cap(self.cpu_cap.clone()));
+        let ctl = Arc::new(TaskControl::with_shared(
+            self.cpu_cap.clone(),
+            self.aside.clone(),
+        ));
         let mut queue = self.lock();
         queue.waiting.push_back(Queued {
             assignment,
@@ -186,6 +209,7 @@ fn task_thread(shared: &Shared, sink: &Sink) {
             }
         };
         let Queued { assignment, ctl } = next;
+        shared.computing.enter();
         let cpu_start = runtime::thread_cpu_time();
         let result = if ctl.is_cancelled() {
             Err(TaskError::Cancelled)
@@ -203,6 +227,7 @@ fn task_thread(shared: &Shared, sink: &Sink) {
                 Err(TaskError::BadInput(format!("task kernel panicked: {msg}")))
             })
         };
+        shared.computing.leave();
         let execution = Execution {
             wall_ms: ctl.busy_time().as_millis() as u64,
             cpu_ms: runtime::thread_cpu_time()

@@ -10,7 +10,8 @@
 //! window comes with feature `gui`).
 
 pub mod activity;
-mod contribution;
+pub mod contention;
+pub(crate) mod contribution;
 mod datadir;
 mod engine;
 mod executor;
@@ -46,6 +47,8 @@ pub struct Watch {
     pub sources: Vec<SourceFactory>,
     /// Whether to look at the battery.
     pub power: bool,
+    /// Set by the engine while a task computes: the input source then polls at its full rate.
+    pub pace: activity::Pace,
 }
 
 impl Watch {
@@ -60,6 +63,7 @@ impl Watch {
             },
             sources: Vec::new(),
             power: false,
+            pace: activity::Pace::default(),
         }
     }
 
@@ -76,6 +80,7 @@ impl Watch {
             },
             sources: vec![activity::scripted::spells_factory(spells, SCRIPTED_POLL)],
             power: false,
+            pace: activity::Pace::default(),
         }
     }
 
@@ -85,9 +90,10 @@ impl Watch {
     /// schedule, the exclusive programs and the temperature limit when the settings set them.
     pub fn from_settings(s: &settings::Settings) -> Self {
         let mut sources: Vec<SourceFactory> = Vec::new();
+        let pace = activity::Pace::default();
         if !s.run_while_in_use {
             #[cfg(feature = "input")]
-            sources.push(activity::input::factory(s.input_poll));
+            sources.push(activity::input::factory(s.input_poll, Some(pace.clone())));
             sources.push(activity::process::factory(
                 activity::process::ProcessConfig {
                     threshold_percent: s.process_threshold_percent,
@@ -115,6 +121,7 @@ impl Watch {
             idle: s.idle_config(),
             sources,
             power: !s.run_on_battery,
+            pace,
         }
     }
 }

@@ -151,8 +151,13 @@ pub fn hours(d: Duration) -> String {
         format!("{:.1} h", s / 3600.0)
     } else if s >= 60.0 {
         format!("{:.0} min", s / 60.0)
-    } else {
+    } else if s >= 10.0 {
         format!("{s:.0} s")
+    } else if s >= 0.1 || s == 0.0 {
+        // Sub-second tasks (a Mandelbrot tile) add up in tenths; "0 s" would say nothing ran.
+        format!("{s:.1} s")
+    } else {
+        format!("{} ms", d.as_millis().max(1))
     }
 }
 

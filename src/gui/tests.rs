@@ -191,6 +191,30 @@ fn every_state_and_its_reason_is_shown_on_the_status_page() {
 }
 
 #[test]
+fn cpu_time_of_ten_short_tasks_is_shown_not_rounded_to_nothing() {
+    let mut s = snapshot();
+    // Ten Mandelbrot tiles of 45 ms each: the status page once said "0 s" for this.
+    let mut tally = crate::client::contribution::Tally::default();
+    for _ in 0..10 {
+        tally.add(SystemTime::now(), true, Duration::from_millis(45));
+    }
+    s.contribution = tally.view(SystemTime::now());
+    let ui = window(s, Page::Status);
+    assert!(
+        shows(&ui, "0.5 s"),
+        "today's and the total CPU time read 0.5 s"
+    );
+    assert!(!shows(&ui, "0 s"));
+    assert_eq!(super::status_ui::hours(Duration::from_millis(7)), "7 ms");
+    assert_eq!(
+        super::status_ui::hours(Duration::from_millis(9_960)),
+        "10.0 s"
+    );
+    assert_eq!(super::status_ui::hours(Duration::from_secs(42)), "42 s");
+    assert_eq!(super::status_ui::hours(Duration::from_secs(600)), "10 min");
+}
+
+#[test]
 fn a_running_task_shows_job_kind_progress_and_time_left() {
     let mut s = snapshot();
     s.tasks = vec![task(0.5)];
@@ -351,4 +375,73 @@ fn snooze_until_tomorrow_is_eight_the_next_morning() {
     let t = Snooze::UntilTomorrow.until(now);
     let d = t.duration_since(now).unwrap();
     assert!(d > Duration::from_secs(8 * 3600) && d <= Duration::from_secs(32 * 3600));
+}
+
+/// The window, with `screensaver = true` in its settings, while the owner types.
+fn window_with_saver_setting(on: bool, busy: Busy) -> Ui {
+    let mut s = snapshot();
+    s.idle = IdleState::Busy(busy);
+    s.settings = Arc::new(Settings {
+        screensaver: on,
+        ..Settings::default()
+    });
+    window(s, Page::Status)
+}
+
+fn go(ui: &mut Ui, idle: IdleState) {
+    let mut s = ui.snapshots.borrow().clone();
+    s.idle = idle;
+    s.taken = Instant::now();
+    ui.snapshots.send(s).unwrap();
+    ui.harness.run();
+}
+
+#[test]
+fn the_screensaver_covers_the_window_when_the_owner_walks_away_and_a_key_ends_it() {
+    let mut ui = window_with_saver_setting(true, Busy::Owner(ActivityKind::Keyboard));
+    assert!(!ui.harness.state().saver_showing());
+    assert!(
+        shows(&ui, "Snooze 1 h"),
+        "the status page while the owner works"
+    );
+
+    go(&mut ui, IdleState::Idle);
+    assert!(ui.harness.state().saver_showing(), "idle: the saver shows");
+    assert!(!shows(&ui, "Snooze 1 h"), "it covers the pages");
+    assert!(ui.commands.try_recv().is_err(), "showing it sends nothing");
+
+    ui.harness.key_press(egui::Key::Space);
+    ui.harness.run();
+    match ui.commands.try_recv() {
+        Ok(UiCommand::OwnerReturned(ActivityKind::Keyboard)) => {}
+        other => panic!("a key on the saver is the owner typing, got {other:?}"),
+    }
+    assert!(!ui.harness.state().saver_showing());
+    assert!(shows(&ui, "Snooze 1 h"), "the pages are back");
+}
+
+#[test]
+fn the_screensaver_ends_when_the_engine_sees_the_owner_and_stays_off_unless_asked_for() {
+    let mut ui = window_with_saver_setting(true, Busy::Starting);
+    go(&mut ui, IdleState::Idle);
+    assert!(ui.harness.state().saver_showing(), "idle after start-up");
+    go(&mut ui, IdleState::Busy(Busy::Owner(ActivityKind::Mouse)));
+    assert!(
+        !ui.harness.state().saver_showing(),
+        "the engine saw the mouse"
+    );
+    assert!(
+        ui.commands.try_recv().is_err(),
+        "the engine knows already: nothing to report"
+    );
+
+    // Off in the settings: idle changes nothing on screen.
+    let mut off = window_with_saver_setting(false, Busy::Owner(ActivityKind::Keyboard));
+    go(&mut off, IdleState::Idle);
+    assert!(!off.harness.state().saver_showing());
+
+    // A snooze ending says nothing about whether anyone is at the screen.
+    let mut snooze = window_with_saver_setting(true, Busy::Snoozed);
+    go(&mut snooze, IdleState::Idle);
+    assert!(!snooze.harness.state().saver_showing());
 }

@@ -9,6 +9,33 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+/// Set while every task of an executor steps aside because something else on the machine wants a
+/// CPU (`client::contention` decides when). Shared, like the CPU cap, by every task's control:
+/// a task that finds it on rests at its checkpoint until it is off.
+#[derive(Debug, Default)]
+pub struct StepAside {
+    on: AtomicBool,
+    lock: Mutex<()>,
+    off: Condvar,
+}
+
+impl StepAside {
+    pub fn set(&self, on: bool) {
+        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.on.swap(on, Ordering::AcqRel) && !on {
+            self.off.notify_all();
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+}
+
+/// How often a task resting for [`StepAside`] looks again for a cancel or a pause (those wake
+/// the task's own condition variable, not the shared one).
+const ASIDE_RECHECK: Duration = Duration::from_millis(20);
+
 /// The task was cancelled; kernels turn it into [`super::TaskError::Cancelled`] with `?`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stop;
@@ -30,6 +57,7 @@ pub struct TaskControl {
     /// change reaches running tasks); below 100 the task rests at its checkpoints for
     /// `100 - cap` percent of every [`DUTY_PERIOD`].
     cpu_cap: Arc<AtomicU32>,
+    aside: Arc<StepAside>,
 }
 
 /// The period of the CPU cap's duty cycle: short, so that the owner never notices a burst, and
@@ -61,9 +89,15 @@ impl TaskControl {
     /// A control whose task honours the CPU cap in `cpu_cap` (percent of one core, 1..=100),
     /// read at every checkpoint.
     pub fn with_cpu_cap(cpu_cap: Arc<AtomicU32>) -> Self {
+        Self::with_shared(cpu_cap, Arc::new(StepAside::default()))
+    }
+
+    /// A control whose task honours the CPU cap in `cpu_cap` and rests while `aside` is on.
+    pub fn with_shared(cpu_cap: Arc<AtomicU32>, aside: Arc<StepAside>) -> Self {
         let now = Instant::now();
         Self {
             cpu_cap,
+            aside,
             cancelled: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             progress: AtomicU32::new(0f32.to_bits()),
@@ -138,8 +172,37 @@ impl TaskControl {
         if self.paused.load(Ordering::Acquire) {
             return self.wait_while_paused();
         }
+        if self.aside.on.load(Ordering::Relaxed) {
+            return self.rest_aside();
+        }
         if self.cpu_cap.load(Ordering::Relaxed) < 100 {
             return self.duty_cycle();
+        }
+        Ok(())
+    }
+
+    /// While the executor steps aside: rests until it no longer does (or a cancel or a pause).
+    #[cold]
+    fn rest_aside(&self) -> Result<(), Stop> {
+        let mut guard = self
+            .aside
+            .lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while self.aside.on.load(Ordering::Acquire) {
+            if self.cancelled.load(Ordering::Acquire) {
+                return Err(Stop);
+            }
+            if self.paused.load(Ordering::Acquire) {
+                drop(guard);
+                return self.wait_while_paused();
+            }
+            guard = self
+                .aside
+                .off
+                .wait_timeout(guard, ASIDE_RECHECK)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
         Ok(())
     }

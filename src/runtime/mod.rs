@@ -34,7 +34,7 @@ mod primes;
 mod spin;
 
 pub use abort::{fault_kernels_enabled, set_fault_kernels};
-pub use control::{Stop, TaskControl};
+pub use control::{StepAside, Stop, TaskControl};
 
 /// Every built-in kind, for manifest validation on the supervisor.
 pub const KINDS: &[&str] = &[

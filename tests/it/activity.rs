@@ -248,6 +248,7 @@ fn scripted(
             Duration::from_millis(5),
         )],
         power: false,
+        pace: Default::default(),
     }
 }
 

@@ -62,3 +62,43 @@ async fn submit_wait_json_on_the_supervisors_machine_needs_no_token_flag_and_pri
     // There are 539 777 primes below 8 000 000.
     assert_eq!(total, 539_777);
 }
+
+/// Windows runs a screensaver as `NAME.scr /s | /c | /p HWND`; the same dispatch holds wherever
+/// the program is named `*.scr` (here a hard link), so it is tested on Linux.
+#[cfg(feature = "gui")]
+#[test]
+fn named_scr_the_client_answers_the_windows_screensaver_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let scr = dir.path().join("idlegrid.scr");
+    if std::fs::hard_link(CLIENT, &scr).is_err() {
+        std::fs::copy(CLIENT, &scr).unwrap();
+    }
+    let run = |args: &[&str]| {
+        std::process::Command::new(&scr)
+            .args(args)
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .output()
+            .unwrap()
+    };
+    let preview = run(&["/p", "4242"]);
+    assert!(preview.status.success());
+    assert!(String::from_utf8_lossy(&preview.stderr).contains("no preview drawn into window 4242"));
+    let bad = run(&["/x"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("\"/x\": expected /s, /c or /p HWND"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let no_hwnd = run(&["/p"]);
+    assert!(!no_hwnd.status.success());
+    assert!(String::from_utf8_lossy(&no_hwnd.stderr).contains("/p needs a window handle"));
+    // Not named .scr, the same argument is an ordinary bad command line.
+    let plain = std::process::Command::new(CLIENT)
+        .arg("/p")
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("window handle"));
+}

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use device_query::{DeviceQuery, DeviceState};
 
-use super::{ActivitySource, Observation, SourceError, SourceFactory};
+use super::{ActivitySource, Observation, Pace, RELAXED_POLL, SourceError, SourceFactory};
 use crate::proto::ActivityKind;
 
 /// How far the pointer must move, in pixels along x or y, from where it was last reported before
@@ -89,8 +89,10 @@ impl InputTracker {
 /// Reports keyboard, mouse-button and pointer activity on the X display named by `DISPLAY`.
 ///
 /// Cost: one poll is two X round trips (`XQueryKeymap`, `XQueryPointer`). Measured under Xvfb on
-/// the 2-core test container: 27-86 µs on average over 500 polls, depending on load (printed by
-/// the Xvfb test; STACK.md found about 0.1 ms), i.e. under 1% of one core at the 10 ms interval.
+/// the 2-core test container: 27-86 µs of wall time on average over 500 polls, depending on load
+/// (printed by the Xvfb test; STACK.md found about 0.1 ms). Of the client's own CPU, polling every
+/// 10 ms took 1.4% of one core (release build, `bench footprint`), which is why the engine's
+/// [`Pace`] keeps that rate for while a task computes and polls every [`RELAXED_POLL`] otherwise.
 ///
 /// Xlib ends the process if the X server goes away while connected (its default I/O error
 /// handler); device_query gives no way to install another. A session that ends takes the client
@@ -99,17 +101,20 @@ pub struct InputSource {
     device: DeviceState,
     name: String,
     interval: Duration,
+    /// `None`: always `interval`; else `interval` only while a task computes.
+    pace: Option<Pace>,
     tracker: InputTracker,
 }
 
 impl InputSource {
     /// Connects to the display. Never panics: no display is an error the caller logs once.
-    pub fn new(interval: Duration) -> Result<Self, SourceError> {
+    pub fn new(interval: Duration, pace: Option<Pace>) -> Result<Self, SourceError> {
         let (device, name) = open_devices()?;
         Ok(Self {
             device,
             name,
             interval,
+            pace,
             tracker: InputTracker::new(),
         })
     }
@@ -143,7 +148,10 @@ impl ActivitySource for InputSource {
     }
 
     fn interval(&self) -> Duration {
-        self.interval
+        match &self.pace {
+            Some(pace) if !pace.urgent() => self.interval.max(RELAXED_POLL),
+            _ => self.interval,
+        }
     }
 
     fn poll(&mut self, now: Instant) -> Option<Observation> {
@@ -156,9 +164,10 @@ impl ActivitySource for InputSource {
 }
 
 /// A factory for an [`InputSource`] polled every `poll` (10 ms is the intended default), for
-/// [`super::Monitor::start`]. The source is built in the polling thread: `DeviceState` is `!Send`.
-pub fn factory(poll: Duration) -> SourceFactory {
-    Box::new(move || Ok(Box::new(InputSource::new(poll)?)))
+/// [`super::Monitor::start`]; with a `pace`, every `poll` only while it is urgent and every
+/// [`RELAXED_POLL`] otherwise. The source is built in the polling thread: `DeviceState` is `!Send`.
+pub fn factory(poll: Duration, pace: Option<Pace>) -> SourceFactory {
+    Box::new(move || Ok(Box::new(InputSource::new(poll, pace)?)))
 }
 
 #[cfg(test)]
@@ -360,7 +369,7 @@ mod tests {
         let display = std::env::var("DISPLAY").expect("the parent sets DISPLAY");
 
         // The cost of one poll, on a source of its own (each opens its own X connection).
-        let mut probe = InputSource::new(Duration::from_millis(10)).expect("connect to Xvfb");
+        let mut probe = InputSource::new(Duration::from_millis(10), None).expect("connect to Xvfb");
         let polls = 500;
         let t = Instant::now();
         for _ in 0..polls {
@@ -370,7 +379,7 @@ mod tests {
         drop(probe);
 
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let (monitor, report) = Monitor::start(vec![factory(Duration::from_millis(10))], tx);
+        let (monitor, report) = Monitor::start(vec![factory(Duration::from_millis(10), None)], tx);
         assert_eq!(
             report.running,
             vec![format!("input (X11 display {display})")]
@@ -416,7 +425,7 @@ mod tests {
         if !in_child() {
             return;
         }
-        let err = factory(Duration::from_millis(10))()
+        let err = factory(Duration::from_millis(10), None)()
             .err()
             .expect("no X server listens on :12345");
         assert!(
@@ -436,7 +445,7 @@ mod tests {
             return;
         }
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let (_monitor, report) = Monitor::start(vec![factory(Duration::from_millis(10))], tx);
+        let (_monitor, report) = Monitor::start(vec![factory(Duration::from_millis(10), None)], tx);
         assert!(report.running.is_empty());
         let failed: Vec<String> = report
             .failed

@@ -33,6 +33,28 @@ use crate::client::idle::Busy;
 use crate::client::snapshot::PauseDetail;
 use crate::proto::ActivityKind;
 
+/// How often the input source looks while no task computes. Its own interval (10 ms by default)
+/// is for when a task does: then the owner's return must pause it at once. With nothing
+/// computing, nothing needs pausing, the supervisor still hears within a tenth of a second, and
+/// polling ten times less often is what keeps an idle client near nothing (each look is two X
+/// round trips, about 1.4% of a core at 10 ms).
+pub const RELAXED_POLL: Duration = Duration::from_millis(100);
+
+/// Whether a task computes, as the engine tells the sources that care (input): shared, cheap to
+/// read at every poll. Starts relaxed.
+#[derive(Debug, Clone, Default)]
+pub struct Pace(Arc<AtomicBool>);
+
+impl Pace {
+    pub fn set_urgent(&self, urgent: bool) {
+        self.0.store(urgent, Ordering::Relaxed);
+    }
+
+    pub fn urgent(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// What a source saw: a kind of owner activity, at an instant.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Observation {
@@ -277,10 +299,11 @@ fn run_source(
         return;
     }
     drop(ready);
-    let interval = source.interval();
-    tracing::debug!(source = %name, ?interval, "activity source running");
+    tracing::debug!(source = %name, interval = ?source.interval(), "activity source running");
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
+        // Read at every turn: a source's pace may follow the engine (input, see `Pace`).
+        let interval = source.interval();
         // A source that panics stops reporting; the others and the engine carry on.
         let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| source.signal(now)));
         match polled {
@@ -418,6 +441,60 @@ mod tests {
             Some(ActivityKind::Keyboard)
         );
         drop(monitor);
+    }
+
+    /// A source polled every 5 ms while its pace is urgent and every 200 ms otherwise.
+    struct Paced {
+        pace: Pace,
+        polls: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl ActivitySource for Paced {
+        fn name(&self) -> String {
+            "paced".into()
+        }
+        fn interval(&self) -> Duration {
+            if self.pace.urgent() {
+                Duration::from_millis(5)
+            } else {
+                Duration::from_millis(200)
+            }
+        }
+        fn poll(&mut self, _now: Instant) -> Option<Observation> {
+            self.polls.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+
+    #[test]
+    fn a_source_follows_its_pace_from_one_poll_to_the_next() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let pace = Pace::default();
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (p, counter) = (pace.clone(), Arc::clone(&polls));
+        let factory: SourceFactory = Box::new(move || {
+            Ok(Box::new(Paced {
+                pace: p,
+                polls: counter,
+            }) as Box<dyn ActivitySource>)
+        });
+        let (monitor, _) = Monitor::start(vec![factory], tx);
+        let count = |ms| {
+            let before = polls.load(Ordering::Relaxed);
+            thread::sleep(Duration::from_millis(ms));
+            polls.load(Ordering::Relaxed) - before
+        };
+        let relaxed = count(450);
+        pace.set_urgent(true);
+        thread::sleep(Duration::from_millis(250)); // the relaxed sleep under way ends
+        let urgent = count(450);
+        pace.set_urgent(false);
+        thread::sleep(Duration::from_millis(50));
+        let relaxed_again = count(450);
+        drop(monitor);
+        assert!(relaxed <= 4, "relaxed: {relaxed} polls in 450 ms");
+        assert!(urgent >= 20, "urgent: {urgent} polls in 450 ms");
+        assert!(relaxed_again <= 4, "relaxed again: {relaxed_again} polls");
     }
 
     #[test]
