@@ -433,7 +433,8 @@ impl Engine {
     /// [`UiCommand::Configure`]. Without a file those two are refused.
     pub fn with_settings(mut self, settings: Settings, path: Option<PathBuf>) -> Self {
         self.executor.set_cpu_cap(settings.cpu_cap_percent);
-        self.executor.set_step_aside(!settings.run_while_in_use);
+        self.executor
+            .set_step_aside(settings.step_aside && !settings.run_while_in_use);
         self.view.settings = Arc::new(settings);
         self.view.settings_path = path;
         self.snapshots.send_replace(self.view.clone());
@@ -941,7 +942,8 @@ impl Engine {
             }
         }
         self.executor.set_cpu_cap(settings.cpu_cap_percent);
-        self.executor.set_step_aside(!settings.run_while_in_use);
+        self.executor
+            .set_step_aside(settings.step_aside && !settings.run_while_in_use);
         if settings.server != self.cfg.server {
             self.cfg.server = settings.server.clone();
             reconnect = true;

@@ -22,6 +22,7 @@
 //! temperature_limit_c = 85             # optional, 40 ..= 105; resume 5 °C below
 //! pause_on_fullscreen = true
 //! screensaver = false                  # show the screensaver view when the machine goes idle
+//! step_aside = true                    # rest within ms whenever another program wants a CPU
 //! ```
 //!
 //! The settings page edits the same values through [`SettingsForm`], whose
@@ -78,6 +79,9 @@ pub struct Settings {
     pub pause_on_fullscreen: bool,
     /// Show the screensaver view when the machine goes idle.
     pub screensaver: bool,
+    /// Tasks rest within milliseconds whenever another program wants a CPU
+    /// (`client::contention`); ignored under `run_while_in_use`.
+    pub step_aside: bool,
 }
 
 impl Default for Settings {
@@ -98,6 +102,7 @@ impl Default for Settings {
             temperature_limit_c: None,
             pause_on_fullscreen: true,
             screensaver: false,
+            step_aside: true,
         }
     }
 }
@@ -118,9 +123,10 @@ pub const EXCLUSIVE_PROGRAMS: &str = "exclusive_programs";
 pub const TEMPERATURE_LIMIT_C: &str = "temperature_limit_c";
 pub const PAUSE_ON_FULLSCREEN: &str = "pause_on_fullscreen";
 pub const SCREENSAVER: &str = "screensaver";
+pub const STEP_ASIDE: &str = "step_aside";
 
 /// Every key, in the order [`Settings::to_toml`] writes them.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 16] = [
     IDLE_AFTER_SECS,
     CPUS,
     RUN_WHILE_IN_USE,
@@ -136,6 +142,7 @@ pub const KEYS: [&str; 15] = [
     TEMPERATURE_LIMIT_C,
     PAUSE_ON_FULLSCREEN,
     SCREENSAVER,
+    STEP_ASIDE,
 ];
 
 const IDLE_AFTER_RANGE: RangeInclusive<f64> = 0.1..=86_400.0;
@@ -289,6 +296,10 @@ impl Settings {
         entry(
             "Show the screensaver view when the machine goes idle.".to_owned(),
             set(SCREENSAVER, self.screensaver.to_string()),
+        );
+        entry(
+            "Step aside within milliseconds whenever another program wants a CPU.".to_owned(),
+            set(STEP_ASIDE, self.step_aside.to_string()),
         );
         out
     }
@@ -510,6 +521,7 @@ fn read_key(
             settings.pause_on_fullscreen = boolean(PAUSE_ON_FULLSCREEN, value)?;
         }
         SCREENSAVER => settings.screensaver = boolean(SCREENSAVER, value)?,
+        STEP_ASIDE => settings.step_aside = boolean(STEP_ASIDE, value)?,
         unknown => {
             return Err(SettingsErrorKind::UnknownKey {
                 key: unknown.to_owned(),
@@ -539,6 +551,7 @@ pub struct SettingsForm {
     pub temperature_limit_c: String,
     pub pause_on_fullscreen: bool,
     pub screensaver: bool,
+    pub step_aside: bool,
 }
 
 impl SettingsForm {
@@ -565,6 +578,7 @@ impl SettingsForm {
             temperature_limit_c: s.temperature_limit_c.map(number).unwrap_or_default(),
             pause_on_fullscreen: s.pause_on_fullscreen,
             screensaver: s.screensaver,
+            step_aside: s.step_aside,
         }
     }
 
@@ -629,6 +643,7 @@ impl SettingsForm {
                 Value::Boolean(self.pause_on_fullscreen),
             ),
             (SCREENSAVER, "", Value::Boolean(self.screensaver)),
+            (STEP_ASIDE, "", Value::Boolean(self.step_aside)),
         ];
         // Optional fields: empty means the key is absent.
         for (key, field, numeric) in [
@@ -918,6 +933,7 @@ mod tests {
             temperature_limit_c = 85.5
             pause_on_fullscreen = false
             screensaver = true
+            step_aside = false
         "#;
         let settings = parse(text, &base()).map_err(|e| e.to_string());
         assert_eq!(
@@ -939,6 +955,7 @@ mod tests {
                 temperature_limit_c: Some(85.5),
                 pause_on_fullscreen: false,
                 screensaver: true,
+                step_aside: false,
             })
         );
         let idle = parse(text, &base()).map(|s| s.idle_config()).ok();
@@ -1193,6 +1210,7 @@ mod tests {
             temperature_limit_c: Some(72.5),
             pause_on_fullscreen: false,
             screensaver: true,
+            step_aside: false,
         };
         for settings in [Settings::default(), full] {
             let text = settings.to_toml();
@@ -1233,6 +1251,7 @@ mod tests {
             temperature_limit_c: Some(80.0),
             pause_on_fullscreen: false,
             screensaver: true,
+            step_aside: false,
             ..Settings::default()
         };
         let form = SettingsForm::from_settings(&settings);

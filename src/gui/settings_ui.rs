@@ -135,6 +135,12 @@ impl SettingsPage {
                     "screensaver",
                     &mut form.screensaver,
                 );
+                check(
+                    ui,
+                    "Step aside at once when another program wants the CPU",
+                    "step_aside",
+                    &mut form.step_aside,
+                );
                 let lines =
                     |ui: &mut egui::Ui, label: &str, key: &str, v: &mut String, hint: &str| {
                         ui.label(label);

@@ -90,7 +90,9 @@ async fn owner_input_and_busy_processes_pause_the_task_and_tell_the_supervisor()
     let settings = dir.path().join("settings.toml");
     std::fs::write(
         &settings,
-        "idle_after_secs = 1.0\ninput_poll_ms = 10\nprocess_threshold_percent = 25\nprocess_sustain_secs = 1.0\n",
+        // Stepping aside (client::contention, tested on its own) would make the task rest
+        // whenever anything else on the machine computes; this test is about what pauses it.
+        "idle_after_secs = 1.0\ninput_poll_ms = 10\nprocess_threshold_percent = 25\nprocess_sustain_secs = 1.0\nstep_aside = false\n",
     )
     .unwrap();
     let _worker = WorkerProc::start_args(
@@ -433,7 +435,7 @@ async fn without_a_display_the_client_says_so_once_and_still_works_watching_proc
     // A high threshold: other tests' processes must not count as this machine's owner.
     std::fs::write(
         &settings,
-        "idle_after_secs = 0.5\nprocess_threshold_percent = 100000\n",
+        "idle_after_secs = 0.5\nprocess_threshold_percent = 100000\nstep_aside = false\n",
     )
     .unwrap();
     let _worker = WorkerProc::start_args(

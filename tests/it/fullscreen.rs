@@ -180,11 +180,12 @@ async fn desk(pause_on_fullscreen: bool) -> Desk {
     let dir = tempfile::tempdir().unwrap();
     let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &["--heartbeat-ms", "100"]);
     let settings = dir.path().join("settings.toml");
-    // Other processes' CPU must not count here: the machine is shared with builds and tests.
+    // Other processes' CPU must not count here (nor make the task step aside): the machine is
+    // shared with builds and tests.
     std::fs::write(
         &settings,
         format!(
-            "idle_after_secs = 1.0\nprocess_threshold_percent = 100000\n\
+            "idle_after_secs = 1.0\nprocess_threshold_percent = 100000\nstep_aside = false\n\
              pause_on_fullscreen = {pause_on_fullscreen}\n"
         ),
     )
@@ -319,4 +320,167 @@ async fn with_pause_on_fullscreen_off_a_fullscreen_window_pauses_nothing() {
         progress(op, job).await.unwrap() > before,
         "the task did not advance"
     );
+}
+
+/// The window named `idlegrid` that a client maps on this display, as the window manager lists
+/// it (`_NET_CLIENT_LIST`): whether it is shown, and whether it is full screen.
+fn idlegrid_window(conn: &RustConnection, root: Window) -> Option<(bool, bool)> {
+    use x11rb::protocol::xproto::{AtomEnum, MapState};
+    let atom = |name: &[u8]| {
+        conn.intern_atom(false, name)
+            .ok()?
+            .reply()
+            .ok()
+            .map(|r| r.atom)
+    };
+    let (list, wm_state, full, name_atom, utf8) = (
+        atom(b"_NET_CLIENT_LIST")?,
+        atom(b"_NET_WM_STATE")?,
+        atom(b"_NET_WM_STATE_FULLSCREEN")?,
+        atom(b"_NET_WM_NAME")?,
+        atom(b"UTF8_STRING")?,
+    );
+    let windows: Vec<u32> = conn
+        .get_property(false, root, list, AtomEnum::WINDOW, 0, 1024)
+        .ok()?
+        .reply()
+        .ok()?
+        .value32()?
+        .collect();
+    windows.into_iter().find_map(|w| {
+        let name = conn
+            .get_property(false, w, name_atom, utf8, 0, 64)
+            .ok()?
+            .reply()
+            .ok()?;
+        if name.value != b"idlegrid" {
+            return None;
+        }
+        let shown =
+            conn.get_window_attributes(w).ok()?.reply().ok()?.map_state == MapState::VIEWABLE;
+        let fullscreen = conn
+            .get_property(false, w, wm_state, AtomEnum::ATOM, 0, 64)
+            .ok()?
+            .reply()
+            .ok()?
+            .value32()
+            .is_some_and(|mut v| v.any(|a| a == full));
+        Some((shown, fullscreen))
+    })
+}
+
+/// `screensaver = true`: the desktop client, started in the tray with its window closed, shows
+/// its screensaver full screen once the machine has been idle for `idle_after`, does not take
+/// its own full-screen window for a film (the task keeps running), and a key press ends it: the
+/// window goes back to the tray and the supervisor hears of the owner at once.
+#[cfg(feature = "gui")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_screensaver_on_the_client_covers_the_screen_when_idle_and_a_key_ends_it() {
+    let _machine = shared_machine().await;
+    let xvfb = Xvfb::start().expect("Xvfb is installed (setup.sh)");
+    let _wm = Openbox::start(&xvfb.display);
+    let dir = tempfile::tempdir().unwrap();
+    let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &["--heartbeat-ms", "100"]);
+    let settings = dir.path().join("settings.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "idle_after_secs = 1.5\nprocess_threshold_percent = 100000\nstep_aside = false\n\
+             screensaver = true\nserver = {:?}\ntoken_file = {:?}\n",
+            sup.ws_url(),
+            sup.worker_token_file().to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("saver.log")).unwrap();
+    let mut client = Command::new("dbus-run-session")
+        .arg("--")
+        .arg(CLIENT)
+        .args(["--hidden", "--name", "saver", "--cpus", "1", "--config"])
+        .arg(&settings)
+        .arg("--data-dir")
+        .arg(dir.path().join("saver.client"))
+        .env("DISPLAY", &xvfb.display)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("dbus-run-session is installed (setup.sh)");
+    let op = sup.operator();
+    wait_for_live_workers(&op, 1).await;
+    let job = op
+        .submit(&JobSpec {
+            name: "while-away".into(),
+            tasks: vec![TaskSpec::new(
+                "spin",
+                "spin",
+                serde_json::json!({ "ms": 120_000 }),
+            )],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (conn, screen) = x11rb::connect(Some(&xvfb.display)).unwrap();
+    let root = conn.setup().roots[screen].root;
+    let client_log = || std::fs::read_to_string(dir.path().join("saver.log")).unwrap_or_default();
+    eventually(
+        Duration::from_secs(30),
+        "the screensaver full screen",
+        || {
+            let w = idlegrid_window(&conn, root);
+            async move { (w == Some((true, true))).then_some(()) }
+        },
+    )
+    .await;
+    // Its own full-screen window is not a film: nothing is reported, the task computes.
+    let seen = op.activity().await.unwrap().len();
+    let before = progress(&op, &job).await.unwrap_or(0.0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        op.activity().await.unwrap().len(),
+        seen,
+        "the saver's window counted as activity; log: {}",
+        client_log()
+    );
+    assert!(progress(&op, &job).await.unwrap_or(0.0) > before);
+
+    let key = Command::new("xdotool")
+        .args(["key", "space"])
+        .env("DISPLAY", &xvfb.display)
+        .status()
+        .expect("xdotool is installed (setup.sh)");
+    assert!(key.success());
+    let record = eventually(Duration::from_secs(10), "an Activity", || async {
+        let all = op.activity().await.ok()?;
+        (all.len() > seen).then(|| all[0].clone())
+    })
+    .await;
+    assert_eq!(record.kind, "keyboard", "{record:?}");
+    eventually(
+        Duration::from_secs(10),
+        "the window back in the tray",
+        || {
+            let w = idlegrid_window(&conn, root);
+            async move { matches!(w, None | Some((false, _))).then_some(()) }
+        },
+    )
+    .await;
+    // dbus-run-session does not pass a signal on: the client first, then the session.
+    if let Ok(children) = std::fs::read_to_string(format!(
+        "/proc/{}/task/{}/children",
+        client.id(),
+        client.id()
+    )) {
+        for pid in children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            // SAFETY: kill only sends a signal.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = client.kill();
+    let _ = client.wait();
 }
