@@ -68,6 +68,12 @@ def parse_args():
     p.add_argument("--upgrade-peers", action="store_true", help="install the newest peers instead of the pinned ones")
     p.add_argument("--bin-dir", default=os.path.join(target, "release"), help="where idlegrid's release binaries are")
     p.add_argument("--timeout-s", type=positive, default=900, help="give up on one system after this long")
+    p.add_argument(
+        "--peers-sched-idle",
+        action="store_true",
+        help="run the peers' whole process trees at SCHED_IDLE and nice 19, as idlegrid runs its task threads "
+        "(harsher: their schedulers too); a control for a busy machine",
+    )
     p.add_argument("--inner", choices=sorted(INNER), help=argparse.SUPPRESS)
     args = p.parse_args()
     wanted = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -173,6 +179,7 @@ def run_peer(args, python, system):
                 stdout=subprocess.PIPE,
                 stderr=err,
                 cwd=tmp,
+                preexec_fn=lowest_priority if args.peers_sched_idle else None,
             )
             try:
                 out, _ = child.communicate(timeout=args.timeout_s)
@@ -189,6 +196,12 @@ def run_peer(args, python, system):
             return {"seconds": float(json.loads(lines[-1])["seconds"])}
         except (ValueError, KeyError, TypeError):
             raise BenchError(f"{system} printed {lines[-1]!r}, not its time")
+
+
+def lowest_priority():
+    """In the child before exec: what idlegrid's task threads get, inherited by all it starts."""
+    os.nice(19)
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def noop(i):
@@ -381,7 +394,14 @@ def report(args, results):
         r["ratio_to_idlegrid"] = r["tasks_per_s"] / base if base else None
     hq_note = "hq binary not measured: the hyperqueue PyPI package ships only its Python module, not `hq`"
     if args.json:
-        out = {"tasks": args.tasks, "workers": WORKERS, "versions": args.versions, "results": results, "notes": [hq_note]}
+        out = {
+            "tasks": args.tasks,
+            "workers": WORKERS,
+            "peers_sched_idle": args.peers_sched_idle,
+            "versions": args.versions,
+            "results": results,
+            "notes": [hq_note],
+        }
         print(json.dumps(out, indent=2))
         return
     print(f"{'system':<12} {'tasks':>7} {'seconds':>9} {'tasks/s':>9} {'ratio to idlegrid':>18} {'load':>5}")
@@ -391,7 +411,8 @@ def report(args, results):
             f"{r['system']:<12} {r['tasks']:>7} {r['seconds']:>9.2f} {r['tasks_per_s']:>9.0f} {ratio:>18} {r['load_before']:>5.1f}"
         )
     shown = ", ".join(f"{k} {v}" for k, v in args.versions.items())
-    print(f"({WORKERS} local one-core workers each; load: 1-min load average before the run; {shown})")
+    idle = "; peers at SCHED_IDLE" if args.peers_sched_idle else ""
+    print(f"({WORKERS} local one-core workers each; load: 1-min load average before the run; {shown}{idle})")
     print(f"({hq_note})")
 
 
