@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 use super::http::output_path;
 use super::report::{JobSummary, Report};
 use super::store::{
-    ActivityRecord, Record, ReplicaEnd, ReplicaInfo, ReplicaStart, Store, StoreError,
+    ActivityRecord, Record, ReplicaEnd, ReplicaInfo, ReplicaStart, ResultRow, Store, StoreError,
 };
 use super::{Config, Event, SupervisorError, unix_ms};
 use crate::job::{self, JobSpec};
@@ -255,6 +255,9 @@ struct Driver {
     outputs: PathBuf,
     /// Store writes of this turn, written in one transaction after its frames have left.
     pending: Vec<Record>,
+    /// Results received this turn, not yet stored: stored together in one transaction (group
+    /// commit), and only then acted on and acknowledged ([`Driver::flush_results`]).
+    results: Vec<PendingResult>,
     /// Dependency outputs by (job, task): `Some` for those that travel out of band (their file
     /// is in `outputs`), `None` for those small enough to go inline.
     out_of_band: HashMap<(JobId, TaskId), Option<BlobRef>>,
@@ -267,6 +270,24 @@ struct Driver {
     /// history is advisory, and a failure to keep it must not undo a replica record.
     speeds: Vec<(WorkerId, KindSpeed)>,
 }
+
+/// A result waiting for its turn's group commit.
+struct PendingResult {
+    worker: WorkerId,
+    replica: ReplicaId,
+    job: JobId,
+    task: TaskId,
+    /// The output's JSON text as stored, and as a value for the scheduler.
+    text: String,
+    output: serde_json::Value,
+    execution: Execution,
+    upload: Option<(PathBuf, BlobRef)>,
+    received_ms: u64,
+}
+
+/// At most this many messages are handled in one turn of the driver (before its outputs are
+/// sent and its records written): what a busy queue may batch into one group commit.
+const MAX_TURN_MESSAGES: usize = 512;
 
 /// Opens the store, resumes unfinished jobs, and runs the driver on its own thread.
 pub fn spawn(
@@ -295,6 +316,7 @@ pub fn spawn(
         uploads,
         outputs,
         pending: Vec::new(),
+        results: Vec::new(),
         out_of_band: HashMap::new(),
         stats: Stats::default(),
         refusals_logged: HashSet::new(),
@@ -382,20 +404,39 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
+            let mut stopping = false;
             tokio::select! {
                 biased;
                 msg = rx.recv() => match msg {
-                    Some(DriverMsg::Shutdown) | None => break,
-                    Some(msg) => self.handle(msg),
+                    Some(DriverMsg::Shutdown) | None => stopping = true,
+                    Some(msg) => {
+                        self.handle(msg);
+                        // What else has queued up meanwhile joins this turn (and its commit).
+                        for _ in 1..MAX_TURN_MESSAGES {
+                            match rx.try_recv() {
+                                Ok(DriverMsg::Shutdown) => {
+                                    stopping = true;
+                                    break;
+                                }
+                                Ok(msg) => self.handle(msg),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                 },
                 () = sleep => {}
             }
-            // Deadlines are checked on every turn, so a busy queue never hides a lost worker.
+            // The turn's results are stored (and acted on) before any deadline is looked at.
             let now = Instant::now();
+            self.flush_results(now);
+            // Deadlines are checked on every turn, so a busy queue never hides a lost worker.
             if self.sched.poll_timeout().is_some_and(|t| t <= now) {
                 self.sched.handle_timeout(now);
             }
             self.drain();
+            if stopping {
+                break;
+            }
         }
         for (_, conn) in self.conns.drain() {
             let _ = conn.tx.send(Outgoing::Close {
@@ -408,6 +449,18 @@ impl Driver {
 
     fn handle(&mut self, msg: DriverMsg) {
         let now = Instant::now();
+        // Results wait for the turn's group commit only behind heartbeats and other results:
+        // anything else (a closed connection, a job's status, a cancel) sees them stored first.
+        let batchable = matches!(
+            &msg,
+            DriverMsg::Frame {
+                msg: WorkerMsg::Result { .. } | WorkerMsg::Heartbeat { .. },
+                ..
+            }
+        );
+        if !batchable {
+            self.flush_results(now);
+        }
         match msg {
             DriverMsg::Joined { conn, hello, tx } => {
                 let Hello {
@@ -709,31 +762,69 @@ impl Driver {
             self.replica_failed(now, worker, replica, error, execution);
             return;
         }
-        // Durable first: once the scheduler marks the task done, a crash must not lose the
-        // result; and the worker forgets it only once it is stored.
-        match self
-            .store
-            .record_result(replica, &job, &task, &text, execution, unix_ms())
-        {
-            Ok(_) => {
-                self.keep_for_dependents(&job, &task, &text, upload);
-                self.sched.handle_result(
-                    now,
-                    worker,
-                    replica,
-                    output,
-                    Duration::from_millis(execution.wall_ms),
-                );
-                self.ack(worker, replica);
+        // A second result for the same task in one turn is judged after the first is in.
+        if self.results.iter().any(|p| p.job == job && p.task == task) {
+            self.flush_results(now);
+        }
+        self.results.push(PendingResult {
+            worker: worker.clone(),
+            replica,
+            job,
+            task,
+            text,
+            output,
+            execution,
+            upload,
+            received_ms: unix_ms(),
+        });
+    }
+
+    /// Stores the turn's results in one transaction, then marks their tasks done and
+    /// acknowledges them. Durable first: once the scheduler marks a task done, a crash must not
+    /// lose its result; and the worker forgets it only once it is stored. If the transaction
+    /// fails, none is stored and every one of their tasks is reissued.
+    fn flush_results(&mut self, now: Instant) {
+        if self.results.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.results);
+        let rows: Vec<ResultRow<'_>> = batch
+            .iter()
+            .map(|p| ResultRow {
+                replica: p.replica,
+                job: &p.job,
+                task: &p.task,
+                output: &p.text,
+                exec: p.execution,
+                now_ms: p.received_ms,
+            })
+            .collect();
+        let stored = self.store.record_results(&rows);
+        drop(rows);
+        match stored {
+            Ok(()) => {
+                for p in batch {
+                    self.keep_for_dependents(&p.job, &p.task, &p.text, p.upload);
+                    self.sched.handle_result(
+                        now,
+                        &p.worker,
+                        p.replica,
+                        p.output,
+                        Duration::from_millis(p.execution.wall_ms),
+                    );
+                    self.ack(&p.worker, p.replica);
+                }
             }
             Err(e) => {
-                error!(%job, %task, %replica, "cannot store result; its task is reissued: {e}");
-                self.stats.not_stored += 1;
-                if let Some((path, _)) = upload {
-                    let _ = std::fs::remove_file(path);
+                for p in batch {
+                    error!(job = %p.job, task = %p.task, replica = %p.replica, "cannot store result; its task is reissued: {e}");
+                    self.stats.not_stored += 1;
+                    if let Some((path, _)) = p.upload {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    self.sched
+                        .handle_not_stored(now, &p.worker, p.replica, e.to_string());
                 }
-                self.sched
-                    .handle_not_stored(now, worker, replica, e.to_string());
             }
         }
     }

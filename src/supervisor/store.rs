@@ -348,18 +348,23 @@ impl Store {
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
-        let first = tx.execute(
-            "INSERT OR IGNORE INTO results (job, task, output, replica, done_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![job.0, task.0, output, replica.key(), now_ms as i64],
-        )? == 1;
-        let end = if first {
-            ReplicaEnd::Won
-        } else {
-            ReplicaEnd::Late
-        };
-        end_replica(&tx, replica, end, Some(exec), None, now_ms)?;
+        let first = insert_result(&tx, replica, job, task, output, exec, now_ms)?;
         tx.commit()?;
         Ok(first)
+    }
+
+    /// Stores many results as [`Store::record_result`] does each, in one transaction (group
+    /// commit: one fsync for all of them). All or none: on an error nothing is stored.
+    pub fn record_results(&mut self, results: &[ResultRow<'_>]) -> Result<(), StoreError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        for r in results {
+            insert_result(&tx, r.replica, r.job, r.task, r.output, r.exec, r.now_ms)?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Records how a replica ended, unless it already has an end.
@@ -625,6 +630,41 @@ impl Store {
 
 /// Schema 2 -> 3: replicas get their class and reissue cause (unknown for those recorded
 /// before), and measured speeds get their table (made by the `CREATE ... IF NOT EXISTS` above).
+/// One result for [`Store::record_results`].
+#[derive(Debug, Clone, Copy)]
+pub struct ResultRow<'a> {
+    pub replica: ReplicaId,
+    pub job: &'a JobId,
+    pub task: &'a TaskId,
+    /// The output's JSON text.
+    pub output: &'a str,
+    pub exec: Execution,
+    pub now_ms: u64,
+}
+
+/// The task's result (if it is the first) and the replica's end; returns whether it was first.
+fn insert_result(
+    conn: &rusqlite::Connection,
+    replica: ReplicaId,
+    job: &JobId,
+    task: &TaskId,
+    output: &str,
+    exec: Execution,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    let first = conn.execute(
+        "INSERT OR IGNORE INTO results (job, task, output, replica, done_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![job.0, task.0, output, replica.key(), now_ms as i64],
+    )? == 1;
+    let end = if first {
+        ReplicaEnd::Won
+    } else {
+        ReplicaEnd::Late
+    };
+    end_replica(conn, replica, end, Some(exec), None, now_ms)?;
+    Ok(first)
+}
+
 /// One transaction: a failure leaves the store at schema 2.
 fn migrate_from_2(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
@@ -834,6 +874,47 @@ mod tests {
         assert_eq!(jobs[0].spec, spec());
         assert_eq!(jobs[0].done, BTreeMap::from([(a, serde_json::json!(7))]));
         assert_eq!(jobs[0].running, vec![(ReplicaId::new(0, 2), b, w2)]);
+    }
+
+    #[test]
+    fn a_group_of_results_is_stored_all_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let job = s.insert_job(&spec(), 1000).unwrap();
+        let (a, b, w) = (TaskId::from("a"), TaskId::from("b"), WorkerId::from("w1"));
+        s.record_replica_started(&start(1, &job, &a, &w, 1.0, 1000))
+            .unwrap();
+        s.record_replica_started(&start(2, &job, &b, &w, 1.0, 1000))
+            .unwrap();
+        let exec = Execution {
+            wall_ms: 5,
+            cpu_ms: 4,
+        };
+        let row = |seq, job, task, output| ResultRow {
+            replica: ReplicaId::new(0, seq),
+            job,
+            task,
+            output,
+            exec,
+            now_ms: 1500,
+        };
+        // One row names a job the store does not have: the transaction fails, nothing stays.
+        let ghost = JobId::from("job-404");
+        let bad = [
+            row(1, &job, &a, "1"),
+            row(2, &job, &b, "2"),
+            row(3, &ghost, &a, "3"),
+        ];
+        assert!(s.record_results(&bad).is_err());
+        assert_eq!(s.result(&job, &a).unwrap(), None);
+        assert_eq!(s.result(&job, &b).unwrap(), None);
+        s.record_results(&[row(1, &job, &a, "1"), row(2, &job, &b, "2")])
+            .unwrap();
+        assert_eq!(s.result(&job, &a).unwrap(), Some(serde_json::json!(1)));
+        assert_eq!(s.result(&job, &b).unwrap(), Some(serde_json::json!(2)));
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.unfinished().unwrap()[0].done.len(), 2, "durable");
     }
 
     #[test]

@@ -132,7 +132,7 @@ async fn bad_frames_tokens_and_jobs_get_clear_errors_and_harm_nothing_else() {
     );
     let _ = ws.send(Message::text(huge)).await;
     let (code, message) = expect_error(&mut ws).await;
-    assert_eq!(code, ErrorCode::TooLarge);
+    assert_eq!(code, ErrorCode::TooLarge, "{message}");
     assert!(message.contains("limit"), "{message}");
 
     // A wrong token.
