@@ -74,6 +74,10 @@ pub struct SwarmArgs {
     /// per worker).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub tasks_per_s: Option<u32>,
+    /// Tasks per submitted job. Large jobs stall the supervisor while it stores them (see the
+    /// README); the default measures steady work, not ingestion.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub job_tasks: u64,
     /// Workers (of --workers) that say hello and then go silent: a control, each must be
     /// declared lost (and is not counted as a false loss).
     #[arg(long, default_value_t = 0)]
@@ -600,7 +604,7 @@ async fn submitter(
 ) -> anyhow::Result<Vec<JobId>> {
     let workers = u64::from(args.workers - args.silent.min(args.workers)).max(1);
     let backlog = (2 * workers).max(100);
-    let chunk = backlog.clamp(100, 20_000);
+    let chunk = args.job_tasks;
     let spin_ms = args.task_us / 1000;
     let started = Instant::now();
     let mut jobs = Vec::new();
