@@ -10,6 +10,7 @@ pub mod interference;
 pub mod proxy;
 pub mod reissue;
 pub mod sim_vs_real;
+pub mod swarm;
 pub mod xvfb;
 
 /// The nearest-rank percentile `p` (0..=100) of `samples`, in the samples' unit.

@@ -62,6 +62,10 @@ enum BenchCommand {
     /// process per simulated one, owners scripted, crashes by SIGKILL, freezes by SIGSTOP):
     /// both makespans, their ratio and reissues by cause.
     SimVsReal(bench::sim_vs_real::SimVsRealArgs),
+    /// Thousands of simulated workers in this process, each a real WebSocket connection to a
+    /// real supervisor process: completions/s, latencies, heartbeat gaps, drops, false losses,
+    /// and the supervisor's CPU and RSS.
+    Swarm(bench::swarm::SwarmArgs),
 }
 
 #[derive(clap::Args)]
@@ -303,6 +307,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Bench(BenchCommand::Bulk(args)) => bench::bulk::run(args).await?,
         Command::Bench(BenchCommand::Qos(args)) => bench_qos(args)?,
         Command::Bench(BenchCommand::SimVsReal(args)) => bench::sim_vs_real::run(args).await?,
+        Command::Bench(BenchCommand::Swarm(args)) => bench::swarm::run(args).await?,
         Command::Simulate(args) => simulate(args)?,
         Command::Worker(args) => {
             let token = supervisor::read_token(&args.token_file)?;

@@ -17,5 +17,6 @@ mod qos;
 mod reliability;
 mod sim;
 mod sim_vs_real;
+mod swarm;
 #[cfg(feature = "gui")]
 mod tray;
