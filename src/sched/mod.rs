@@ -39,6 +39,7 @@ mod tests_qos;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound::{Excluded, Unbounded};
 use std::time::{Duration, Instant};
 
 use crate::job::Job;
@@ -72,10 +73,19 @@ struct Worker {
     replicas: BTreeSet<ReplicaId>,
     /// Its link as last measured.
     link: Option<Link>,
+    /// Its key in the scheduler's indexes (`Scheduler::timers`, `Scheduler::handles`).
+    handle: u64,
+    /// What the indexes hold for it, as `Scheduler::reindex` last set them: its deadline in
+    /// `timers`, its free slots in `free_total`, whether it is in `pickable` (its slots then in
+    /// `free_ok`), whether it counts in `live_workers`.
+    timer: Option<Instant>,
+    counted_free: usize,
+    counted_ok: bool,
+    counted_live: bool,
 }
 
 impl Worker {
-    fn new(now: Instant, state: WorkerState) -> Self {
+    fn new(now: Instant, state: WorkerState, handle: u64) -> Self {
         Worker {
             name: String::new(),
             hardware: None,
@@ -86,6 +96,11 @@ impl Worker {
             reconnect_by: None,
             replicas: BTreeSet::new(),
             link: None,
+            handle,
+            timer: None,
+            counted_free: 0,
+            counted_ok: false,
+            counted_live: false,
         }
     }
 
@@ -206,6 +221,22 @@ pub struct Scheduler {
     deadlines: BTreeSet<(Instant, ReplicaId)>,
     /// When the progress monitor next looks at the running jobs.
     next_check: Option<Instant>,
+    // Indexes over `workers`, kept by `reindex` and `forget_worker` so that no event scans
+    // every worker: each is what a scan would compute.
+    /// Each worker's next deadline (probe, loss, reconnect), by handle.
+    timers: BTreeSet<(Instant, u64)>,
+    handles: HashMap<u64, WorkerId>,
+    next_handle: u64,
+    /// Workers that can take a replica now (live, a free slot, link fast enough), in id order:
+    /// the order `pick_worker` breaks ties in.
+    pickable: BTreeSet<WorkerId>,
+    /// Free slots over all workers, and over the `pickable` ones.
+    free_total: usize,
+    free_ok: usize,
+    /// Workers in state `Live`.
+    live_workers: usize,
+    /// Saturation replicas, the ones `preempt_saturation` may take back.
+    saturation: BTreeSet<ReplicaId>,
 }
 
 impl Scheduler {
@@ -229,6 +260,14 @@ impl Scheduler {
             history: HashMap::new(),
             deadlines: BTreeSet::new(),
             next_check: None,
+            timers: BTreeSet::new(),
+            handles: HashMap::new(),
+            next_handle: 0,
+            pickable: BTreeSet::new(),
+            free_total: 0,
+            free_ok: 0,
+            live_workers: 0,
+            saturation: BTreeSet::new(),
         }
     }
 
@@ -243,12 +282,9 @@ impl Scheduler {
 
     /// When [`Scheduler::handle_timeout`] must next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        // O(workers) per call; the swarm issue replaces this with a deadline heap.
-        let workers = self
-            .workers
-            .values()
-            .filter_map(|w| self.next_deadline(w))
-            .min();
+        #[cfg(test)]
+        self.check_indexes();
+        let workers = self.timers.first().map(|(t, _)| *t);
         let replicas = self.deadlines.first().map(|(t, _)| *t);
         [workers, replicas, self.next_check]
             .into_iter()
@@ -274,7 +310,19 @@ impl Scheduler {
         let mut lost = Vec::new();
         let mut probe = Vec::new();
         let detects_loss = self.cfg.policy.detects_loss();
-        for (id, w) in &self.workers {
+        // Only workers whose deadline is due can be probed or lost; in id order, as a scan of
+        // every worker would take them.
+        let mut due: Vec<&WorkerId> = self
+            .timers
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .filter_map(|(_, h)| self.handles.get(h))
+            .collect();
+        due.sort();
+        for id in due {
+            let Some(w) = self.workers.get(id) else {
+                continue;
+            };
             match w.state {
                 WorkerState::Lost => continue,
                 WorkerState::Reconnecting => {
@@ -299,6 +347,7 @@ impl Scheduler {
                 w.probe_sent = true;
                 w.probe_nonce = Some(self.next_nonce);
             }
+            self.reindex(&id);
             self.outputs.push_back(Output::StatusRequest {
                 worker: id,
                 nonce: self.next_nonce,
@@ -351,10 +400,8 @@ impl Scheduler {
                 drop.push(*r);
             }
         }
-        let worker = self
-            .workers
-            .entry(id.clone())
-            .or_insert_with(|| Worker::new(now, WorkerState::Live));
+        self.ensure_worker(now, &id, WorkerState::Live);
+        let worker = self.workers.get_mut(&id).expect("ensured above");
         worker.name = name;
         worker.hardware = Some(hardware);
         worker.state = if available {
@@ -366,6 +413,7 @@ impl Scheduler {
         worker.probe_sent = false;
         worker.probe_nonce = None;
         worker.reconnect_by = None;
+        self.reindex(&id);
         self.outputs.push_back(Output::Welcome {
             worker: id.clone(),
             keep: keep.clone(),
@@ -401,7 +449,7 @@ impl Scheduler {
         for r in &replicas {
             self.remove_replica(*r, Some(ReissueCause::Left { worker: id.clone() }));
         }
-        self.workers.remove(id);
+        self.forget_worker(id);
         self.schedule(now);
         replicas
     }
@@ -422,6 +470,7 @@ impl Scheduler {
             return;
         };
         w.link = Some(link);
+        self.reindex(id);
         self.schedule(now);
     }
 
@@ -445,6 +494,7 @@ impl Scheduler {
         };
         if w.probe_nonce != Some(nonce) {
             w.last_heard = now;
+            self.reindex(id);
             return false;
         }
         w.probe_nonce = None;
@@ -623,6 +673,7 @@ impl Scheduler {
             return;
         }
         w.state = WorkerState::Busy(kind);
+        self.reindex(id);
         if !was_live || !self.cfg.policy.detects_loss() {
             return;
         }
@@ -647,6 +698,7 @@ impl Scheduler {
         }
         w.state = WorkerState::Live;
         let replicas: Vec<ReplicaId> = w.replicas.iter().copied().collect();
+        self.reindex(id);
         for r in replicas {
             self.refresh_replica_task(r);
         }
@@ -720,14 +772,17 @@ impl Scheduler {
             if self.jobs[&seq].tasks[ti].output.is_some() || self.replicas.contains_key(replica) {
                 continue;
             }
-            let grace_until = self.grace_until;
-            let w = self.workers.entry(worker.clone()).or_insert_with(|| {
+            if self.ensure_worker(now, worker, WorkerState::Reconnecting) {
                 // A job restored after the grace began shares its deadline.
-                let mut w = Worker::new(now, WorkerState::Reconnecting);
-                w.reconnect_by = grace_until;
-                w
-            });
-            w.replicas.insert(*replica);
+                let grace_until = self.grace_until;
+                if let Some(w) = self.workers.get_mut(worker) {
+                    w.reconnect_by = grace_until;
+                }
+            }
+            if let Some(w) = self.workers.get_mut(worker) {
+                w.replicas.insert(*replica);
+            }
+            self.reindex(worker);
             self.replicas.insert(
                 *replica,
                 Replica {
@@ -763,10 +818,15 @@ impl Scheduler {
     pub fn begin_restart_grace(&mut self, now: Instant) {
         let until = now + self.cfg.restart_grace;
         self.grace_until = Some(until);
-        for w in self.workers.values_mut() {
+        let mut reconnecting = Vec::new();
+        for (id, w) in &mut self.workers {
             if w.state == WorkerState::Reconnecting {
                 w.reconnect_by = Some(until);
+                reconnecting.push(id.clone());
             }
+        }
+        for id in reconnecting {
+            self.reindex(&id);
         }
     }
 
@@ -897,9 +957,18 @@ impl Scheduler {
         }
     }
 
+    /// Whether an idle, connected worker takes no tasks (`held_back` says why).
+    fn is_held_back(&self, w: &Worker) -> bool {
+        w.state == WorkerState::Live
+            && match &w.link {
+                None => self.cfg.require_link,
+                Some(link) => link.kbps() < self.cfg.min_link_kbps,
+            }
+    }
+
     /// Why an idle, connected worker takes no tasks, if it does not.
     fn held_back(&self, w: &Worker) -> Option<String> {
-        if w.state != WorkerState::Live {
+        if !self.is_held_back(w) {
             return None;
         }
         match &w.link {
@@ -919,6 +988,133 @@ impl Scheduler {
         class_of(speed, w.link.as_ref())
     }
 
+    /// Adds the worker in `state` if the scheduler does not know it. True if it was added.
+    fn ensure_worker(&mut self, now: Instant, id: &WorkerId, state: WorkerState) -> bool {
+        if self.workers.contains_key(id) {
+            return false;
+        }
+        self.next_handle += 1;
+        let handle = self.next_handle;
+        self.handles.insert(handle, id.clone());
+        self.workers
+            .insert(id.clone(), Worker::new(now, state, handle));
+        self.reindex(id);
+        true
+    }
+
+    /// Removes the worker and its entries in the indexes.
+    fn forget_worker(&mut self, id: &WorkerId) {
+        let Some(w) = self.workers.remove(id) else {
+            return;
+        };
+        if let Some(t) = w.timer {
+            self.timers.remove(&(t, w.handle));
+        }
+        self.handles.remove(&w.handle);
+        self.free_total -= w.counted_free;
+        if w.counted_ok {
+            self.free_ok -= w.counted_free;
+            self.pickable.remove(id);
+        }
+        if w.counted_live {
+            self.live_workers -= 1;
+        }
+    }
+
+    /// Brings the indexes up to date with the worker after a change to its state, clock,
+    /// probe, link or replicas: O(log workers).
+    fn reindex(&mut self, id: &WorkerId) {
+        let Some(w) = self.workers.get(id) else {
+            return;
+        };
+        let timer = self.next_deadline(w);
+        let free = w.free_slots();
+        let ok = free > 0 && !self.is_held_back(w);
+        let live = w.state == WorkerState::Live;
+        let (handle, old_timer, old_free, old_ok, old_live) = (
+            w.handle,
+            w.timer,
+            w.counted_free,
+            w.counted_ok,
+            w.counted_live,
+        );
+        if old_timer != timer {
+            if let Some(t) = old_timer {
+                self.timers.remove(&(t, handle));
+            }
+            if let Some(t) = timer {
+                self.timers.insert((t, handle));
+            }
+        }
+        self.free_total = self.free_total - old_free + free;
+        if old_ok {
+            self.free_ok -= old_free;
+        }
+        if ok {
+            self.free_ok += free;
+        }
+        if old_ok != ok {
+            if ok {
+                self.pickable.insert(id.clone());
+            } else {
+                self.pickable.remove(id);
+            }
+        }
+        if old_live != live {
+            if live {
+                self.live_workers += 1;
+            } else {
+                self.live_workers -= 1;
+            }
+        }
+        let w = self.workers.get_mut(id).expect("looked up above");
+        w.timer = timer;
+        w.counted_free = free;
+        w.counted_ok = ok;
+        w.counted_live = live;
+    }
+
+    /// Tests only: the indexes hold what a scan of every worker computes.
+    #[cfg(test)]
+    fn check_indexes(&self) {
+        let timers: BTreeSet<(Instant, u64)> = self
+            .workers
+            .values()
+            .filter_map(|w| self.next_deadline(w).map(|t| (t, w.handle)))
+            .collect();
+        assert_eq!(timers, self.timers, "worker deadlines");
+        let pickable: BTreeSet<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.free_slots() > 0 && self.held_back(w).is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        assert_eq!(pickable, self.pickable, "pickable workers");
+        let total: usize = self.workers.values().map(Worker::free_slots).sum();
+        assert_eq!(total, self.free_total, "free slots");
+        let ok: usize = self
+            .workers
+            .values()
+            .filter(|w| self.held_back(w).is_none())
+            .map(Worker::free_slots)
+            .sum();
+        assert_eq!(ok, self.free_ok, "free slots of pickable workers");
+        let live = self
+            .workers
+            .values()
+            .filter(|w| w.state == WorkerState::Live)
+            .count();
+        assert_eq!(live, self.live_workers, "live workers");
+        assert_eq!(self.handles.len(), self.workers.len(), "handles");
+        let saturation: BTreeSet<ReplicaId> = self
+            .replicas
+            .iter()
+            .filter(|(_, r)| r.extra == Extra::Saturation)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(saturation, self.saturation, "saturation replicas");
+    }
+
     /// Records that the worker was heard from. False if the scheduler does not know it as
     /// connected (never joined, or already lost: its messages no longer count).
     fn touch(&mut self, now: Instant, id: &WorkerId) -> bool {
@@ -926,6 +1122,7 @@ impl Scheduler {
             Some(w) if w.state.is_connected() => {
                 w.last_heard = now;
                 w.probe_sent = false;
+                self.reindex(id);
                 true
             }
             _ => false,
@@ -954,6 +1151,7 @@ impl Scheduler {
         w.probe_nonce = None;
         w.reconnect_by = None;
         let replicas: Vec<ReplicaId> = w.replicas.iter().copied().collect();
+        self.reindex(id);
         self.outputs.push_back(Output::WorkerLost {
             worker: id.clone(),
             cause: cause.clone(),
@@ -975,7 +1173,7 @@ impl Scheduler {
             self.count_poison(now, id, &replicas);
         }
         if self.workers.get(id).is_some_and(|w| w.replicas.is_empty()) {
-            self.workers.remove(id);
+            self.forget_worker(id);
         }
     }
 
@@ -1139,10 +1337,15 @@ impl Scheduler {
         if let Some(at) = rep.deadline {
             self.deadlines.remove(&(at, r));
         }
+        if rep.extra == Extra::Saturation {
+            self.saturation.remove(&r);
+        }
         if let Some(w) = self.workers.get_mut(&rep.worker) {
             w.replicas.remove(&r);
             if w.state == WorkerState::Lost && w.replicas.is_empty() {
-                self.workers.remove(&rep.worker);
+                self.forget_worker(&rep.worker);
+            } else {
+                self.reindex(&rep.worker);
             }
         }
         let live = self.live_replicas(rep.job, rep.task);
@@ -1203,27 +1406,38 @@ impl Scheduler {
     /// `idlegrid`, hands workers held by saturation replicas to tasks that have none, and lets
     /// workers that would still idle take saturation replicas.
     fn schedule(&mut self, now: Instant) {
-        let mut free: usize = self.workers.values().map(Worker::free_slots).sum();
-        if free > 0 && !self.wanting.is_empty() {
-            let keys: Vec<WantKey> = self.wanting.iter().copied().collect();
-            for key in keys {
-                if free == 0 {
-                    break;
-                }
-                while self
+        #[cfg(test)]
+        self.check_indexes();
+        // Each task that wants a replica, in `wanting` order, until no worker could take one
+        // (a slot of a held-back worker takes nothing). A task's key only moves later when it
+        // gets a replica (to class 2): `visited` keeps it from being taken twice.
+        let mut visited: BTreeSet<(u64, usize)> = BTreeSet::new();
+        let mut after: Option<WantKey> = None;
+        while self.free_ok > 0 {
+            let next = match after {
+                None => self.wanting.first(),
+                Some(k) => self.wanting.range((Excluded(k), Unbounded)).next(),
+            };
+            let Some(&key) = next else {
+                break;
+            };
+            after = Some(key);
+            if key.class == 2 && visited.contains(&(key.job, key.task)) {
+                continue;
+            }
+            if key.class < 2 {
+                visited.insert((key.job, key.task));
+            }
+            while self.free_ok > 0
+                && self
                     .jobs
                     .get(&key.job)
                     .is_some_and(|j| j.tasks[key.task].queued.is_some())
-                {
-                    let Some(worker) = self.pick_worker(key.job, key.task, Pick::Any) else {
-                        break;
-                    };
-                    self.start_replica(now, key.job, key.task, worker, Extra::No, None);
-                    free -= 1;
-                    if free == 0 {
-                        break;
-                    }
-                }
+            {
+                let Some(worker) = self.pick_worker(key.job, key.task, Pick::Any) else {
+                    break;
+                };
+                self.start_replica(now, key.job, key.task, worker, Extra::No, None);
             }
         }
         if self.cfg.policy.saturates() {
@@ -1252,16 +1466,24 @@ impl Scheduler {
             .collect();
         // A task that failed on every live worker may go back to one of them rather than wait
         // forever for a new worker.
-        let avoid_failed = self
-            .workers
+        let failed_live = task
+            .failed_on
             .iter()
-            .any(|(id, w)| w.state == WorkerState::Live && !task.failed_on.contains(id));
+            .filter(|id| {
+                self.workers
+                    .get(*id)
+                    .is_some_and(|w| w.state == WorkerState::Live)
+            })
+            .count();
+        let avoid_failed = self.live_workers > failed_live;
         let mut best: Vec<&WorkerId> = Vec::new();
         let mut best_pref = [f64::MIN; 3];
-        for (id, w) in &self.workers {
-            if w.free_slots() == 0
-                || self.held_back(w).is_some()
-                || !fits(w.hardware.as_ref(), spec)
+        // Only workers with a free slot and a fast enough link, in id order.
+        for id in &self.pickable {
+            let Some(w) = self.workers.get(id) else {
+                continue;
+            };
+            if !fits(w.hardware.as_ref(), spec)
                 || running_on.contains(id)
                 || task.trimmed_on.contains(id)
                 || (avoid_failed && task.failed_on.contains(id))
@@ -1373,8 +1595,12 @@ impl Scheduler {
         );
         self.set_deadline(now, replica);
         let kind = assignment.kind.clone();
+        if extra == Extra::Saturation {
+            self.saturation.insert(replica);
+        }
         let w = self.workers.get_mut(&worker).expect("picked worker exists");
         w.replicas.insert(replica);
+        self.reindex(&worker);
         let w = &self.workers[&worker];
         let class = self.class(&worker, w, Some(&kind));
         let rate = class.rate(&self.cfg.class_rates);

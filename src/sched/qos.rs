@@ -4,6 +4,7 @@
 //! clock, no I/O; every decision leaves as an [`super::Output`].
 
 use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Unbounded};
 use std::time::{Duration, Instant};
 
 use super::{
@@ -228,16 +229,23 @@ impl Scheduler {
     /// workers could not take gets the worker of a saturation replica whose task runs elsewhere
     /// too (that replica is cancelled at once).
     pub(super) fn preempt_saturation(&mut self, now: Instant) {
-        let waiting: Vec<super::WantKey> = self
-            .wanting
-            .iter()
-            .filter(|k| k.class < 2)
-            .copied()
-            .collect();
-        for key in waiting {
+        // Tasks with no live replica lead `wanting` (classes 0 and 1). Taking one moves it to
+        // class 2 or out; cancelling a victim leaves its task a live replica: neither adds a
+        // key of class 0 or 1, so walking the set is walking a copy of its start.
+        let mut after: Option<super::WantKey> = None;
+        while !self.saturation.is_empty() {
+            let next = match after {
+                None => self.wanting.first(),
+                Some(k) => self.wanting.range((Excluded(k), Unbounded)).next(),
+            };
+            let Some(&key) = next.filter(|k| k.class < 2) else {
+                break;
+            };
+            after = Some(key);
             let victim =
-                self.replicas
+                self.saturation
                     .iter()
+                    .filter_map(|r| self.replicas.get(r).map(|rep| (r, rep)))
                     .filter(|(r, rep)| {
                         rep.extra == Extra::Saturation
                             && self.live_replicas(rep.job, rep.task) >= 2
@@ -248,7 +256,7 @@ impl Scheduler {
                         let job = self.jobs.get(&key.job)?;
                         let task = &job.tasks[key.task];
                         let fits = super::fits(w.hardware.as_ref(), &job.job.tasks()[key.task])
-                            && self.held_back(w).is_none()
+                            && !self.is_held_back(w)
                             && !task.failed_on.contains(&rep.worker)
                             && !task.replicas.iter().any(|x| {
                                 self.replicas.get(x).is_some_and(|x| x.worker == rep.worker)
@@ -267,12 +275,9 @@ impl Scheduler {
         }
     }
 
+    /// Free slots of the workers that can take a replica now.
     fn free_slots(&self) -> usize {
-        self.workers
-            .values()
-            .filter(|w| self.held_back(w).is_none())
-            .map(super::Worker::free_slots)
-            .sum()
+        self.free_ok
     }
 
     // ----- the progress monitor -----
