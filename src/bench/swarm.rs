@@ -95,7 +95,7 @@ fn parse_task_us(s: &str) -> Result<u64, String> {
         .trim()
         .parse()
         .map_err(|_| format!("{s:?} is not a whole number of microseconds"))?;
-    if us % 1000 != 0 || us > 3_600_000_000 {
+    if !us.is_multiple_of(1000) || us > 3_600_000_000 {
         return Err(format!(
             "--task-us {us}: the spin kernel counts whole milliseconds, so a multiple of 1000 \
              up to an hour (3600000000)"
@@ -423,10 +423,8 @@ async fn simulated_worker(mut setup: WorkerSetup) -> WorkerLog {
                             break;
                         }
                     }
-                    SupervisorMsg::Error { message, .. } => {
-                        if message.contains(LOST_NOTICE) {
-                            log.lost_notice = true;
-                        }
+                    SupervisorMsg::Error { message, .. } if message.contains(LOST_NOTICE) => {
+                        log.lost_notice = true;
                     }
                     _ => {}
                 }
