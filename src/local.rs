@@ -136,6 +136,17 @@ impl Drop for LocalWorker {
     }
 }
 
+/// The child of process `pid` whose command name is `name`: for instance the client that
+/// `dbus-run-session` started, which does not pass signals on to it.
+pub fn child_named(pid: u32, name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    text.split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+        .find(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+}
+
 /// Sends `sig` to process `pid`.
 pub fn signal_pid(pid: u32, sig: i32) -> std::io::Result<()> {
     let pid = libc::pid_t::try_from(pid).map_err(|_| std::io::Error::other("pid out of range"))?;

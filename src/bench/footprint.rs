@@ -152,18 +152,6 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The client's process inside `dbus-run-session` (the session bus the tray needs), which also
-/// runs a `dbus-daemon`.
-fn child_of(pid: u32) -> Option<u32> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    text.split_whitespace()
-        .filter_map(|c| c.parse::<u32>().ok())
-        .find(|c| {
-            std::fs::read_to_string(format!("/proc/{c}/comm"))
-                .is_ok_and(|comm| comm.trim() == "idlegrid")
-        })
-}
-
 /// One desktop client run: joined, past start-up, then watched for `secs`. Returns CPU % of one
 /// core, peak RSS in MiB, and frames drawn per second.
 async fn watch_gui(
@@ -218,7 +206,9 @@ async fn watch_gui(
             );
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let pid = child_of(child.id()).context("no client process under dbus-run-session")?;
+        // The client's process inside dbus-run-session (which also runs a dbus-daemon).
+        let pid = crate::local::child_named(child.id(), "idlegrid")
+            .context("no client process under dbus-run-session")?;
         let read_frames = || -> u64 {
             std::fs::read_to_string(&frames)
                 .ok()
@@ -237,7 +227,7 @@ async fn watch_gui(
     }
     .await;
     // dbus-run-session does not pass a signal on: the client first, then the session.
-    if let Some(pid) = child_of(child.id()) {
+    if let Some(pid) = crate::local::child_named(child.id(), "idlegrid") {
         let _ = crate::local::signal_pid(pid, libc::SIGTERM);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -432,9 +432,7 @@ impl Engine {
     /// checked, written and applied by [`UiCommand::ApplySettings`] and
     /// [`UiCommand::Configure`]. Without a file those two are refused.
     pub fn with_settings(mut self, settings: Settings, path: Option<PathBuf>) -> Self {
-        self.executor.set_cpu_cap(settings.cpu_cap_percent);
-        self.executor
-            .set_step_aside(settings.step_aside && !settings.run_while_in_use);
+        self.executor.follow_settings(&settings);
         self.view.settings = Arc::new(settings);
         self.view.settings_path = path;
         self.snapshots.send_replace(self.view.clone());
@@ -941,9 +939,7 @@ impl Engine {
                 Err(e) => warn!("cannot start task threads for {slots} slots: {e}"),
             }
         }
-        self.executor.set_cpu_cap(settings.cpu_cap_percent);
-        self.executor
-            .set_step_aside(settings.step_aside && !settings.run_while_in_use);
+        self.executor.follow_settings(&settings);
         if settings.server != self.cfg.server {
             self.cfg.server = settings.server.clone();
             reconnect = true;

@@ -134,9 +134,14 @@ impl Executor {
 
     /// Caps each task at `percent` (1..=100) of one core, running tasks included: below 100 a
     /// task rests at its checkpoints for the rest of every 100 ms period.
-    // Called by the engine once the settings carry `cpu_cap_percent` (the lead wires it).
     pub fn set_cpu_cap(&self, percent: u32) {
         self.cpu_cap.store(percent.clamp(1, 100), Ordering::Relaxed);
+    }
+
+    /// What the settings say about running tasks: the CPU cap, and whether they step aside.
+    pub fn follow_settings(&self, s: &super::settings::Settings) {
+        self.set_cpu_cap(s.cpu_cap_percent);
+        self.set_step_aside(s.step_aside && !s.run_while_in_use);
     }
 
     /// Whether tasks step aside, within milliseconds, whenever another program wants a CPU

@@ -347,8 +347,16 @@ impl Store {
         exec: Execution,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
+        let row = ResultRow {
+            replica,
+            job,
+            task,
+            output,
+            exec,
+            now_ms,
+        };
         let tx = self.conn.transaction()?;
-        let first = insert_result(&tx, replica, job, task, output, exec, now_ms)?;
+        let first = insert_result(&tx, &row)?;
         tx.commit()?;
         Ok(first)
     }
@@ -361,7 +369,7 @@ impl Store {
         }
         let tx = self.conn.transaction()?;
         for r in results {
-            insert_result(&tx, r.replica, r.job, r.task, r.output, r.exec, r.now_ms)?;
+            insert_result(&tx, r)?;
         }
         tx.commit()?;
         Ok(())
@@ -643,25 +651,17 @@ pub struct ResultRow<'a> {
 }
 
 /// The task's result (if it is the first) and the replica's end; returns whether it was first.
-fn insert_result(
-    conn: &rusqlite::Connection,
-    replica: ReplicaId,
-    job: &JobId,
-    task: &TaskId,
-    output: &str,
-    exec: Execution,
-    now_ms: u64,
-) -> Result<bool, StoreError> {
+fn insert_result(conn: &Connection, r: &ResultRow<'_>) -> Result<bool, StoreError> {
     let first = conn.execute(
         "INSERT OR IGNORE INTO results (job, task, output, replica, done_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![job.0, task.0, output, replica.key(), now_ms as i64],
+        params![r.job.0, r.task.0, r.output, r.replica.key(), r.now_ms as i64],
     )? == 1;
     let end = if first {
         ReplicaEnd::Won
     } else {
         ReplicaEnd::Late
     };
-    end_replica(conn, replica, end, Some(exec), None, now_ms)?;
+    end_replica(conn, r.replica, end, Some(r.exec), None, r.now_ms)?;
     Ok(first)
 }
 

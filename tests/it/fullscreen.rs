@@ -467,18 +467,8 @@ async fn with_the_screensaver_on_the_client_covers_the_screen_when_idle_and_a_ke
     )
     .await;
     // dbus-run-session does not pass a signal on: the client first, then the session.
-    if let Ok(children) = std::fs::read_to_string(format!(
-        "/proc/{}/task/{}/children",
-        client.id(),
-        client.id()
-    )) {
-        for pid in children
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
-            // SAFETY: kill only sends a signal.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
+    if let Some(pid) = idlegrid::local::child_named(client.id(), "idlegrid") {
+        let _ = idlegrid::local::signal_pid(pid, libc::SIGTERM);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = client.kill();
