@@ -45,6 +45,19 @@ pub(super) fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(ticks as f64 / hz as f64))
 }
 
+/// Whether a worker joins within `limit` (through the events: a lagging receiver skips ahead, a
+/// stopped supervisor ends the wait).
+async fn joined(events: &mut tokio::sync::broadcast::Receiver<Event>, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        match supervisor::next_event(events, deadline).await {
+            Ok(Event::WorkerJoined { .. }) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
 /// Resident memory of a process in MiB, from /proc.
 fn rss_mb(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -96,15 +109,7 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<()> {
         .spawn()
         .context("cannot start the client")?;
     let pid = child.id();
-    let joined = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            if let Ok(Event::WorkerJoined { .. }) = events.recv().await {
-                break;
-            }
-        }
-    })
-    .await;
-    if joined.is_err() {
+    if !joined(&mut events, Duration::from_secs(30)).await {
         let _ = child.kill();
         bail!(
             "the client did not connect; its log: {}",
@@ -191,15 +196,7 @@ async fn watch_gui(
         .spawn()
         .context("cannot start dbus-run-session (apt-get install dbus-daemon)")?;
     let outcome = async {
-        let joined = tokio::time::timeout(Duration::from_secs(60), async {
-            loop {
-                if let Ok(Event::WorkerJoined { .. }) = events.recv().await {
-                    break;
-                }
-            }
-        })
-        .await;
-        if joined.is_err() {
+        if !joined(events, Duration::from_secs(60)).await {
             bail!(
                 "the client did not connect; its log: {}",
                 std::fs::read_to_string(&log_path).unwrap_or_default()
