@@ -432,19 +432,18 @@ impl Store {
     /// What the store knows of one replica: where it ran, when it started, how it ended.
     pub fn replica_info(&self, replica: ReplicaId) -> Result<Option<ReplicaInfo>, StoreError> {
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT job, task, worker, started_ms, outcome FROM replicas WHERE id = ?1",
-                [replica.key()],
-                |r| {
-                    Ok(ReplicaInfo {
-                        job: JobId(r.get(0)?),
-                        task: TaskId(r.get(1)?),
-                        worker: WorkerId(r.get(2)?),
-                        started_ms: r.get::<_, i64>(3)? as u64,
-                        outcome: r.get(4)?,
-                    })
-                },
-            )
+            )?
+            .query_row([replica.key()], |r| {
+                Ok(ReplicaInfo {
+                    job: JobId(r.get(0)?),
+                    task: TaskId(r.get(1)?),
+                    worker: WorkerId(r.get(2)?),
+                    started_ms: r.get::<_, i64>(3)? as u64,
+                    outcome: r.get(4)?,
+                })
+            })
             .optional()
             .map_err(Into::into)
     }
@@ -652,9 +651,11 @@ pub struct ResultRow<'a> {
 
 /// The task's result (if it is the first) and the replica's end; returns whether it was first.
 fn insert_result(conn: &Connection, r: &ResultRow<'_>) -> Result<bool, StoreError> {
-    let first = conn.execute(
-        "INSERT OR IGNORE INTO results (job, task, output, replica, done_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![r.job.0, r.task.0, r.output, r.replica.key(), r.now_ms as i64],
+    let first = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO results (job, task, output, replica, done_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![r.job.0, r.task.0, r.output, r.replica.key(), r.now_ms as i64],
     )? == 1;
     let end = if first {
         ReplicaEnd::Won
@@ -707,10 +708,11 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobSummary> {
 }
 
 fn insert_replica(conn: &Connection, s: &ReplicaStart) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT OR REPLACE INTO replicas (id, job, task, worker, worker_name, rate, class, reason, cause, detail, started_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![
+    )?
+    .execute(params![
             s.replica.key(),
             s.job.0,
             s.task.0,
@@ -722,8 +724,7 @@ fn insert_replica(conn: &Connection, s: &ReplicaStart) -> Result<(), StoreError>
             s.cause,
             s.detail,
             s.at_ms as i64
-        ],
-    )?;
+        ])?;
     Ok(())
 }
 
@@ -774,18 +775,18 @@ fn end_replica(
     error: Option<&str>,
     now_ms: u64,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE replicas SET ended_ms = ?2, outcome = ?3, wall_ms = ?4, cpu_ms = ?5, error = ?6
          WHERE id = ?1 AND ended_ms IS NULL",
-        params![
-            replica.key(),
-            now_ms as i64,
-            end.as_str(),
-            exec.map(|e| e.wall_ms as i64),
-            exec.map(|e| e.cpu_ms as i64),
-            error
-        ],
-    )?;
+    )?
+    .execute(params![
+        replica.key(),
+        now_ms as i64,
+        end.as_str(),
+        exec.map(|e| e.wall_ms as i64),
+        exec.map(|e| e.cpu_ms as i64),
+        error
+    ])?;
     Ok(())
 }
 
