@@ -404,14 +404,16 @@ impl Store {
                     at_ms,
                 } => end_replica(&tx, *replica, *end, *exec, error.as_deref(), *at_ms)?,
                 Record::Measured { replica, exec } => {
-                    tx.execute(
+                    run(
+                        &tx,
                         "UPDATE replicas SET wall_ms = ?2, cpu_ms = ?3
                          WHERE id = ?1 AND outcome = 'cancelled' AND cpu_ms IS NULL",
                         params![replica.key(), exec.wall_ms as i64, exec.cpu_ms as i64],
                     )?;
                 }
                 Record::Reopened(replica) => {
-                    tx.execute(
+                    run(
+                        &tx,
                         "UPDATE replicas SET ended_ms = NULL, outcome = NULL WHERE id = ?1 AND outcome = 'lost'",
                         [replica.key()],
                     )?;
@@ -651,11 +653,16 @@ pub struct ResultRow<'a> {
 
 /// The task's result (if it is the first) and the replica's end; returns whether it was first.
 fn insert_result(conn: &Connection, r: &ResultRow<'_>) -> Result<bool, StoreError> {
-    let first = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO results (job, task, output, replica, done_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![r.job.0, r.task.0, r.output, r.replica.key(), r.now_ms as i64],
+    let first = run(
+        conn,
+        "INSERT OR IGNORE INTO results (job, task, output, replica, done_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            r.job.0,
+            r.task.0,
+            r.output,
+            r.replica.key(),
+            r.now_ms as i64
+        ],
     )? == 1;
     let end = if first {
         ReplicaEnd::Won
@@ -708,11 +715,11 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobSummary> {
 }
 
 fn insert_replica(conn: &Connection, s: &ReplicaStart) -> Result<(), StoreError> {
-    conn.prepare_cached(
+    run(
+        conn,
         "INSERT OR REPLACE INTO replicas (id, job, task, worker, worker_name, rate, class, reason, cause, detail, started_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
+        params![
             s.replica.key(),
             s.job.0,
             s.task.0,
@@ -724,14 +731,22 @@ fn insert_replica(conn: &Connection, s: &ReplicaStart) -> Result<(), StoreError>
             s.cause,
             s.detail,
             s.at_ms as i64
-        ])?;
+        ],
+    )?;
     Ok(())
 }
 
 fn insert_activity(conn: &Connection, a: &ActivityRecord) -> Result<(), StoreError> {
-    conn.execute(
+    run(
+        conn,
         "INSERT INTO activity (worker, worker_name, kind, at_ms, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![a.worker, a.worker_name, a.kind, a.at_ms as i64, a.received_ms as i64],
+        params![
+            a.worker,
+            a.worker_name,
+            a.kind,
+            a.at_ms as i64,
+            a.received_ms as i64
+        ],
     )?;
     Ok(())
 }
@@ -743,16 +758,25 @@ fn finish_job(
     error: Option<&str>,
     now_ms: u64,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    run(
+        conn,
         "UPDATE jobs SET state = ?2, error = ?3, finished_ms = ?4 WHERE id = ?1 AND state = 'running'",
         params![job.0, state, error, now_ms as i64],
     )?;
     // Replicas still open when their job ends were stopped by it.
-    conn.execute(
+    run(
+        conn,
         "UPDATE replicas SET ended_ms = ?2, outcome = 'cancelled' WHERE job = ?1 AND ended_ms IS NULL",
         params![job.0, now_ms as i64],
     )?;
     Ok(())
+}
+
+/// Runs a write the store makes again and again (per replica, result, activity or job) from the
+/// connection's statement cache: parsing the SQL each time cost about 5% of the supervisor's CPU
+/// at 8,700 tasks/s.
+fn run(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize, StoreError> {
+    Ok(conn.prepare_cached(sql)?.execute(params)?)
 }
 
 /// A replica id the store wrote, from column `i`.
@@ -775,18 +799,19 @@ fn end_replica(
     error: Option<&str>,
     now_ms: u64,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
+    run(
+        conn,
         "UPDATE replicas SET ended_ms = ?2, outcome = ?3, wall_ms = ?4, cpu_ms = ?5, error = ?6
          WHERE id = ?1 AND ended_ms IS NULL",
-    )?
-    .execute(params![
-        replica.key(),
-        now_ms as i64,
-        end.as_str(),
-        exec.map(|e| e.wall_ms as i64),
-        exec.map(|e| e.cpu_ms as i64),
-        error
-    ])?;
+        params![
+            replica.key(),
+            now_ms as i64,
+            end.as_str(),
+            exec.map(|e| e.wall_ms as i64),
+            exec.map(|e| e.cpu_ms as i64),
+            error
+        ],
+    )?;
     Ok(())
 }
 
