@@ -179,6 +179,9 @@ struct JobState {
     last_done: Instant,
     /// Wall time from assignment to result of each winning replica, seconds, for medians.
     durations: Vec<f64>,
+    /// Whether saturation could ever copy one of its tasks: it has a CPU estimate (a copy can
+    /// be judged a likely winner) or a critical task (copies insure it).
+    saturable: bool,
 }
 
 impl JobState {
@@ -237,7 +240,110 @@ pub struct Scheduler {
     live_workers: usize,
     /// Saturation replicas, the ones `preempt_saturation` may take back.
     saturation: BTreeSet<ReplicaId>,
+    /// Jobs whose `saturable` is set: with none, `saturate` has nothing to look at.
+    saturable_jobs: usize,
+    /// The `pickable` workers in `pick_worker`'s order of preference, one ordering per task
+    /// kind and [`Rank`] asked for so far (built on first use, then kept by `reindex`).
+    pick_index: HashMap<(String, Rank), PickIndex>,
 }
+
+/// What `pick_worker` ranks workers by for a task (see there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Rank {
+    /// Policies blind to speed: most free slots.
+    Spread,
+    /// Critical: capacity class, then speed, then free slots.
+    Critical,
+    /// Network-heavy: link, then speed, then free slots.
+    NetHeavy,
+    /// Any other task: speed, then free slots.
+    Plain,
+}
+
+/// A worker's preference under one [`Rank`]: compared with `cmp3` (a total order on floats).
+#[derive(Debug, Clone, Copy)]
+struct Pref([f64; 3]);
+
+impl PartialEq for Pref {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for Pref {}
+impl PartialOrd for Pref {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pref {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        cmp3(&self.0, &other.0)
+    }
+}
+
+/// Pickable workers in groups of equal preference, best group first, and each one's key.
+#[derive(Debug, Default)]
+struct PickIndex {
+    groups: BTreeMap<std::cmp::Reverse<Pref>, TieGroup>,
+    key: HashMap<WorkerId, Pref>,
+}
+
+/// Workers of equal preference: any member is drawn in O(1), added and removed in O(1).
+#[derive(Debug, Default)]
+struct TieGroup {
+    members: Vec<WorkerId>,
+    at: HashMap<WorkerId, usize>,
+}
+
+impl TieGroup {
+    fn insert(&mut self, id: &WorkerId) {
+        self.at.insert(id.clone(), self.members.len());
+        self.members.push(id.clone());
+    }
+
+    fn remove(&mut self, id: &WorkerId) {
+        if let Some(i) = self.at.remove(id) {
+            self.members.swap_remove(i);
+            if let Some(moved) = self.members.get(i) {
+                self.at.insert(moved.clone(), i);
+            }
+        }
+    }
+}
+
+impl PickIndex {
+    fn set(&mut self, id: &WorkerId, pref: Option<Pref>) {
+        let old = match pref {
+            Some(p) => self.key.insert(id.clone(), p),
+            None => self.key.remove(id),
+        };
+        if old == pref {
+            return;
+        }
+        if let Some(o) = old
+            && let Some(group) = self.groups.get_mut(&std::cmp::Reverse(o))
+        {
+            group.remove(id);
+            if group.members.is_empty() {
+                self.groups.remove(&std::cmp::Reverse(o));
+            }
+        }
+        if let Some(p) = pref {
+            self.groups
+                .entry(std::cmp::Reverse(p))
+                .or_default()
+                .insert(id);
+        }
+    }
+}
+
+/// Tie groups up to this size are drawn from exactly as a scan of every worker would (one draw
+/// among the members that may take the task, in id order); larger ones by drawing members until
+/// one may (uniform too, and O(1) when most may), so a pool of thousands of alike workers costs
+/// no scan. Above the simulator's largest scenario pool (120 workers), so its runs draw as before.
+const EXACT_TIES: usize = 128;
+/// Draws from a large tie group before it is scanned after all.
+const TIE_DRAWS: usize = 8;
 
 impl Scheduler {
     /// A scheduler for one supervisor boot. `epoch` must differ on every boot (the store counts
@@ -268,6 +374,8 @@ impl Scheduler {
             free_ok: 0,
             live_workers: 0,
             saturation: BTreeSet::new(),
+            saturable_jobs: 0,
+            pick_index: HashMap::new(),
         }
     }
 
@@ -300,6 +408,30 @@ impl Scheduler {
             _ if !self.cfg.policy.detects_loss() => None,
             _ if !w.probe_sent => Some((w.last_heard + self.cfg.probe_after()).min(lost_at)),
             _ => Some(lost_at),
+        }
+    }
+
+    /// Workers whose deadline (a status request, loss, a reconnect) is due at `now`. Their
+    /// connections may have heard from them after the driver last did: the driver says so
+    /// ([`Scheduler::handle_heard`]) before [`Scheduler::handle_timeout`], so a worker is judged
+    /// by when its frames arrived, not by how long they queued.
+    pub fn due_workers(&self, now: Instant) -> Vec<WorkerId> {
+        self.timers
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .filter_map(|(_, h)| self.handles.get(h).cloned())
+            .collect()
+    }
+
+    /// The worker's connection received a frame at `at` (any frame: a sign of life), which the
+    /// driver has not handled yet. Never moves the worker's clock back.
+    pub fn handle_heard(&mut self, at: Instant, id: &WorkerId) {
+        if self
+            .workers
+            .get(id)
+            .is_some_and(|w| w.state.is_connected() && at > w.last_heard)
+        {
+            self.touch(at, id);
         }
     }
 
@@ -483,6 +615,7 @@ impl Scheduler {
         } else {
             self.history.insert(id.clone(), history);
         }
+        self.reindex(id);
     }
 
     /// The worker acknowledged a status request. True if `nonce` is that of the outstanding
@@ -749,6 +882,9 @@ impl Scheduler {
             .count();
         let plan = criticality::plan(&job, self.cfg.critical_replicas, self.cfg.redundancy_budget);
         self.job_seq.insert(id.clone(), seq);
+        let saturable = job.tasks().iter().any(|t| t.estimates.cpu_s > 0.0)
+            || (self.cfg.policy.replicates_critical() && plan.tasks.iter().any(|t| t.replicas > 1));
+        self.saturable_jobs += usize::from(saturable);
         let state = JobState {
             id,
             job,
@@ -759,6 +895,7 @@ impl Scheduler {
             required_left,
             last_done: now,
             durations: Vec::new(),
+            saturable,
         };
         let complete = state.complete();
         self.jobs.insert(seq, state);
@@ -955,6 +1092,7 @@ impl Scheduler {
                 speed,
             });
         }
+        self.reindex(id);
     }
 
     /// Whether an idle, connected worker takes no tasks (`held_back` says why).
@@ -1019,6 +1157,9 @@ impl Scheduler {
         if w.counted_live {
             self.live_workers -= 1;
         }
+        for index in self.pick_index.values_mut() {
+            index.set(id, None);
+        }
     }
 
     /// Brings the indexes up to date with the worker after a change to its state, clock,
@@ -1072,6 +1213,55 @@ impl Scheduler {
         w.counted_free = free;
         w.counted_ok = ok;
         w.counted_live = live;
+        if self.pick_index.is_empty() {
+            return;
+        }
+        let prefs: Vec<((String, Rank), Option<Pref>)> = self
+            .pick_index
+            .keys()
+            .map(|(kind, rank)| {
+                let pref = ok.then(|| self.pref(id, kind, *rank)).flatten();
+                ((kind.clone(), *rank), pref)
+            })
+            .collect();
+        for (k, pref) in prefs {
+            if let Some(index) = self.pick_index.get_mut(&k) {
+                index.set(id, pref);
+            }
+        }
+    }
+
+    /// The worker's preference for a task of `kind` under `rank`; `None` if it is unknown.
+    fn pref(&self, id: &WorkerId, kind: &str, rank: Rank) -> Option<Pref> {
+        let w = self.workers.get(id)?;
+        let free = w.free_slots() as f64;
+        if rank == Rank::Spread {
+            return Some(Pref([free, 0.0, 0.0]));
+        }
+        let speed = expected_speed(w.hardware.as_ref(), self.history.get(id), Some(kind));
+        Some(Pref(match rank {
+            Rank::NetHeavy => [w.link.map_or(0.0, |l| l.kbps()), speed, free],
+            Rank::Critical => [
+                f64::from(class_of(speed, w.link.as_ref()) as u8),
+                speed,
+                free,
+            ],
+            Rank::Plain | Rank::Spread => [speed, free, 0.0],
+        }))
+    }
+
+    /// The ordering of pickable workers for `kind` under `rank`, built from `pickable` the first
+    /// time it is asked for.
+    fn pick_index(&mut self, kind: &str, rank: Rank) -> &PickIndex {
+        let key = (kind.to_owned(), rank);
+        if !self.pick_index.contains_key(&key) {
+            let mut index = PickIndex::default();
+            for id in &self.pickable {
+                index.set(id, self.pref(id, kind, rank));
+            }
+            self.pick_index.insert(key.clone(), index);
+        }
+        &self.pick_index[&key]
     }
 
     /// Tests only: the indexes hold what a scan of every worker computes.
@@ -1113,6 +1303,34 @@ impl Scheduler {
             .map(|(id, _)| *id)
             .collect();
         assert_eq!(saturation, self.saturation, "saturation replicas");
+        let saturable = self.jobs.values().filter(|j| j.saturable).count();
+        assert_eq!(saturable, self.saturable_jobs, "saturable jobs");
+        for ((kind, rank), index) in &self.pick_index {
+            let want: BTreeSet<(std::cmp::Reverse<Pref>, WorkerId)> = self
+                .pickable
+                .iter()
+                .map(|id| {
+                    let pref = self
+                        .pref(id, kind, *rank)
+                        .expect("a pickable worker exists");
+                    (std::cmp::Reverse(pref), id.clone())
+                })
+                .collect();
+            let have: BTreeSet<(std::cmp::Reverse<Pref>, WorkerId)> = index
+                .groups
+                .iter()
+                .flat_map(|(p, g)| g.members.iter().map(|id| (*p, id.clone())))
+                .collect();
+            assert_eq!(want, have, "pick order for {kind} under {rank:?}");
+            assert_eq!(index.key.len(), want.len(), "pick keys for {kind}");
+            for g in index.groups.values() {
+                assert!(!g.members.is_empty(), "an empty tie group is kept");
+                assert_eq!(g.at.len(), g.members.len(), "tie group positions");
+                for (i, id) in g.members.iter().enumerate() {
+                    assert_eq!(g.at.get(id), Some(&i), "position of {id}");
+                }
+            }
+        }
     }
 
     /// Records that the worker was heard from. False if the scheduler does not know it as
@@ -1395,6 +1613,7 @@ impl Scheduler {
         }
         if let Some(job) = self.jobs.remove(&seq) {
             self.job_seq.remove(&job.id);
+            self.saturable_jobs -= usize::from(job.saturable);
             self.outputs.push_back(Output::JobFinished {
                 job: job.id,
                 outcome,
@@ -1453,12 +1672,23 @@ impl Scheduler {
     /// worker for its kind; the other policies spread tasks over the workers with the most free
     /// slots, blind to speed. `Pick::FasterThan` takes only workers expected to be faster.
     fn pick_worker(&mut self, seq: u64, ti: usize, pick: Pick) -> Option<WorkerId> {
+        let spec = &self.jobs[&seq].job.tasks()[ti];
+        let rank = if !self.cfg.policy.replicates_critical() {
+            Rank::Spread
+        } else if spec.estimates.net_kb >= NET_HEAVY_KB {
+            Rank::NetHeavy
+        } else if self.is_critical(seq, ti) {
+            Rank::Critical
+        } else {
+            Rank::Plain
+        };
+        let kind = spec.kind.clone();
+        // Built (or found) first: the rest only reads.
+        self.pick_index(&kind, rank);
+        let index = &self.pick_index[&(kind, rank)];
         let job = &self.jobs[&seq];
         let task = &job.tasks[ti];
         let spec = &job.job.tasks()[ti];
-        let critical = self.is_critical(seq, ti);
-        let aware = self.cfg.policy.replicates_critical();
-        let net_heavy = spec.estimates.net_kb >= NET_HEAVY_KB;
         let running_on: BTreeSet<&WorkerId> = task
             .replicas
             .iter()
@@ -1476,53 +1706,46 @@ impl Scheduler {
             })
             .count();
         let avoid_failed = self.live_workers > failed_live;
-        let mut best: Vec<&WorkerId> = Vec::new();
-        let mut best_pref = [f64::MIN; 3];
-        // Only workers with a free slot and a fast enough link, in id order.
-        for id in &self.pickable {
+        // Pickable workers (a free slot, a fast enough link) by preference, best first: the
+        // first group with a worker that may take the task gives it one of those, at random.
+        let may = |id: &WorkerId| {
             let Some(w) = self.workers.get(id) else {
-                continue;
+                return false;
             };
-            if !fits(w.hardware.as_ref(), spec)
-                || running_on.contains(id)
-                || task.trimmed_on.contains(id)
-                || (avoid_failed && task.failed_on.contains(id))
-            {
+            fits(w.hardware.as_ref(), spec)
+                && !running_on.contains(id)
+                && !task.trimmed_on.contains(id)
+                && !(avoid_failed && task.failed_on.contains(id))
+                && match pick {
+                    Pick::Any => true,
+                    Pick::FasterThan(min) => {
+                        expected_speed(w.hardware.as_ref(), self.history.get(id), Some(&spec.kind))
+                            > min
+                    }
+                }
+        };
+        let rng = &mut self.rng;
+        for group in index.groups.values() {
+            let n = group.members.len();
+            if n > EXACT_TIES {
+                for _ in 0..TIE_DRAWS {
+                    let id = &group.members[rng.below(n as u64) as usize];
+                    if may(id) {
+                        return Some(id.clone());
+                    }
+                }
+            }
+            let mut ok: Vec<&WorkerId> = group.members.iter().filter(|id| may(id)).collect();
+            if ok.is_empty() {
                 continue;
             }
-            let speed = expected_speed(w.hardware.as_ref(), self.history.get(id), Some(&spec.kind));
-            if let Pick::FasterThan(min) = pick
-                && speed <= min
-            {
-                continue;
+            if n <= EXACT_TIES {
+                ok.sort();
             }
-            let free = w.free_slots() as f64;
-            let pref = if !aware {
-                [free, 0.0, 0.0]
-            } else {
-                let class = f64::from(class_of(speed, w.link.as_ref()) as u8);
-                let link = w.link.map_or(0.0, |l| l.kbps());
-                match (critical, net_heavy) {
-                    (_, true) => [link, speed, free],
-                    (true, false) => [class, speed, free],
-                    (false, false) => [speed, free, 0.0],
-                }
-            };
-            match cmp3(&pref, &best_pref) {
-                std::cmp::Ordering::Less => continue,
-                std::cmp::Ordering::Greater => {
-                    best.clear();
-                    best_pref = pref;
-                }
-                std::cmp::Ordering::Equal => {}
-            }
-            best.push(id);
+            let pick = rng.below(ok.len() as u64) as usize;
+            return Some(ok[pick].clone());
         }
-        if best.is_empty() {
-            return None;
-        }
-        let pick = self.rng.below(best.len() as u64) as usize;
-        Some(best[pick].clone())
+        None
     }
 
     /// Starts a replica of the task on `worker`. `reason` is given for extras; a planned replica

@@ -118,9 +118,18 @@ impl Scheduler {
 
     /// Every task with a live replica, with its best projection.
     fn running_tasks(&self, now: Instant) -> Vec<Running> {
+        self.running_tasks_of(now, |_| true)
+    }
+
+    /// Every task with a live replica in a job `of` accepts, with its best projection.
+    fn running_tasks_of(
+        &self,
+        now: Instant,
+        of: impl Fn(&super::JobState) -> bool,
+    ) -> Vec<Running> {
         let mut by_task: BTreeMap<(u64, usize), Vec<ReplicaId>> = BTreeMap::new();
         for (r, rep) in &self.replicas {
-            if self.is_live(r) {
+            if self.jobs.get(&rep.job).is_some_and(&of) && self.is_live(r) {
                 by_task.entry((rep.job, rep.task)).or_default().push(*r);
             }
         }
@@ -168,10 +177,13 @@ impl Scheduler {
     /// before its best running replica does.
     pub(super) fn saturate(&mut self, now: Instant) {
         let mut free: usize = self.free_slots();
-        if free == 0 {
+        // Runs on every scheduling turn with a free slot: when no job could take a copy, it must
+        // cost nothing (a pool of no-op tasks with no estimates would otherwise walk every
+        // replica each turn).
+        if free == 0 || self.saturable_jobs == 0 {
             return;
         }
-        let mut running = self.running_tasks(now);
+        let mut running = self.running_tasks_of(now, |j| j.saturable);
         running.retain(|t| t.live.len() < MAX_SATURATION_LIVE && self.may_copy(t));
         running.sort_by(|a, b| {
             let crit = |t: &Running| self.is_critical(t.seq, t.ti);
