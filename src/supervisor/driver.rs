@@ -8,11 +8,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
+use super::histogram::{Histogram, HistogramView};
 use super::http::output_path;
 use super::report::{JobSummary, Report};
 use super::store::{
@@ -106,6 +109,48 @@ pub struct Stats {
     pub history_not_stored: u64,
     /// Joins whose stored history could not be read (the worker starts from its benchmark).
     pub history_not_loaded: u64,
+    /// Heartbeats by how long they waited from their arrival (the connection's reader) to
+    /// the driver handling them: how far the driver lags its workers.
+    #[serde(serialize_with = "histogram_view")]
+    pub heartbeat_lateness: Histogram,
+}
+
+fn histogram_view<S: serde::Serializer>(h: &Histogram, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&HistogramView::from(h), s)
+}
+
+/// When a connection's reader last received a frame (any frame is a sign of life). The driver
+/// reads it before it judges deadlines: a worker whose frames arrived in time is never lost for
+/// how long they queued for the driver.
+#[derive(Debug)]
+pub struct Heard {
+    epoch: Instant,
+    micros: AtomicU64,
+}
+
+impl Default for Heard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Heard {
+    pub fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn stamp(&self, at: Instant) {
+        let us = at.saturating_duration_since(self.epoch).as_micros();
+        self.micros
+            .fetch_max(u64::try_from(us).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn at(&self) -> Instant {
+        self.epoch + Duration::from_micros(self.micros.load(Ordering::Relaxed))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,10 +251,13 @@ pub enum DriverMsg {
         conn: ConnId,
         hello: Hello,
         tx: mpsc::UnboundedSender<Outgoing>,
+        heard: Arc<Heard>,
     },
     Frame {
         conn: ConnId,
         worker: WorkerId,
+        /// When the connection's reader received it.
+        at: Instant,
         msg: WorkerMsg,
         /// For a result uploaded out of band (already checked and read by the connection
         /// task): the upload.
@@ -243,6 +291,7 @@ struct Conn {
     /// Replicas the worker runs at most (its slots, capped by its cores).
     slots: usize,
     tx: mpsc::UnboundedSender<Outgoing>,
+    heard: Arc<Heard>,
 }
 
 struct Driver {
@@ -431,6 +480,12 @@ impl Driver {
             self.flush_results(now);
             // Deadlines are checked on every turn, so a busy queue never hides a lost worker.
             if self.sched.poll_timeout().is_some_and(|t| t <= now) {
+                // Judged by what the connections heard, which may be ahead of this queue.
+                for id in self.sched.due_workers(now) {
+                    if let Some(c) = self.conns.get(&id) {
+                        self.sched.handle_heard(c.heard.at(), &id);
+                    }
+                }
                 self.sched.handle_timeout(now);
             }
             self.drain();
@@ -462,7 +517,12 @@ impl Driver {
             self.flush_results(now);
         }
         match msg {
-            DriverMsg::Joined { conn, hello, tx } => {
+            DriverMsg::Joined {
+                conn,
+                hello,
+                tx,
+                heard,
+            } => {
                 let Hello {
                     worker,
                     name,
@@ -477,6 +537,7 @@ impl Driver {
                         name: name.clone(),
                         slots: hardware.slots as usize,
                         tx,
+                        heard,
                     },
                 ) {
                     let _ = old.tx.send(Outgoing::Close {
@@ -497,9 +558,15 @@ impl Driver {
             DriverMsg::Frame {
                 conn,
                 worker,
+                at,
                 msg,
                 upload,
             } => {
+                if matches!(msg, WorkerMsg::Heartbeat { .. }) {
+                    self.stats
+                        .heartbeat_lateness
+                        .record(now.saturating_duration_since(at));
+                }
                 if self.conns.get(&worker).is_some_and(|c| c.id == conn) {
                     self.handle_frame(now, &worker, msg, upload);
                 } else if let Some(upload) = upload {

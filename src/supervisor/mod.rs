@@ -13,6 +13,7 @@
 
 mod auth;
 mod driver;
+mod histogram;
 mod http;
 pub mod probe;
 pub mod report;

@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 
 use super::auth::token_matches;
-use super::driver::{ConnId, DriverMsg, Hello, Outgoing, Upload};
+use super::driver::{ConnId, DriverMsg, Heard, Hello, Outgoing, Upload};
 use super::probe::{Action, ProbeConfig, Prober};
 use crate::proto::{self, BlobRef, ErrorCode, Payload, SupervisorMsg, WorkerMsg};
 
@@ -33,6 +33,8 @@ use crate::proto::{self, BlobRef, ErrorCode, Payload, SupervisorMsg, WorkerMsg};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a frame may wait for a worker to read it.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read and write buffer of one connection: room for a link probe chunk and its header.
+const WS_BUFFER_BYTES: usize = 2 * proto::LINK_CHUNK_BYTES;
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
@@ -63,7 +65,12 @@ pub fn upgrade(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
+                // Per connection, and a pool has thousands. tungstenite zeroes its read buffer
+                // up to this size before every read (128 KiB by default: most of a worker's
+                // memory, and a memset per frame); it grows for the rare large frame.
                 let config = WebSocketConfig::default()
+                    .read_buffer_size(WS_BUFFER_BYTES)
+                    .write_buffer_size(WS_BUFFER_BYTES)
                     .max_message_size(Some(proto::MAX_FRAME_BYTES))
                     .max_frame_size(Some(proto::MAX_FRAME_BYTES));
                 let ws = WebSocketStream::from_raw_socket(
@@ -282,10 +289,13 @@ async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Se
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let worker = hello.worker.clone();
+    let heard = Arc::new(Heard::new());
+    heard.stamp(Instant::now());
     let joined = DriverMsg::Joined {
         conn,
         hello,
         tx: tx.clone(),
+        heard: heard.clone(),
     };
     if driver.send(joined).await.is_err() {
         return;
@@ -317,40 +327,40 @@ async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Se
         let ended = tokio::select! {
             incoming = next_frame(&mut stream) => match incoming {
                 None => break,
-                Some(Ok(Incoming::Msg(
-                    msg @ (WorkerMsg::LinkPong { .. }
-                    | WorkerMsg::LinkReceived { .. }
-                    | WorkerMsg::LinkSent { .. }),
-                ))) => {
+                Some(Ok(incoming)) => {
                     let now = Instant::now();
-                    match &mut link {
-                        Some(l) => l.heard().take_stamps(&mut sent_rx).handle_msg(now, &msg),
-                        None => Err(super::probe::Violation(
-                            "link probe messages were not asked for (this supervisor does not probe links)".into(),
-                        )),
-                    }
-                }
-                Some(Ok(Incoming::Binary(len))) => {
-                    let now = Instant::now();
-                    match &mut link {
-                        Some(l) => l.heard().take_stamps(&mut sent_rx).handle_binary(now, len),
-                        None => Err(super::probe::Violation(proto::ProtoError::Binary.to_string())),
-                    }
-                }
-                Some(Ok(Incoming::Msg(msg))) => {
-                    let (msg, upload) = match resolve_blob(msg, &ctx).await {
-                        Ok(resolved) => resolved,
-                        Err(r) => {
-                            warn!(%worker, "closing connection: {}", r.message);
-                            refusal = Some(r);
-                            break;
+                    heard.stamp(now);
+                    match incoming {
+                        Incoming::Msg(
+                            msg @ (WorkerMsg::LinkPong { .. }
+                            | WorkerMsg::LinkReceived { .. }
+                            | WorkerMsg::LinkSent { .. }),
+                        ) => match &mut link {
+                            Some(l) => l.heard().take_stamps(&mut sent_rx).handle_msg(now, &msg),
+                            None => Err(super::probe::Violation(
+                                "link probe messages were not asked for (this supervisor does not probe links)".into(),
+                            )),
+                        },
+                        Incoming::Binary(len) => match &mut link {
+                            Some(l) => l.heard().take_stamps(&mut sent_rx).handle_binary(now, len),
+                            None => Err(super::probe::Violation(proto::ProtoError::Binary.to_string())),
+                        },
+                        Incoming::Msg(msg) => {
+                            let (msg, upload) = match resolve_blob(msg, &ctx).await {
+                                Ok(resolved) => resolved,
+                                Err(r) => {
+                                    warn!(%worker, "closing connection: {}", r.message);
+                                    refusal = Some(r);
+                                    break;
+                                }
+                            };
+                            let frame = DriverMsg::Frame { conn, worker: worker.clone(), at: now, msg, upload };
+                            if driver.send(frame).await.is_err() {
+                                break;
+                            }
+                            Ok(())
                         }
-                    };
-                    let frame = DriverMsg::Frame { conn, worker: worker.clone(), msg, upload };
-                    if driver.send(frame).await.is_err() {
-                        break;
                     }
-                    Ok(())
                 }
                 Some(Err(r)) => {
                     warn!(%worker, "closing connection: {}", r.message);
@@ -559,6 +569,7 @@ impl LinkProbe {
             let alive = DriverMsg::Frame {
                 conn,
                 worker: worker.clone(),
+                at: Instant::now(),
                 msg: WorkerMsg::Heartbeat { progress: vec![] },
                 upload: None,
             };
