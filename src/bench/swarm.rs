@@ -41,8 +41,8 @@ use super::Latency;
 use crate::job::{JobSpec, TaskSpec};
 use crate::operator::Operator;
 use crate::proto::{
-    self, Assignment, Execution, Hardware, JobId, Payload, ReplicaId, SupervisorMsg, WorkerId,
-    WorkerMsg,
+    self, Assignment, Execution, Hardware, JobId, Payload, ReplicaId, SupervisorMsg, TaskId,
+    WorkerId, WorkerMsg,
 };
 
 /// What the supervisor tells a worker it declared lost, before closing its connection.
@@ -70,8 +70,8 @@ pub struct SwarmArgs {
     /// tasks. The simulated worker holds a task this long without computing.
     #[arg(long, default_value_t = 0, value_parser = parse_task_us)]
     pub task_us: u64,
-    /// Submit tasks at this rate. Absent: keep every worker busy (a backlog of about two tasks
-    /// per worker).
+    /// Submit tasks at this rate. Absent: keep every worker busy (a backlog of two tasks per
+    /// worker, at least 1,000 and at least two jobs).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub tasks_per_s: Option<u32>,
     /// Tasks per submitted job. Large jobs stall the supervisor while it stores them (see the
@@ -82,6 +82,11 @@ pub struct SwarmArgs {
     /// declared lost (and is not counted as a false loss).
     #[arg(long, default_value_t = 0)]
     pub silent: u32,
+    /// Kill the supervisor (SIGKILL) this many seconds into the window and start it again on the
+    /// same data dir and port; the workers reconnect and send their unacknowledged results
+    /// again. After the window, every acknowledged job is waited for and checked.
+    #[arg(long)]
+    pub kill_at_s: Option<u64>,
     /// Keep the supervisor's data dir and log (its path is printed on stderr).
     #[arg(long)]
     pub keep: bool,
@@ -160,6 +165,10 @@ pub struct SupervisorFigures {
     /// From `/api/stats` at the end of the window.
     pub workers_lost: u64,
     pub reissues: serde_json::Value,
+    /// Heartbeats from arrival (the connection's reader) to being handled by the driver, over
+    /// the supervisor's life (`/api/stats`): the bucket bound the p99 falls in, and the maximum.
+    pub heartbeat_lateness_p99_ms_at_most: Option<f64>,
+    pub heartbeat_lateness_max_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -202,13 +211,50 @@ pub struct SwarmReport {
     pub results_wrong: u64,
     /// CPU of this process (the swarm) over the window, % of one core.
     pub swarm_cpu_percent: f64,
+    /// With `--kill-at-s`: what the kill and the restart did to acknowledged work.
+    pub restart: Option<RestartFigures>,
+    /// The supervisor process running at the end (after a restart, the second one; its CPU
+    /// figure is both processes' over the window).
     pub supervisor: SupervisorFigures,
+}
+
+/// `--kill-at-s`: the supervisor killed with SIGKILL inside the window and started again on the
+/// same data dir and port; every job acknowledged until the end of the window is then waited for.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestartFigures {
+    /// When the kill came, seconds into the window.
+    pub killed_at_s: f64,
+    /// From the kill to the new supervisor listening.
+    pub restart_s: f64,
+    /// Connections the workers made again.
+    pub reconnects: u64,
+    /// Jobs whose submission was answered before the kill.
+    pub jobs_acknowledged_before_kill: usize,
+    /// Results the workers had an acknowledgement for before the kill...
+    pub results_acknowledged_before_kill: u64,
+    /// ...and of those, the ones not in the store at the end with the right output (must be 0).
+    pub of_those_missing_or_changed: u64,
+    /// Jobs acknowledged over the whole window, and of those the ones not finished within two
+    /// minutes after it (must be 0).
+    pub jobs_acknowledged: usize,
+    pub jobs_unfinished: usize,
+    /// How long the acknowledged jobs took to finish after the window.
+    pub drain_s: f64,
+    /// Tasks of acknowledged jobs with no stored result (must be 0).
+    pub tasks_without_result: u64,
+    /// Tasks the store records as won by two replicas (must be 0).
+    pub tasks_won_twice: u64,
+    /// Tasks whose result a worker got acknowledged more than once (a result sent again after
+    /// the reconnect is acknowledged again and changes nothing).
+    pub results_acknowledged_again: u64,
 }
 
 /// Counters every simulated worker updates.
 #[derive(Default)]
 struct Shared {
     measuring: AtomicBool,
+    /// The supervisor is being killed and restarted: a dropped connection is made again.
+    restarting: AtomicBool,
     welcomed: AtomicUsize,
     failed: AtomicUsize,
     acked_total: AtomicU64,
@@ -237,6 +283,10 @@ struct WorkerLog {
     result_to_next_assign: Vec<f64>,
     heartbeat_gap: Vec<f64>,
     ping_rtt: Vec<f64>,
+    /// Connections made again after the supervisor was killed.
+    reconnects: u32,
+    /// Acknowledged results (with `record_acks`): when, of which task.
+    acked: Vec<(Instant, JobId, TaskId)>,
 }
 
 struct WorkerSetup {
@@ -245,6 +295,8 @@ struct WorkerSetup {
     token: String,
     heartbeat: Duration,
     silent: bool,
+    /// Keep every acknowledgement (when, which task), for the restart check.
+    record_acks: bool,
     shared: Arc<Shared>,
     connect_gate: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
@@ -254,7 +306,11 @@ struct WorkerSetup {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(setup: &WorkerSetup) -> Result<Ws, String> {
+/// Connects and says hello; returns the connection and the welcome's `keep` and `drop`.
+async fn connect(
+    setup: &WorkerSetup,
+    held: Vec<ReplicaId>,
+) -> Result<(Ws, Vec<ReplicaId>, Vec<ReplicaId>), String> {
     let _permit = setup
         .connect_gate
         .acquire()
@@ -286,7 +342,7 @@ async fn connect(setup: &WorkerSetup) -> Result<Ws, String> {
             slots: 1,
             bench_mops: 100.0,
         },
-        held: Vec::new(),
+        held,
         available: true,
     };
     ws.send(Message::text(proto::encode(&hello)))
@@ -296,7 +352,7 @@ async fn connect(setup: &WorkerSetup) -> Result<Ws, String> {
         while let Some(frame) = ws.next().await {
             match frame {
                 Ok(Message::Text(t)) => match proto::decode_supervisor(&t) {
-                    Ok(SupervisorMsg::Welcome { .. }) => return Ok(()),
+                    Ok(SupervisorMsg::Welcome { keep, drop, .. }) => return Ok((keep, drop)),
                     Ok(SupervisorMsg::Error { message, .. }) => {
                         return Err(format!("refused: {message}"));
                     }
@@ -310,7 +366,7 @@ async fn connect(setup: &WorkerSetup) -> Result<Ws, String> {
         Err("connection closed before welcome".to_owned())
     };
     match tokio::time::timeout(Duration::from_secs(60), welcome).await {
-        Ok(Ok(())) => Ok(ws),
+        Ok(Ok((keep, drop))) => Ok((ws, keep, drop)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err("no welcome within 60 s".into()),
     }
@@ -329,10 +385,52 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// What a simulated worker holds across connections: tasks not yet done and results not yet
+/// acknowledged (sent again after a reconnect, as a real worker's outbox would).
+#[derive(Default)]
+struct Held {
+    /// Tasks held (one slot: normally at most one): when each is done, the task, when assigned.
+    queue: VecDeque<(Instant, Assignment, Instant)>,
+    /// Results sent and not yet acknowledged: when assigned, when sent, the task, the frame.
+    unacked: HashMap<ReplicaId, (Instant, Instant, JobId, TaskId, String)>,
+}
+
+impl Held {
+    fn replicas(&self) -> Vec<ReplicaId> {
+        let mut held: Vec<ReplicaId> = self
+            .queue
+            .iter()
+            .map(|(_, a, _)| a.replica)
+            .chain(self.unacked.keys().copied())
+            .collect();
+        held.sort();
+        held.dedup();
+        held
+    }
+
+    /// Acts on a welcome as a real worker does: tasks not kept stop, results dropped are
+    /// forgotten.
+    fn on_welcome(&mut self, keep: &[ReplicaId], drop: &[ReplicaId]) {
+        self.queue.retain(|(_, a, _)| keep.contains(&a.replica));
+        for r in drop {
+            self.unacked.remove(r);
+        }
+    }
+}
+
+/// How one connection of a simulated worker ended.
+enum SessionEnd {
+    /// The bench stopped the swarm.
+    Stopped,
+    /// The connection ended (closed, reset, or a send failed).
+    Dropped,
+}
+
 async fn simulated_worker(mut setup: WorkerSetup) -> WorkerLog {
     let mut log = WorkerLog::default();
-    let mut ws = match connect(&setup).await {
-        Ok(ws) => ws,
+    let mut held = Held::default();
+    let mut ws = match connect(&setup, Vec::new()).await {
+        Ok((ws, _, _)) => ws,
         Err(e) => {
             setup.shared.fail(e);
             return log;
@@ -340,6 +438,62 @@ async fn simulated_worker(mut setup: WorkerSetup) -> WorkerLog {
     };
     log.welcomed = true;
     setup.shared.welcomed.fetch_add(1, Ordering::Relaxed);
+    loop {
+        match session(&mut setup, &mut ws, &mut held, &mut log).await {
+            SessionEnd::Stopped => break,
+            SessionEnd::Dropped if *setup.stop.borrow() => break,
+            SessionEnd::Dropped if setup.shared.restarting.load(Ordering::Relaxed) => {
+                match reconnect(&mut setup, &mut held).await {
+                    Some(again) => {
+                        ws = again;
+                        log.reconnects += 1;
+                    }
+                    None => {
+                        log.dropped = true;
+                        return log;
+                    }
+                }
+            }
+            SessionEnd::Dropped => {
+                log.dropped = true;
+                return log;
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    log
+}
+
+/// After the supervisor was killed: connects again (every 100 ms, for up to two minutes),
+/// saying what it holds, and sends its unacknowledged results again. `None` if it could not.
+async fn reconnect(setup: &mut WorkerSetup, held: &mut Held) -> Option<Ws> {
+    let until = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < until && !*setup.stop.borrow() {
+        match connect(setup, held.replicas()).await {
+            Ok((mut ws, keep, drop)) => {
+                held.on_welcome(&keep, &drop);
+                for (_, _, _, _, frame) in held.unacked.values() {
+                    if ws.feed(Message::text(frame.clone())).await.is_err() {
+                        break;
+                    }
+                }
+                if ws.flush().await.is_ok() {
+                    return Some(ws);
+                }
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    None
+}
+
+/// One connection's life: heartbeats, tasks, results, until it ends or the bench stops.
+async fn session(
+    setup: &mut WorkerSetup,
+    ws: &mut Ws,
+    held: &mut Held,
+    log: &mut WorkerLog,
+) -> SessionEnd {
     let shared = setup.shared.clone();
     // Heartbeats spread over the interval, as independent machines' would be.
     let offset = setup
@@ -348,13 +502,9 @@ async fn simulated_worker(mut setup: WorkerSetup) -> WorkerLog {
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + offset, setup.heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_beat: Option<Instant> = None;
-    // Tasks held (one slot: normally at most one), by when each is done.
-    let mut queue: VecDeque<(Instant, Assignment, Instant)> = VecDeque::new();
-    // Results sent and not yet acknowledged: when assigned, when sent.
-    let mut unacked: HashMap<ReplicaId, (Instant, Instant)> = HashMap::new();
     let mut last_result_sent: Option<Instant> = None;
     loop {
-        let due = queue.front().map(|(t, _, _)| *t);
+        let due = held.queue.front().map(|(t, _, _)| *t);
         let task_timer = async {
             match due {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -364,7 +514,7 @@ async fn simulated_worker(mut setup: WorkerSetup) -> WorkerLog {
         let measuring = shared.measuring.load(Ordering::Relaxed);
         tokio::select! {
             biased;
-            _ = setup.stop.changed() => break,
+            _ = setup.stop.changed() => return SessionEnd::Stopped,
             frame = ws.next() => {
                 let now = Instant::now();
                 let text = match frame {
@@ -379,10 +529,7 @@ async fn simulated_worker(mut setup: WorkerSetup) -> WorkerLog {
                         }
                         continue;
                     }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                        log.dropped = !*setup.stop.borrow();
-                        break;
-                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return SessionEnd::Dropped,
                     Some(Ok(_)) => continue,
                 };
                 let Ok(msg) = proto::decode_supervisor(&text) else { continue };
@@ -400,11 +547,14 @@ async fn simulated_worker(mut setup: WorkerSetup) -> WorkerLog {
                             log.result_to_next_assign.push(ms(now - sent));
                         }
                         let hold = spin_output(&a).map_or(Duration::ZERO, |(_, d)| d);
-                        queue.push_back((now + hold, a, now));
+                        held.queue.push_back((now + hold, a, now));
                     }
                     SupervisorMsg::ResultAck { replica } => {
-                        if let Some((assigned, sent)) = unacked.remove(&replica) {
+                        if let Some((assigned, sent, job, task, _)) = held.unacked.remove(&replica) {
                             shared.acked_total.fetch_add(1, Ordering::Relaxed);
+                            if setup.record_acks {
+                                log.acked.push((now, job, task));
+                            }
                             if measuring {
                                 shared.acked_window.fetch_add(1, Ordering::Relaxed);
                                 log.assign_to_ack.push(ms(now - assigned));
@@ -414,13 +564,12 @@ async fn simulated_worker(mut setup: WorkerSetup) -> WorkerLog {
                     }
                     SupervisorMsg::Cancel { replica, .. } => {
                         shared.cancels.fetch_add(1, Ordering::Relaxed);
-                        queue.retain(|(_, a, _)| a.replica != replica);
+                        held.queue.retain(|(_, a, _)| a.replica != replica);
                     }
                     SupervisorMsg::StatusRequest { nonce } => {
                         let ack = WorkerMsg::StatusAck { nonce };
                         if ws.send(Message::text(proto::encode(&ack))).await.is_err() {
-                            log.dropped = !*setup.stop.borrow();
-                            break;
+                            return SessionEnd::Dropped;
                         }
                     }
                     SupervisorMsg::Error { message, .. } if message.contains(LOST_NOTICE) => {
@@ -443,15 +592,14 @@ async fn simulated_worker(mut setup: WorkerSetup) -> WorkerLog {
                     ws.flush().await
                 };
                 if sent.await.is_err() {
-                    log.dropped = !*setup.stop.borrow();
-                    break;
+                    return SessionEnd::Dropped;
                 }
             }
             () = task_timer => {
-                let Some((_, a, assigned)) = queue.pop_front() else { continue };
+                let Some((_, a, assigned)) = held.queue.pop_front() else { continue };
                 let now = Instant::now();
-                let held = now - assigned;
-                let execution = Execution { wall_ms: held.as_millis() as u64, cpu_ms: 0 };
+                let took = now - assigned;
+                let execution = Execution { wall_ms: took.as_millis() as u64, cpu_ms: 0 };
                 let msg = match spin_output(&a) {
                     Some((output, _)) => WorkerMsg::Result {
                         replica: a.replica,
@@ -464,17 +612,16 @@ async fn simulated_worker(mut setup: WorkerSetup) -> WorkerLog {
                         execution,
                     },
                 };
-                if ws.send(Message::text(proto::encode(&msg))).await.is_err() {
-                    log.dropped = !*setup.stop.borrow();
-                    break;
+                let frame = proto::encode(&msg);
+                // Held until acknowledged, whatever happens to this connection.
+                held.unacked.insert(a.replica, (assigned, now, a.job, a.task, frame.clone()));
+                if ws.send(Message::text(frame)).await.is_err() {
+                    return SessionEnd::Dropped;
                 }
-                unacked.insert(a.replica, (assigned, now));
                 last_result_sent = Some(now);
             }
         }
     }
-    let _ = ws.close(None).await;
-    log
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; children started later inherit it.
@@ -536,11 +683,19 @@ struct Server {
 }
 
 impl Server {
-    async fn start(program: &Path, dir: &Path, args: &SwarmArgs) -> anyhow::Result<Self> {
-        let log = std::fs::File::create(dir.join("supervisor.log"))?;
+    /// Starts `serve` on `listen` over the data dir under `dir` (the same one after a restart),
+    /// logging to `dir/log`.
+    async fn start(
+        program: &Path,
+        dir: &Path,
+        args: &SwarmArgs,
+        listen: &str,
+        log: &str,
+    ) -> anyhow::Result<Self> {
+        let log = std::fs::File::create(dir.join(log))?;
         let data = dir.join("data");
         let mut child = Command::new(program)
-            .args(["serve", "--listen", "127.0.0.1:0", "--link-probe-s", "0"])
+            .args(["serve", "--listen", listen, "--link-probe-s", "0"])
             .arg("--data-dir")
             .arg(&data)
             .args(["--heartbeat-ms", &args.heartbeat_ms.to_string()])
@@ -583,6 +738,15 @@ impl Server {
     fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// SIGKILL, and waits for the process to be gone.
+    fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().context("cannot kill the supervisor")?;
+        self.child
+            .wait()
+            .context("cannot wait for the killed supervisor")?;
+        Ok(())
+    }
 }
 
 impl Drop for Server {
@@ -598,14 +762,17 @@ async fn submitter(
     args: SwarmArgs,
     shared: Arc<Shared>,
     submitted: Arc<AtomicU64>,
+    jobs: Arc<std::sync::Mutex<Vec<(JobId, u64)>>>,
     mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<Vec<JobId>> {
+) -> anyhow::Result<()> {
     let workers = u64::from(args.workers - args.silent.min(args.workers)).max(1);
-    let backlog = (2 * workers).max(100);
     let chunk = args.job_tasks;
+    // Deep enough that the pool never runs dry between two looks (every 5 ms): at 20,000
+    // tasks/s, 1,000 tasks last 50 ms. A shallow backlog measures this loop, not the supervisor.
+    let backlog = (2 * workers).max(1000).max(2 * chunk);
     let spin_ms = args.task_us / 1000;
     let started = Instant::now();
-    let mut jobs = Vec::new();
+    let mut n = 0;
     while !*stop.borrow() {
         let done = shared.acked_total.load(Ordering::Relaxed);
         let sent = submitted.load(Ordering::Relaxed);
@@ -618,7 +785,6 @@ async fn submitter(
             None => 0,
         };
         if want > 0 {
-            let n = jobs.len();
             let spec = JobSpec {
                 name: format!("swarm-{n}"),
                 tasks: (0..want)
@@ -626,35 +792,60 @@ async fn submitter(
                     .collect(),
                 ..Default::default()
             };
-            jobs.push(op.submit(&spec).await?);
-            submitted.fetch_add(want, Ordering::Relaxed);
-            continue;
+            match op.submit(&spec).await {
+                Ok(id) => {
+                    n += 1;
+                    if let Ok(mut jobs) = jobs.lock() {
+                        jobs.push((id, want));
+                    }
+                    submitted.fetch_add(want, Ordering::Relaxed);
+                    continue;
+                }
+                // Killed on purpose: this job was not acknowledged, so it is not counted (it may
+                // be stored all the same: it then runs, unchecked).
+                Err(_) if shared.restarting.load(Ordering::Relaxed) => n += 1,
+                Err(e) => return Err(e.into()),
+            }
         }
         tokio::select! {
             _ = stop.changed() => break,
-            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            () = tokio::time::sleep(Duration::from_millis(5)) => {}
         }
     }
-    Ok(jobs)
+    Ok(())
 }
 
-/// Checks every stored result of the jobs against the spin output; returns (checked, wrong).
-async fn check_results(op: &Operator, jobs: &[JobId], spin_ms: u64) -> anyhow::Result<(u64, u64)> {
-    let want = json!({ "spun_ms": spin_ms });
-    let (mut checked, mut wrong) = (0, 0);
-    for job in jobs {
+/// The stored results of the jobs, by job: task id -> output.
+async fn stored_results(
+    op: &Operator,
+    jobs: &[(JobId, u64)],
+) -> anyhow::Result<HashMap<JobId, serde_json::Map<String, serde_json::Value>>> {
+    let mut stored = HashMap::with_capacity(jobs.len());
+    for (job, _) in jobs {
         let results = op.results(job).await?;
-        let Some(map) = results.as_object() else {
+        let serde_json::Value::Object(map) = results else {
             bail!("the results of job {job} are not an object: {results}");
         };
-        for v in map.values() {
-            checked += 1;
-            if *v != want {
-                wrong += 1;
-            }
-        }
+        stored.insert(job.clone(), map);
     }
-    Ok((checked, wrong))
+    Ok(stored)
+}
+
+/// Tasks recorded in the store as won by more than one replica (none may be).
+fn tasks_won_twice(data: &Path) -> anyhow::Result<u64> {
+    let path = data.join("idlegrid.sqlite3");
+    let conn =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+    let n: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM (SELECT job, task FROM replicas WHERE outcome = 'won'
+             GROUP BY job, task HAVING COUNT(*) > 1)",
+            [],
+            |r| r.get(0),
+        )
+        .with_context(|| format!("cannot read the replica records of {}", path.display()))?;
+    Ok(n.max(0) as u64)
 }
 
 pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
@@ -674,6 +865,14 @@ pub async fn run(args: SwarmArgs) -> anyhow::Result<()> {
 
 pub async fn run_swarm(opts: SwarmOptions) -> anyhow::Result<SwarmReport> {
     let args = opts.args;
+    if let Some(k) = args.kill_at_s
+        && k >= args.duration_s
+    {
+        bail!(
+            "--kill-at-s {k} is not inside the window of --duration-s {}",
+            args.duration_s
+        );
+    }
     if args.silent >= args.workers {
         bail!(
             "--silent {} leaves no heartbeating worker of --workers {}",
@@ -696,13 +895,14 @@ pub async fn run_swarm(opts: SwarmOptions) -> anyhow::Result<SwarmReport> {
     let dir = tempfile::Builder::new()
         .prefix("idlegrid-swarm-")
         .tempdir()?;
-    let server = Server::start(&program, dir.path(), &args).await?;
+    let mut server =
+        Server::start(&program, dir.path(), &args, "127.0.0.1:0", "supervisor.log").await?;
     let data = dir.path().join("data");
     let token = crate::supervisor::read_token(&data.join("worker.token"))?;
     let op_token = crate::supervisor::read_token(&data.join("operator.token"))?;
     let op = Operator::new(&format!("http://{}", server.addr), &op_token)?;
-    let pid = server.pid();
-    let rss_before = status_kb(pid, "VmRSS");
+    let first_pid = server.pid();
+    let rss_before = status_kb(first_pid, "VmRSS");
 
     let shared = Arc::new(Shared::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -718,6 +918,7 @@ pub async fn run_swarm(opts: SwarmOptions) -> anyhow::Result<SwarmReport> {
             token: token.clone(),
             heartbeat: Duration::from_millis(args.heartbeat_ms),
             silent: index < args.silent,
+            record_acks: args.kill_at_s.is_some(),
             shared: shared.clone(),
             connect_gate: gate.clone(),
             stop: stop_rx.clone(),
@@ -737,38 +938,148 @@ pub async fn run_swarm(opts: SwarmOptions) -> anyhow::Result<SwarmReport> {
 
     // The measured window.
     let submitted = Arc::new(AtomicU64::new(0));
+    let jobs = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (sub_stop_tx, sub_stop_rx) = watch::channel(false);
     let sub = tokio::spawn(submitter(
         op.clone(),
         args.clone(),
         shared.clone(),
         submitted.clone(),
-        stop_rx.clone(),
+        jobs.clone(),
+        sub_stop_rx,
     ));
-    let pid_s = pid.to_string();
-    let cpu0 = cpu_seconds(&pid_s);
+    // CPU seconds of supervisor processes that ended inside the window.
+    let mut cpu_before_restart = 0.0;
+    let cpu0 = cpu_seconds(&first_pid.to_string());
     let self0 = cpu_seconds("self");
     let t0 = Instant::now();
     shared.measuring.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(args.duration_s)).await;
+    let mut restart = None;
+    if let Some(kill_at) = args.kill_at_s {
+        tokio::time::sleep(Duration::from_secs(kill_at)).await;
+        shared.restarting.store(true, Ordering::Relaxed);
+        let jobs_before = jobs.lock().map(|j| j.len()).unwrap_or(0);
+        cpu_before_restart =
+            cpu_seconds(&first_pid.to_string()).unwrap_or(0.0) - cpu0.unwrap_or(0.0);
+        let killed = Instant::now();
+        server.kill()?;
+        let listen = server.addr.to_string();
+        server = Server::start(
+            &program,
+            dir.path(),
+            &args,
+            &listen,
+            "supervisor-restarted.log",
+        )
+        .await
+        .context("restarting the supervisor after the kill")?;
+        restart = Some((killed, jobs_before, killed.elapsed()));
+    }
+    let cpu_from = match restart {
+        Some(_) => Some(0.0),
+        None => cpu0,
+    };
+    let rest = Duration::from_secs(args.duration_s).saturating_sub(t0.elapsed());
+    tokio::time::sleep(rest).await;
     shared.measuring.store(false, Ordering::Relaxed);
     let window = t0.elapsed().as_secs_f64();
-    let cpu1 = cpu_seconds(&pid_s);
+    let pid = server.pid();
+    let pid_s = pid.to_string();
+    let cpu1 = cpu_seconds(&pid_s).map(|c| c + cpu_before_restart);
     let self1 = cpu_seconds("self");
     let rss_end = status_kb(pid, "VmRSS");
     let rss_peak = status_kb(pid, "VmHWM");
     let stats = op.stats().await?;
 
-    let _ = stop_tx.send(true);
-    let jobs = match sub.await {
+    let _ = sub_stop_tx.send(true);
+    match sub.await {
         Ok(r) => r.context("submitting jobs")?,
         Err(e) => bail!("the submitter stopped: {e}"),
-    };
+    }
+    let jobs: Vec<(JobId, u64)> = jobs.lock().map(|j| j.clone()).unwrap_or_default();
+    // After a restart, every acknowledged job must finish: the workers go on until they have.
+    let mut drain = None;
+    if restart.is_some() {
+        let drained = Instant::now();
+        let until = drained + Duration::from_secs(120);
+        let mut unfinished = 0;
+        for (job, _) in &jobs {
+            loop {
+                if op.summary(job).await?.is_finished() {
+                    break;
+                }
+                if Instant::now() > until {
+                    unfinished += 1;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        drain = Some((drained.elapsed(), unfinished));
+    }
+    let _ = stop_tx.send(true);
     let mut logs = Vec::with_capacity(n);
     for h in handles {
         logs.push(h.await.context("a simulated worker panicked")?);
     }
-    let (results_checked, results_wrong) = check_results(&op, &jobs, args.task_us / 1000).await?;
+    let stored = stored_results(&op, &jobs).await?;
+    let want = json!({ "spun_ms": args.task_us / 1000 });
+    let results_checked = stored.values().map(|m| m.len() as u64).sum();
+    let results_wrong = stored
+        .values()
+        .flat_map(|m| m.values())
+        .filter(|v| **v != want)
+        .count() as u64;
     drop(server);
+    let restart = match (restart, drain) {
+        (Some((killed, jobs_before, restart_took)), Some((drain_took, unfinished))) => {
+            let before: Vec<(&JobId, &TaskId)> = logs
+                .iter()
+                .flat_map(|l| l.acked.iter())
+                .filter(|(at, _, _)| *at < killed)
+                .map(|(_, job, task)| (job, task))
+                .collect();
+            let lost = before
+                .iter()
+                .filter(|(job, task)| {
+                    stored
+                        .get(*job)
+                        .and_then(|m| m.get(task.0.as_str()))
+                        .is_none_or(|v| *v != want)
+                })
+                .count() as u64;
+            let mut acks: HashMap<(&JobId, &TaskId), u32> = HashMap::new();
+            for (_, job, task) in logs.iter().flat_map(|l| l.acked.iter()) {
+                *acks.entry((job, task)).or_default() += 1;
+            }
+            let missing = jobs
+                .iter()
+                .map(|(job, tasks)| {
+                    let have = stored.get(job).map_or(0, |m| {
+                        (0..*tasks)
+                            .filter(|k| m.contains_key(&format!("t{k}")))
+                            .count() as u64
+                    });
+                    tasks - have
+                })
+                .sum();
+            Some(RestartFigures {
+                killed_at_s: round2(killed.duration_since(t0).as_secs_f64()),
+                restart_s: round2(restart_took.as_secs_f64()),
+                reconnects: logs.iter().map(|l| u64::from(l.reconnects)).sum(),
+                jobs_acknowledged_before_kill: jobs_before,
+                results_acknowledged_before_kill: before.len() as u64,
+                of_those_missing_or_changed: lost,
+                jobs_acknowledged: jobs.len(),
+                jobs_unfinished: unfinished,
+                drain_s: round2(drain_took.as_secs_f64()),
+                tasks_without_result: missing,
+                tasks_won_twice: tasks_won_twice(&data)?,
+                results_acknowledged_again: acks.values().filter(|n| **n > 1).count() as u64,
+            })
+        }
+        _ => None,
+    };
     if args.keep {
         eprintln!(
             "supervisor data dir and log kept in {}",
@@ -792,17 +1103,17 @@ pub async fn run_swarm(opts: SwarmOptions) -> anyhow::Result<SwarmReport> {
         workers: args.workers,
         heartbeat_ms: args.heartbeat_ms,
         miss_limit: args.miss_limit,
-        duration_s: (window * 100.0).round() / 100.0,
+        duration_s: round2(window),
         task_us: args.task_us,
         tasks_per_s_asked: args.tasks_per_s,
         fd_limit: fd,
         connected: logs.iter().filter(|l| l.welcomed).count(),
         connect_failures: shared.failed.load(Ordering::Relaxed),
         connect_error: first_error,
-        join_s: (join_s * 100.0).round() / 100.0,
+        join_s: round2(join_s),
         dropped: beating.iter().filter(|l| l.dropped).count(),
         tasks_submitted: submitted.load(Ordering::Relaxed),
-        jobs,
+        jobs: jobs.into_iter().map(|(id, _)| id).collect(),
         completed,
         completions_per_s: round1(completed as f64 / window),
         assign_to_ack: Figures::of(&gather(|l| &l.assign_to_ack)),
@@ -817,9 +1128,10 @@ pub async fn run_swarm(opts: SwarmOptions) -> anyhow::Result<SwarmReport> {
         results_checked,
         results_wrong,
         swarm_cpu_percent: pct(self0, self1),
+        restart,
         supervisor: SupervisorFigures {
             pid,
-            cpu_percent: pct(cpu0, cpu1),
+            cpu_percent: pct(cpu_from, cpu1),
             rss_kb_before_workers: rss_before,
             rss_kb_end: rss_end,
             rss_kb_peak: rss_peak,
@@ -829,8 +1141,15 @@ pub async fn run_swarm(opts: SwarmOptions) -> anyhow::Result<SwarmReport> {
             ),
             workers_lost: stats["workers_lost"].as_u64().unwrap_or(0),
             reissues: stats["reissues"].clone(),
+            heartbeat_lateness_p99_ms_at_most: stats["heartbeat_lateness"]["p99_ms_at_most"]
+                .as_f64(),
+            heartbeat_lateness_max_ms: stats["heartbeat_lateness"]["max_ms"].as_f64(),
         },
     })
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
 }
 
 impl SwarmReport {
@@ -934,6 +1253,37 @@ impl SwarmReport {
             }
         );
         let _ = writeln!(s, "cancels received    {}", self.cancels_received);
+        let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+        let _ = writeln!(
+            s,
+            "heartbeat lateness  in the supervisor, arrival -> handled by the driver: p99 <= {} ms, max {} ms",
+            opt(sup.heartbeat_lateness_p99_ms_at_most),
+            opt(sup.heartbeat_lateness_max_ms)
+        );
+        if let Some(r) = &self.restart {
+            let _ = writeln!(
+                s,
+                "restart             SIGKILL at {:.2} s into the window, listening again {:.2} s later; {} reconnections",
+                r.killed_at_s, r.restart_s, r.reconnects
+            );
+            let _ = writeln!(
+                s,
+                "  acknowledged before the kill: {} jobs, {} results; of those results {} missing or changed at the end",
+                r.jobs_acknowledged_before_kill,
+                r.results_acknowledged_before_kill,
+                r.of_those_missing_or_changed
+            );
+            let _ = writeln!(
+                s,
+                "  all {} acknowledged jobs: {} unfinished {:.2} s after the window; {} tasks without a result; {} tasks won twice; {} results acknowledged again after the reconnect",
+                r.jobs_acknowledged,
+                r.jobs_unfinished,
+                r.drain_s,
+                r.tasks_without_result,
+                r.tasks_won_twice,
+                r.results_acknowledged_again
+            );
+        }
         let _ = writeln!(
             s,
             "supervisor          CPU {:.1}% of one core; RSS {} kB before workers, {} kB at the end (peak {}): {:.1} kB per worker ({:.1} added per worker)",
