@@ -1665,3 +1665,111 @@ fn under_churn_and_failures_every_job_still_completes() {
     }
     assert_tried_everything(tried, true);
 }
+
+#[test]
+fn a_worker_heard_in_time_by_its_connection_is_not_lost_while_its_frame_still_queues() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "queued", 1, 0.0);
+    join(&mut s, t0, "silent", 1, 0.0);
+    // Loss after 300 ms. The connection of `queued` received a frame at 250 ms that the driver
+    // has not handled by 350 ms; `silent` sent nothing.
+    let now = t0 + Duration::from_millis(350);
+    let due = s.due_workers(now);
+    assert_eq!(due, vec![w("queued"), w("silent")]);
+    s.handle_heard(t0 + Duration::from_millis(250), &w("queued"));
+    s.handle_timeout(now);
+    let lost: Vec<WorkerId> = drain(&mut s)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::WorkerLost { worker, .. } => Some(worker),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost, vec![w("silent")]);
+    // A stale stamp moves nothing back: it is lost 300 ms after 250 ms.
+    s.handle_heard(t0 + Duration::from_millis(10), &w("queued"));
+    assert_eq!(s.due_workers(now), Vec::<WorkerId>::new());
+    s.handle_timeout(t0 + Duration::from_millis(550));
+    assert!(
+        drain(&mut s)
+            .iter()
+            .any(|o| matches!(o, Output::WorkerLost { worker, .. } if *worker == w("queued")))
+    );
+}
+
+/// `n` alike one-slot workers, and a job of one task at a time finished at once: who ran each.
+fn holders_of_single_tasks(n: usize, tasks: usize) -> Vec<WorkerId> {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    for i in 0..n {
+        join(&mut s, t0, &format!("w{i:04}"), 1, 100.0);
+    }
+    let mut holders = Vec::new();
+    for k in 0..tasks {
+        s.submit_job(t0, format!("j{k}").into(), job(vec![task("t", &[], false)]));
+        let a = assigns(&drain(&mut s));
+        assert_eq!(a.len(), 1, "one task, one replica");
+        let (worker, asg, _) = &a[0];
+        s.handle_result(
+            t0,
+            worker,
+            asg.replica,
+            serde_json::json!(k),
+            Duration::ZERO,
+        );
+        drain(&mut s);
+        holders.push(worker.clone());
+    }
+    holders
+}
+
+#[test]
+fn alike_workers_share_the_work_in_small_pools_and_in_pools_of_thousands() {
+    // Below and above the size where ties stop being scanned: both draw at random among all
+    // the alike free workers, never settling on the first few.
+    for n in [100, 3000] {
+        let holders = holders_of_single_tasks(n, 200);
+        let distinct: BTreeSet<&WorkerId> = holders.iter().collect();
+        // 200 draws among n: a uniform draw repeats rarely (100: about 87 distinct, 3000:
+        // about 193); a biased one would concentrate on a handful.
+        let floor = if n == 100 { 70 } else { 180 };
+        assert!(
+            distinct.len() >= floor,
+            "{n} workers: {} distinct",
+            distinct.len()
+        );
+    }
+}
+
+#[test]
+fn a_task_retried_in_a_large_alike_pool_never_goes_back_to_a_worker_it_failed_on() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(
+        Config {
+            max_failures: 500,
+            ..cfg()
+        },
+        1,
+    );
+    for i in 0..400 {
+        join(&mut s, t0, &format!("w{i:04}"), 1, 100.0);
+    }
+    s.submit_job(t0, "j".into(), job(vec![task("t", &[], false)]));
+    let mut failed_on = BTreeSet::new();
+    // Fail it on 390 of the 400: late retries find almost every alike worker excluded, so the
+    // draws miss and the group is scanned.
+    for _ in 0..390 {
+        let a = assigns(&drain(&mut s));
+        assert_eq!(a.len(), 1);
+        let (worker, asg, _) = &a[0];
+        assert!(
+            failed_on.insert(worker.clone()),
+            "{worker} got the task again"
+        );
+        s.handle_failure(t0, worker, asg.replica, "boom".into());
+    }
+    let a = assigns(&drain(&mut s));
+    assert_eq!(a.len(), 1);
+    assert!(!failed_on.contains(&a[0].0));
+}
