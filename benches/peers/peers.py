@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Throughput beside the peers: the same N no-op tasks on 2 local one-core workers, on idlegrid,
 Dask distributed and HyperQueue (its Python package's LocalCluster), timed from submission to
-the last result, printed as one table (or one JSON object with --json).
+the last result, printed as one table (or one JSON object with --json). Beside them,
+`idlegrid-swarm`: the supervisor's own throughput, 200 simulated workers of `bench swarm` over a
+timed window (--swarm-duration-s), every result through the durable store.
 
     python3 benches/peers/peers.py [--tasks N] [--json]
 
@@ -29,7 +31,10 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 # The versions measured in the README; --upgrade-peers installs the newest instead.
 PEERS = ["hyperqueue==0.27.0", "dask[distributed]==2026.8.0"]
 WORKERS = 2
-SYSTEMS = ["idlegrid", "dask", "hyperqueue"]
+SYSTEMS = ["idlegrid", "idlegrid-swarm", "dask", "hyperqueue"]
+# `idlegrid-swarm`: the supervisor alone, driven by `bench swarm` (simulated workers speaking the
+# real protocol over real WebSockets, results through the durable store).
+SWARM_WORKERS = 200
 
 # Child process groups still running, killed on any exit.
 _children = []
@@ -69,6 +74,12 @@ def parse_args():
     p.add_argument("--bin-dir", default=os.path.join(target, "release"), help="where idlegrid's release binaries are")
     p.add_argument("--timeout-s", type=positive, default=900, help="give up on one system after this long")
     p.add_argument(
+        "--swarm-duration-s",
+        type=positive,
+        default=30,
+        help=f"length of the idlegrid-swarm window ({SWARM_WORKERS} simulated workers, no-op tasks; default 30)",
+    )
+    p.add_argument(
         "--peers-sched-idle",
         action="store_true",
         help="run the peers' whole process trees at SCHED_IDLE and nice 19, as idlegrid runs its task threads "
@@ -96,18 +107,23 @@ def positive(text):
 
 def run_all(args):
     results = []
-    peers = [s for s in args.systems if s != "idlegrid"]
+    peers = [s for s in args.systems if not s.startswith("idlegrid")]
     python = ensure_venv(args) if peers else None
     args.versions = versions(python) if python else {}
     for system in args.systems:
-        log(args, f"running {args.tasks} tasks on {system} ...")
+        what = f"{args.swarm_duration_s} s" if system == "idlegrid-swarm" else f"{args.tasks} tasks"
+        log(args, f"running {what} on {system} ...")
         load_before = os.getloadavg()[0]
         if system == "idlegrid":
             row = run_idlegrid(args)
+        elif system == "idlegrid-swarm":
+            row = run_swarm(args)
         else:
             row = run_peer(args, python, system)
-        row.update(system=system, tasks=args.tasks, load_before=round(load_before, 2))
-        row["tasks_per_s"] = args.tasks / row["seconds"]
+        row.setdefault("tasks", args.tasks)
+        row.setdefault("workers", WORKERS)
+        row.update(system=system, load_before=round(load_before, 2))
+        row["tasks_per_s"] = row["tasks"] / row["seconds"]
         results.append(row)
         log(args, f"  {row['seconds']:.2f} s, {row['tasks_per_s']:.0f} tasks/s")
     return results
@@ -251,6 +267,34 @@ INNER = {"dask": inner_dask, "hyperqueue": inner_hyperqueue}
 
 
 # --- idlegrid ------------------------------------------------------------------------------------
+
+
+def run_swarm(args):
+    """The supervisor's own throughput: `bench swarm` with SWARM_WORKERS simulated workers for
+    --swarm-duration-s, tasks acknowledged (stored) in that window."""
+    supervisor = os.path.join(args.bin_dir, "idlegrid-supervisor")
+    if not os.access(supervisor, os.X_OK):
+        raise BenchError(f"{supervisor} not found: build with `cargo build --release --bins` or pass --bin-dir")
+    cmd = [supervisor, "bench", "swarm", "--workers", str(SWARM_WORKERS), "--heartbeat-ms", "1000",
+           "--duration-s", str(args.swarm_duration_s), "--json"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.swarm_duration_s + 300)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"bench swarm did not end within {args.swarm_duration_s + 300} s")
+    if done.returncode != 0:
+        raise BenchError(f"bench swarm failed ({done.returncode}):\n{tail(done.stderr)}")
+    try:
+        r = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise BenchError(f"bench swarm printed no JSON:\n{tail(done.stdout)}")
+    if r.get("results_wrong") or r.get("dropped") or r.get("false_loss_notices"):
+        raise BenchError(f"bench swarm saw faults: {done.stdout.strip()}")
+    return {
+        "tasks": r["completed"],
+        "seconds": r["duration_s"],
+        "workers": SWARM_WORKERS,
+        "supervisor_cpu_percent": r["supervisor"]["cpu_percent"],
+    }
 
 
 def run_idlegrid(args):
@@ -404,15 +448,16 @@ def report(args, results):
         }
         print(json.dumps(out, indent=2))
         return
-    print(f"{'system':<12} {'tasks':>7} {'seconds':>9} {'tasks/s':>9} {'ratio to idlegrid':>18} {'load':>5}")
+    print(f"{'system':<15} {'workers':>7} {'tasks':>8} {'seconds':>9} {'tasks/s':>9} {'ratio to idlegrid':>18} {'load':>5}")
     for r in results:
         ratio = f"{r['ratio_to_idlegrid']:.2f}" if r["ratio_to_idlegrid"] is not None else "-"
         print(
-            f"{r['system']:<12} {r['tasks']:>7} {r['seconds']:>9.2f} {r['tasks_per_s']:>9.0f} {ratio:>18} {r['load_before']:>5.1f}"
+            f"{r['system']:<15} {r['workers']:>7} {r['tasks']:>8} {r['seconds']:>9.2f} {r['tasks_per_s']:>9.0f} {ratio:>18} {r['load_before']:>5.1f}"
         )
     shown = ", ".join(f"{k} {v}" for k, v in args.versions.items())
     idle = "; peers at SCHED_IDLE" if args.peers_sched_idle else ""
-    print(f"({WORKERS} local one-core workers each; load: 1-min load average before the run; {shown}{idle})")
+    print(f"({WORKERS} local one-core workers each, but idlegrid-swarm: {SWARM_WORKERS} simulated workers against the "
+          f"supervisor, tasks stored in a timed window; load: 1-min load average before the run; {shown}{idle})")
     print(f"({hq_note})")
 
 
