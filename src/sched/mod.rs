@@ -182,6 +182,8 @@ struct JobState {
     /// Whether saturation could ever copy one of its tasks: it has a CPU estimate (a copy can
     /// be judged a likely winner) or a critical task (copies insure it).
     saturable: bool,
+    /// The mean of its tasks' known CPU estimates (`Scheduler::est_cpu` of a task without one).
+    mean_est_cpu: Option<f64>,
 }
 
 impl JobState {
@@ -885,6 +887,7 @@ impl Scheduler {
         let saturable = job.tasks().iter().any(|t| t.estimates.cpu_s > 0.0)
             || (self.cfg.policy.replicates_critical() && plan.tasks.iter().any(|t| t.replicas > 1));
         self.saturable_jobs += usize::from(saturable);
+        let mean_est_cpu = Self::mean_est_cpu(&job);
         let state = JobState {
             id,
             job,
@@ -896,6 +899,7 @@ impl Scheduler {
             last_done: now,
             durations: Vec::new(),
             saturable,
+            mean_est_cpu,
         };
         let complete = state.complete();
         self.jobs.insert(seq, state);
@@ -1712,10 +1716,11 @@ impl Scheduler {
             let Some(w) = self.workers.get(id) else {
                 return false;
             };
+            let failed_here = avoid_failed && task.failed_on.contains(id);
             fits(w.hardware.as_ref(), spec)
                 && !running_on.contains(id)
                 && !task.trimmed_on.contains(id)
-                && !(avoid_failed && task.failed_on.contains(id))
+                && !failed_here
                 && match pick {
                     Pick::Any => true,
                     Pick::FasterThan(min) => {

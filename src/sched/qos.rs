@@ -53,8 +53,13 @@ impl Scheduler {
         if own > 0.0 {
             return Some(own);
         }
+        job.mean_est_cpu
+    }
+
+    /// The mean of a job's known CPU estimates (kept in its state: the monitor asks for it for
+    /// every running replica, and a job may have 100,000 tasks).
+    pub(super) fn mean_est_cpu(job: &crate::job::Job) -> Option<f64> {
         let (sum, n) = job
-            .job
             .tasks()
             .iter()
             .map(|t| t.estimates.cpu_s)
@@ -415,6 +420,8 @@ impl Scheduler {
 
     fn check_stragglers(&mut self, now: Instant) {
         let factor = self.cfg.straggler_factor;
+        // Once per job per look, not per running task: a big job has many of both.
+        let mut medians: std::collections::HashMap<u64, Option<f64>> = Default::default();
         for t in self.running_tasks(now) {
             // Judged by its most promising replica: two slow replicas are no better than one.
             if t.live.len() >= MAX_SATURATION_LIVE || !self.may_copy(&t) {
@@ -427,7 +434,9 @@ impl Scheduler {
             let speed = self.replica_speed(&r).unwrap_or(1.0);
             let est = self.est_cpu(t.seq, t.ti);
             let expected = est.map(|e| e / speed);
-            let median = self.jobs.get(&t.seq).and_then(|j| median(&j.durations));
+            let median = *medians
+                .entry(t.seq)
+                .or_insert_with(|| self.jobs.get(&t.seq).and_then(|j| median(&j.durations)));
             let slow = match (expected, median) {
                 (Some(e), Some(m)) => projected >= factor * e && projected >= factor * m,
                 (Some(e), None) => projected >= factor * e,
@@ -473,6 +482,7 @@ impl Scheduler {
     /// `speculative`: once 75% of a job's tasks are done, a task running longer than 1.5x the
     /// median of the finished ones gets one copy on any free worker.
     fn speculate(&mut self, now: Instant) {
+        let mut medians: std::collections::HashMap<u64, Option<f64>> = Default::default();
         for t in self.running_tasks(now) {
             if t.live.len() != 1 {
                 continue;
@@ -484,7 +494,10 @@ impl Scheduler {
             if (job.done as f64) < SPECULATIVE_AFTER * n {
                 continue;
             }
-            let Some(m) = median(&job.durations) else {
+            let Some(m) = *medians
+                .entry(t.seq)
+                .or_insert_with(|| median(&job.durations))
+            else {
                 continue;
             };
             let copied = job.tasks[t.ti].replicas.iter().any(|r| {

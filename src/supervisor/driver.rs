@@ -22,7 +22,7 @@ use super::store::{
     ActivityRecord, Record, ReplicaEnd, ReplicaInfo, ReplicaStart, ResultRow, Store, StoreError,
 };
 use super::{Config, Event, SupervisorError, unix_ms};
-use crate::job::{self, JobSpec};
+use crate::job;
 use crate::proto::{
     self, BlobRef, ErrorCode, Execution, Hardware, JobId, Payload, ReplicaId, SupervisorMsg,
     TaskId, WorkerId, WorkerMsg,
@@ -49,8 +49,10 @@ pub enum Outgoing {
 /// An operator's request, answered on `reply`.
 #[derive(Debug)]
 pub enum ApiRequest {
+    /// A job validated, and its spec serialised, by the HTTP handler (off the driver thread).
     Submit {
-        spec: JobSpec,
+        job: Box<job::Job>,
+        spec_json: String,
         reply: oneshot::Sender<Result<JobId, ApiError>>,
     },
     Status {
@@ -1032,8 +1034,12 @@ impl Driver {
 
     fn handle_api(&mut self, now: Instant, req: ApiRequest) {
         match req {
-            ApiRequest::Submit { spec, reply } => {
-                let _ = reply.send(self.submit(now, spec));
+            ApiRequest::Submit {
+                job,
+                spec_json,
+                reply,
+            } => {
+                let _ = reply.send(self.submit(now, *job, &spec_json));
             }
             ApiRequest::Status { job, reply } => {
                 let _ = reply.send(self.status(&job));
@@ -1100,9 +1106,10 @@ impl Driver {
         }
     }
 
-    fn submit(&mut self, now: Instant, spec: JobSpec) -> Result<JobId, ApiError> {
-        let job = runtime::validate_job(spec)?;
-        let id = self.store.insert_job(job.spec(), unix_ms())?;
+    fn submit(&mut self, now: Instant, job: job::Job, spec_json: &str) -> Result<JobId, ApiError> {
+        let id = self
+            .store
+            .insert_job_json(job.name(), spec_json, unix_ms())?;
         info!(job = %id, name = job.name(), tasks = job.tasks().len(), "job accepted");
         self.sched.submit_job(now, id.clone(), job);
         Ok(id)

@@ -103,15 +103,20 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = match &self {
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NoJob(_) | ApiError::NoResult { .. } => StatusCode::NOT_FOUND,
             ApiError::Finished(_) => StatusCode::CONFLICT,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        error(status, self.to_string())
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.status(), self.to_string())
     }
 }
 
@@ -485,19 +490,51 @@ async fn submit(
             );
         }
     };
-    let spec: JobSpec = match serde_json::from_slice(&body) {
-        Ok(s) => s,
+    // Parsing, validating and serialising a big job takes a while: on a blocking thread, never
+    // on the driver's (whose heartbeats would wait) nor on the runtime's.
+    let prepared = tokio::task::spawn_blocking(move || prepare_job(&body)).await;
+    let (job, spec_json) = match prepared {
+        Ok(Ok(p)) => p,
+        Ok(Err((status, msg))) => return error(status, msg),
         Err(e) => {
             return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid job: the body is not a job spec: {e}"),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the job could not be read: {e}"),
             );
         }
     };
-    match ask(&state, |reply| ApiRequest::Submit { spec, reply }).await {
+    match ask(&state, |reply| ApiRequest::Submit {
+        job: Box::new(job),
+        spec_json,
+        reply,
+    })
+    .await
+    {
         Ok(Ok(id)) => (StatusCode::CREATED, axum::Json(json!({ "job_id": id }))).into_response(),
         other => respond(other),
     }
+}
+
+/// A submitted body as a valid job and its spec's JSON text for the store, or the status and
+/// message to answer with.
+fn prepare_job(body: &[u8]) -> Result<(crate::job::Job, String), (StatusCode, String)> {
+    let spec: JobSpec = serde_json::from_slice(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("invalid job: the body is not a job spec: {e}"),
+        )
+    })?;
+    let job = crate::runtime::validate_job(spec).map_err(|e| {
+        let e = ApiError::Invalid(e);
+        (e.status(), e.to_string())
+    })?;
+    let spec_json = serde_json::to_string(job.spec()).map_err(|e| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the job's spec cannot be stored: {e}"),
+        )
+    })?;
+    Ok((job, spec_json))
 }
 
 async fn jobs(State(state): State<AppState>) -> Response {

@@ -311,6 +311,21 @@ impl Store {
 
     /// Stores a new job and returns its id. Durable when this returns.
     pub fn insert_job(&mut self, spec: &JobSpec, now_ms: u64) -> Result<JobId, StoreError> {
+        let spec_json = serde_json::to_string(spec).map_err(|source| StoreError::Corrupt {
+            job: spec.name.clone(),
+            source,
+        })?;
+        self.insert_job_json(&spec.name, &spec_json, now_ms)
+    }
+
+    /// Stores a job whose spec is already JSON text (serialised off the driver thread: a job of
+    /// 100,000 tasks takes a while).
+    pub fn insert_job_json(
+        &mut self,
+        name: &str,
+        spec_json: &str,
+        now_ms: u64,
+    ) -> Result<JobId, StoreError> {
         let tx = self.conn.transaction()?;
         let seq: i64 = tx.query_row(
             "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0) + 1",
@@ -318,13 +333,9 @@ impl Store {
             |r| r.get(0),
         )?;
         let id = JobId(format!("job-{seq}"));
-        let spec_json = serde_json::to_string(spec).map_err(|source| StoreError::Corrupt {
-            job: id.0.clone(),
-            source,
-        })?;
         tx.execute(
             "INSERT INTO jobs (seq, id, name, spec, state, submitted_ms) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
-            params![seq, id.0, spec.name, spec_json, now_ms as i64],
+            params![seq, id.0, name, spec_json, now_ms as i64],
         )?;
         tx.commit()?;
         Ok(id)
