@@ -30,6 +30,44 @@ pub enum OperatorError {
     },
 }
 
+/// Size of the pieces a job's JSON is sent in.
+const SUBMIT_CHUNK_BYTES: usize = 64 << 10;
+
+/// Writes into pieces of `SUBMIT_CHUNK_BYTES` for a streamed request body.
+struct ChunkSender {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSender {
+    fn send_chunk(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(SUBMIT_CHUNK_BYTES));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the request ended before the job was sent",
+            )
+        })
+    }
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= SUBMIT_CHUNK_BYTES {
+            self.send_chunk()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A client of one supervisor's API.
 #[derive(Clone)]
 pub struct Operator {
@@ -64,7 +102,7 @@ impl Operator {
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<Vec<u8>>,
+        body: Option<reqwest::Body>,
     ) -> Result<Vec<u8>, OperatorError> {
         let url = format!("{}{path}", self.base);
         let mut req = self
@@ -107,12 +145,35 @@ impl Operator {
 
     /// Submits a job; returns its id once the supervisor has stored it.
     pub async fn submit(&self, spec: &JobSpec) -> Result<JobId, OperatorError> {
-        let body = serde_json::to_vec(spec).map_err(|source| OperatorError::Decode {
-            what: "the job spec".into(),
-            source,
-        })?;
+        self.submit_owned(spec.clone()).await
+    }
+
+    /// Submits a job, streaming its JSON as it is written (in `SUBMIT_CHUNK_BYTES` pieces, on a
+    /// blocking thread): a job of 100,000 tasks is never held as a whole JSON text as well.
+    pub async fn submit_owned(&self, spec: JobSpec) -> Result<JobId, OperatorError> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+        tokio::task::spawn_blocking(move || {
+            let mut out = ChunkSender {
+                tx,
+                buf: Vec::with_capacity(SUBMIT_CHUNK_BYTES),
+            };
+            let written = serde_json::to_writer(&mut out, &spec)
+                .map_err(std::io::Error::other)
+                .and_then(|()| out.send_chunk());
+            if let Err(e) = written {
+                // The request fails with this error (unless it has already ended).
+                let _ = out.tx.blocking_send(Err(e));
+            }
+        });
+        let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
         let bytes = self
-            .call(reqwest::Method::POST, "/api/jobs", Some(body))
+            .call(
+                reqwest::Method::POST,
+                "/api/jobs",
+                Some(reqwest::Body::wrap_stream(chunks)),
+            )
             .await?;
         #[derive(serde::Deserialize)]
         struct Created {
@@ -127,7 +188,7 @@ impl Operator {
     }
 
     pub async fn summary(&self, job: &JobId) -> Result<JobSummary, OperatorError> {
-        self.get(&format!("/api/jobs/{job}")).await
+        self.get(&format!("/api/jobs/{job}/summary")).await
     }
 
     /// The full status (summary and per-task replicas) as JSON.

@@ -792,7 +792,7 @@ async fn submitter(
                     .collect(),
                 ..Default::default()
             };
-            match op.submit(&spec).await {
+            match op.submit_owned(spec).await {
                 Ok(id) => {
                     n += 1;
                     if let Ok(mut jobs) = jobs.lock() {

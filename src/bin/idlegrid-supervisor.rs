@@ -442,11 +442,12 @@ fn parse_kbps(s: &str) -> Result<f64, String> {
 async fn submit(args: SubmitArgs) -> anyhow::Result<std::process::ExitCode> {
     let spec = job::load_manifest(&args.manifest)?;
     // Refuse an invalid job here, with the same checks the supervisor runs, before any network.
-    runtime::validate_job(spec.clone())
+    let job = runtime::validate_job(spec)
         .with_context(|| format!("invalid job {}", args.manifest.display()))?;
+    let tasks = job.tasks().len();
     let token = supervisor::read_token(&operator_token_file(&args)?)?;
     let op = Operator::new(&args.server, &token)?;
-    let id = op.submit(&spec).await?;
+    let id = op.submit_owned(job.into_spec()).await?;
     if !args.wait {
         if args.json {
             println!("{}", serde_json::json!({ "job_id": id }));
@@ -459,7 +460,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<std::process::ExitCode> {
         println!("{id}");
     }
     let bar = (std::io::stdout().is_terminal() && !args.json).then(|| {
-        let bar = indicatif::ProgressBar::new(spec.tasks.len() as u64);
+        let bar = indicatif::ProgressBar::new(tasks as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} tasks {msg}",

@@ -59,6 +59,11 @@ pub enum ApiRequest {
         job: JobId,
         reply: oneshot::Sender<Result<JobStatus, ApiError>>,
     },
+    /// The summary alone: cheap however many tasks the job has (a status lists them all).
+    Summary {
+        job: JobId,
+        reply: oneshot::Sender<Result<JobSummary, ApiError>>,
+    },
     Report {
         job: JobId,
         reply: oneshot::Sender<Result<Report, ApiError>>,
@@ -1044,6 +1049,9 @@ impl Driver {
             ApiRequest::Status { job, reply } => {
                 let _ = reply.send(self.status(&job));
             }
+            ApiRequest::Summary { job, reply } => {
+                let _ = reply.send(self.summary(&job));
+            }
             ApiRequest::Report { job, reply } => {
                 let _ = reply.send(self.report(&job));
             }
@@ -1109,7 +1117,7 @@ impl Driver {
     fn submit(&mut self, now: Instant, job: job::Job, spec_json: &str) -> Result<JobId, ApiError> {
         let id = self
             .store
-            .insert_job_json(job.name(), spec_json, unix_ms())?;
+            .insert_job_json(job.name(), job.tasks().len(), spec_json, unix_ms())?;
         info!(job = %id, name = job.name(), tasks = job.tasks().len(), "job accepted");
         self.sched.submit_job(now, id.clone(), job);
         Ok(id)

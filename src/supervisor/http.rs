@@ -10,6 +10,7 @@
 //! | POST | /api/jobs | submit a `JobSpec` (JSON); 201 `{"job_id"}` once stored |
 //! | GET | /api/jobs | the newest jobs |
 //! | GET | /api/jobs/{id} | status: summary and per-task state with replicas |
+//! | GET | /api/jobs/{id}/summary | the summary alone: state, tasks, tasks done (what `--wait` polls) |
 //! | GET | /api/jobs/{id}/report | the job report (makespan, reissues, cost) |
 //! | GET | /api/jobs/{id}/results[/{task}] | stored outputs |
 //! | GET | /api/jobs/{id}/files/{task} | the file a task's output carries, decoded |
@@ -65,6 +66,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/jobs", post(submit).get(jobs))
         .route("/jobs/{id}", get(status))
+        .route("/jobs/{id}/summary", get(summary))
         .route("/jobs/{id}/report", get(report))
         .route("/jobs/{id}/results", get(all_results))
         .route("/jobs/{id}/results/{task}", get(task_result))
@@ -492,7 +494,7 @@ async fn submit(
     };
     // Parsing, validating and serialising a big job takes a while: on a blocking thread, never
     // on the driver's (whose heartbeats would wait) nor on the runtime's.
-    let prepared = tokio::task::spawn_blocking(move || prepare_job(&body)).await;
+    let prepared = tokio::task::spawn_blocking(move || prepare_job(body)).await;
     let (job, spec_json) = match prepared {
         Ok(Ok(p)) => p,
         Ok(Err((status, msg))) => return error(status, msg),
@@ -516,14 +518,15 @@ async fn submit(
 }
 
 /// A submitted body as a valid job and its spec's JSON text for the store, or the status and
-/// message to answer with.
-fn prepare_job(body: &[u8]) -> Result<(crate::job::Job, String), (StatusCode, String)> {
-    let spec: JobSpec = serde_json::from_slice(body).map_err(|e| {
+/// message to answer with. The body is let go once parsed: one JSON text at a time.
+fn prepare_job(body: Bytes) -> Result<(crate::job::Job, String), (StatusCode, String)> {
+    let spec: JobSpec = serde_json::from_slice(&body).map_err(|e| {
         (
             StatusCode::BAD_REQUEST,
             format!("invalid job: the body is not a job spec: {e}"),
         )
     })?;
+    drop(body);
     let job = crate::runtime::validate_job(spec).map_err(|e| {
         let e = ApiError::Invalid(e);
         (e.status(), e.to_string())
@@ -544,6 +547,16 @@ async fn jobs(State(state): State<AppState>) -> Response {
 async fn status(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     respond(
         ask(&state, |reply| ApiRequest::Status {
+            job: JobId(id),
+            reply,
+        })
+        .await,
+    )
+}
+
+async fn summary(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    respond(
+        ask(&state, |reply| ApiRequest::Summary {
             job: JobId(id),
             reply,
         })

@@ -18,8 +18,10 @@ use crate::sched::{CapacityClass, KindSpeed};
 
 /// 2: replica ids are `EPOCH.SEQ` text (64-bit per-boot counters).
 /// 3: each replica's capacity class and reissue cause; measured speeds by worker and kind
-/// (`worker_speeds`). A schema-2 store is migrated in place when opened.
-const SCHEMA_VERSION: i64 = 3;
+/// (`worker_speeds`).
+/// 4: each job's task count (`jobs.task_count`): a summary no longer parses the job's spec.
+/// An older store is migrated in place when opened.
+const SCHEMA_VERSION: i64 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -185,7 +187,8 @@ impl Store {
                  state TEXT NOT NULL,
                  error TEXT,
                  submitted_ms INTEGER NOT NULL,
-                 finished_ms INTEGER);
+                 finished_ms INTEGER,
+                 task_count INTEGER);
              CREATE TABLE IF NOT EXISTS results (
                  job TEXT NOT NULL REFERENCES jobs(id),
                  task TEXT NOT NULL,
@@ -240,9 +243,9 @@ impl Store {
                     .map_err(open_err)?;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(2) => migrate_from_2(&conn).map_err(|source| StoreError::Migrate {
+            Some(from @ (2 | 3)) => migrate(&conn, from).map_err(|source| StoreError::Migrate {
                 path: path.clone(),
-                from: 2,
+                from,
                 source,
             })?,
             Some(found) => return Err(StoreError::Schema { path, found }),
@@ -315,7 +318,7 @@ impl Store {
             job: spec.name.clone(),
             source,
         })?;
-        self.insert_job_json(&spec.name, &spec_json, now_ms)
+        self.insert_job_json(&spec.name, spec.tasks.len(), &spec_json, now_ms)
     }
 
     /// Stores a job whose spec is already JSON text (serialised off the driver thread: a job of
@@ -323,6 +326,7 @@ impl Store {
     pub fn insert_job_json(
         &mut self,
         name: &str,
+        task_count: usize,
         spec_json: &str,
         now_ms: u64,
     ) -> Result<JobId, StoreError> {
@@ -334,8 +338,9 @@ impl Store {
         )?;
         let id = JobId(format!("job-{seq}"));
         tx.execute(
-            "INSERT INTO jobs (seq, id, name, spec, state, submitted_ms) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
-            params![seq, id.0, name, spec_json, now_ms as i64],
+            "INSERT INTO jobs (seq, id, name, spec, state, submitted_ms, task_count)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
+            params![seq, id.0, name, spec_json, now_ms as i64, task_count as i64],
         )?;
         tx.commit()?;
         Ok(id)
@@ -684,15 +689,20 @@ fn insert_result(conn: &Connection, r: &ResultRow<'_>) -> Result<bool, StoreErro
     Ok(first)
 }
 
-/// One transaction: a failure leaves the store at schema 2.
-fn migrate_from_2(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(
-        "BEGIN IMMEDIATE;
-         ALTER TABLE replicas ADD COLUMN class TEXT;
-         ALTER TABLE replicas ADD COLUMN cause TEXT;
-         UPDATE meta SET value = 3 WHERE key = 'schema';
-         COMMIT;",
-    )
+/// From schema `from` (2 or 3) to 4, in one transaction: a failure leaves the store as it was.
+fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
+    let to_3 = "ALTER TABLE replicas ADD COLUMN class TEXT;
+         ALTER TABLE replicas ADD COLUMN cause TEXT;";
+    let to_4 = "ALTER TABLE jobs ADD COLUMN task_count INTEGER;
+         UPDATE jobs SET task_count = json_array_length(json_extract(spec, '$.tasks'));";
+    let steps = if from == 2 {
+        [to_3, to_4].concat()
+    } else {
+        to_4.to_owned()
+    };
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {steps} UPDATE meta SET value = {SCHEMA_VERSION} WHERE key = 'schema'; COMMIT;"
+    ))
     .inspect_err(|_| {
         let _ = conn.execute_batch("ROLLBACK");
     })
@@ -700,7 +710,7 @@ fn migrate_from_2(conn: &Connection) -> rusqlite::Result<()> {
 
 /// The columns [`summary_row`] reads, from `jobs j`.
 const SUMMARY_SELECT: &str = "SELECT j.id, j.name, j.state, j.error, j.submitted_ms, j.finished_ms,
-        json_array_length(json_extract(j.spec, '$.tasks')),
+        COALESCE(j.task_count, json_array_length(json_extract(j.spec, '$.tasks'))),
         (SELECT COUNT(*) FROM results r WHERE r.job = j.id)
     FROM jobs j";
 
@@ -1065,7 +1075,34 @@ mod tests {
         INSERT INTO meta VALUES ('schema', 2), ('epoch', 4);";
 
     #[test]
-    fn a_schema_2_store_is_migrated_and_keeps_its_jobs_results_and_replicas() {
+    fn a_schema_3_store_gets_its_jobs_task_counts_from_their_specs() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Store::open(dir.path()).unwrap();
+            s.insert_job(&spec(), 1000).unwrap();
+            // Back to what a schema-3 supervisor made.
+            s.conn
+                .execute_batch(
+                    "ALTER TABLE jobs DROP COLUMN task_count;
+                     UPDATE meta SET value = 3 WHERE key = 'schema';",
+                )
+                .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let (version, count): (i64, Option<i64>) = s
+            .conn
+            .query_row(
+                "SELECT (SELECT value FROM meta WHERE key = 'schema'), task_count FROM jobs",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((version, count), (4, Some(2)));
+        assert_eq!(s.summary(&JobId::from("job-1")).unwrap().unwrap().tasks, 2);
+    }
+
+    #[test]
+    fn a_schema_2_store_is_migrated_to_4_and_keeps_its_jobs_results_and_replicas() {
         let dir = tempfile::tempdir().unwrap();
         let spec_json = serde_json::to_string(&spec()).unwrap();
         {
@@ -1092,7 +1129,16 @@ mod tests {
                 r.get(0)
             })
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, 4);
+        // The job's task count was filled in from its spec.
+        let stored: Option<i64> = s
+            .conn
+            .query_row("SELECT task_count FROM jobs WHERE id = 'job-1'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(stored, Some(2));
+        assert_eq!(s.summary(&JobId::from("job-1")).unwrap().unwrap().tasks, 2);
         // The boot counter goes on from where it was.
         assert_eq!(s.next_epoch().unwrap(), 5);
         let jobs = s.unfinished().unwrap();

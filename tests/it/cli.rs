@@ -102,3 +102,48 @@ fn named_scr_the_client_answers_the_windows_screensaver_arguments() {
     assert!(!plain.status.success());
     assert!(!String::from_utf8_lossy(&plain.stderr).contains("window handle"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_streams_a_job_of_thirty_thousand_tasks_and_every_task_is_stored() {
+    let _machine = shared_machine().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &[]);
+    // About 2 MB of JSON: sent in dozens of pieces, never whole.
+    let n = 30_000;
+    let mut manifest = String::from("name = \"wide\"\n");
+    for k in 0..n {
+        manifest.push_str(&format!(
+            "[[task]]\nid = \"t{k}\"\nkind = \"spin\"\ninput = {{ ms = 0 }}\n"
+        ));
+    }
+    let path = dir.path().join("wide.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let run = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(SUPERVISOR)
+            .arg("submit")
+            .arg(&path)
+            .args(["--server", &sup.http_url(), "--json"])
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let id: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let job = id["job_id"].as_str().unwrap().into();
+    let summary = sup.operator().summary(&job).await.unwrap();
+    assert_eq!(summary.tasks, n);
+    assert_eq!(summary.state, "running");
+    // The store counted every task (above), and the scheduler holds the last one.
+    let status = sup.operator().status(&job).await.unwrap();
+    assert!(
+        status.to_string().contains(&format!("\"t{}\"", n - 1)),
+        "{status}"
+    );
+}
