@@ -155,6 +155,12 @@ pub enum Payload {
     Blob(BlobRef),
 }
 
+impl From<serde_json::Value> for Payload {
+    fn from(v: serde_json::Value) -> Self {
+        Payload::Inline(v)
+    }
+}
+
 /// What a worker's machine offers, sent once in [`WorkerMsg::Hello`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hardware {

@@ -150,7 +150,11 @@ struct Task {
     replicas: Vec<ReplicaId>,
     failures: u32,
     failed_on: BTreeSet<WorkerId>,
-    output: Option<serde_json::Value>,
+    /// Its result is stored.
+    done: bool,
+    /// Its output, kept while a dependent not done yet will need it (an out-of-band reference
+    /// for a large one, which lives in a file in the data dir, not here).
+    output: Option<Payload>,
     /// Why the task lost its last live replica, until it gets a new one.
     pending_cause: Option<ReissueCause>,
     ever_started: bool,
@@ -652,7 +656,7 @@ impl Scheduler {
             .filter(|r| &r.worker == worker)?;
         let job = self.jobs.get(&r.job)?;
         let task = &job.tasks[r.task];
-        if task.output.is_some() {
+        if task.done {
             return None;
         }
         Some((job.id.clone(), job.job.tasks()[r.task].id.clone()))
@@ -666,7 +670,7 @@ impl Scheduler {
         now: Instant,
         id: &WorkerId,
         replica: ReplicaId,
-        output: serde_json::Value,
+        output: impl Into<Payload>,
         busy: Duration,
     ) {
         if !self.touch(now, id) || self.result_target(id, replica).is_none() {
@@ -682,7 +686,10 @@ impl Scheduler {
             return;
         };
         let task_id = job.job.tasks()[ti].id.clone();
-        job.tasks[ti].output = Some(output);
+        job.tasks[ti].done = true;
+        if !job.job.dependents(ti).is_empty() {
+            job.tasks[ti].output = Some(output.into());
+        }
         job.tasks[ti].pending_cause = None;
         job.done += 1;
         if !job.job.tasks()[ti].optional {
@@ -710,6 +717,18 @@ impl Scheduler {
             };
             job.tasks[d].missing_deps -= 1;
             self.refresh_task(seq, d);
+        }
+        // A dependency's output is kept only while a dependent not done yet needs it.
+        if let Some(job) = self.jobs.get_mut(&seq) {
+            let spent: Vec<usize> = job.job.tasks()[ti]
+                .deps
+                .iter()
+                .filter_map(|d| job.job.index_of(d))
+                .filter(|di| job.job.dependents(*di).iter().all(|x| job.tasks[*x].done))
+                .collect();
+            for di in spent {
+                job.tasks[di].output = None;
+            }
         }
         if self.jobs[&seq].complete() {
             self.finish_job(seq, JobOutcome::Completed);
@@ -866,21 +885,30 @@ impl Scheduler {
         }
         let mut tasks: Vec<Task> = (0..n).map(|_| Task::default()).collect();
         for (ti, spec) in job.tasks().iter().enumerate() {
-            tasks[ti].output = done.remove(&spec.id);
+            if let Some(output) = done.remove(&spec.id) {
+                tasks[ti].done = true;
+                tasks[ti].output = Some(Payload::Inline(output));
+            }
         }
         for (ti, spec) in job.tasks().iter().enumerate() {
             tasks[ti].missing_deps = spec
                 .deps
                 .iter()
-                .filter(|d| job.index_of(d).is_some_and(|di| tasks[di].output.is_none()))
+                .filter(|d| job.index_of(d).is_some_and(|di| !tasks[di].done))
                 .count();
         }
-        let done = tasks.iter().filter(|t| t.output.is_some()).count();
+        // Outputs no dependent still needs are not kept.
+        for ti in 0..n {
+            if !job.dependents(ti).iter().any(|d| !tasks[*d].done) {
+                tasks[ti].output = None;
+            }
+        }
+        let done = tasks.iter().filter(|t| t.done).count();
         let required_left = job
             .tasks()
             .iter()
             .zip(&tasks)
-            .filter(|(spec, t)| !spec.optional && t.output.is_none())
+            .filter(|(spec, t)| !spec.optional && !t.done)
             .count();
         let plan = criticality::plan(&job, self.cfg.critical_replicas, self.cfg.redundancy_budget);
         self.job_seq.insert(id.clone(), seq);
@@ -910,7 +938,7 @@ impl Scheduler {
             let Some(ti) = self.jobs[&seq].job.index_of(task) else {
                 continue;
             };
-            if self.jobs[&seq].tasks[ti].output.is_some() || self.replicas.contains_key(replica) {
+            if self.jobs[&seq].tasks[ti].done || self.replicas.contains_key(replica) {
                 continue;
             }
             if self.ensure_worker(now, worker, WorkerState::Reconnecting) {
@@ -1006,7 +1034,7 @@ impl Scheduler {
                         })
                     })
                     .collect();
-                let phase = if t.output.is_some() {
+                let phase = if t.done {
                     TaskPhase::Done
                 } else if t.missing_deps > 0 {
                     TaskPhase::Waiting
@@ -1522,7 +1550,7 @@ impl Scheduler {
             return;
         };
         let task = &job.tasks[ti];
-        let wants = task.output.is_none() && task.missing_deps == 0;
+        let wants = !task.done && task.missing_deps == 0;
         let key = if !wants {
             None
         } else if live == 0 {
@@ -1574,7 +1602,7 @@ impl Scheduler {
         if let Some(task) = self.jobs.get_mut(&rep.job).map(|j| &mut j.tasks[rep.task]) {
             task.replicas.retain(|x| *x != r);
             if live == 0
-                && task.output.is_none()
+                && !task.done
                 && let Some(cause) = cause
             {
                 task.pending_cause.get_or_insert(cause);
@@ -1774,7 +1802,7 @@ impl Scheduler {
             .iter()
             .filter_map(|d| {
                 let di = job.job.index_of(d)?;
-                Some((d.clone(), Payload::Inline(job.tasks[di].output.clone()?)))
+                Some((d.clone(), job.tasks[di].output.clone()?))
             })
             .collect();
         let assignment = Assignment {

@@ -140,11 +140,7 @@ impl Scheduler {
         }
         by_task
             .into_iter()
-            .filter(|((seq, ti), _)| {
-                self.jobs
-                    .get(seq)
-                    .is_some_and(|j| j.tasks[*ti].output.is_none())
-            })
+            .filter(|((seq, ti), _)| self.jobs.get(seq).is_some_and(|j| !j.tasks[*ti].done))
             .map(|((seq, ti), live)| {
                 let (remaining_s, best) = live
                     .iter()
@@ -560,7 +556,7 @@ impl Scheduler {
         );
         if self.live_replicas(seq, ti) == 0
             && let Some(task) = self.jobs.get_mut(&seq).map(|j| &mut j.tasks[ti])
-            && task.output.is_none()
+            && !task.done
         {
             let deadline = at.map_or(Duration::ZERO, |at| at.saturating_duration_since(started));
             task.pending_cause

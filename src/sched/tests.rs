@@ -1773,3 +1773,86 @@ fn a_task_retried_in_a_large_alike_pool_never_goes_back_to_a_worker_it_failed_on
     assert_eq!(a.len(), 1);
     assert!(!failed_on.contains(&a[0].0));
 }
+
+#[test]
+fn a_dependency_output_is_kept_only_until_its_last_dependent_is_done_and_a_large_one_only_by_reference()
+ {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    join(&mut s, t0, "a", 4, 100.0);
+    s.submit_job(
+        t0,
+        "j".into(),
+        job(vec![
+            task("seed", &[], false),
+            task("left", &["seed"], false),
+            task("right", &["seed"], false),
+            task("leaf", &[], false),
+            task("tail", &["left"], false),
+        ]),
+    );
+    let first = assigns(&drain(&mut s));
+    let of = |a: &[(WorkerId, Assignment, AssignReason)], t: &str| {
+        a.iter()
+            .find(|(_, x, _)| x.task.0 == t)
+            .map(|(_, x, _)| x.clone())
+            .unwrap_or_else(|| panic!("{t} not assigned: {a:?}"))
+    };
+    let seq = s.job_seq[&JobId::from("j")];
+    let kept = |s: &Scheduler, ti: usize| s.jobs[&seq].tasks[ti].output.clone();
+    // A large output arrives as a reference to its file: that is what is kept and sent.
+    let blob = crate::proto::BlobRef {
+        bytes: 3_000_000,
+        sha256: "ab".repeat(32),
+    };
+    let seed = of(&first, "seed");
+    s.handle_result(
+        t0,
+        &w("a"),
+        seed.replica,
+        Payload::Blob(blob.clone()),
+        Duration::ZERO,
+    );
+    // A task no other depends on keeps no output at all.
+    let leaf = of(&first, "leaf");
+    s.handle_result(
+        t0,
+        &w("a"),
+        leaf.replica,
+        serde_json::json!("big"),
+        Duration::ZERO,
+    );
+    assert_eq!(kept(&s, 3), None);
+    assert!(s.jobs[&seq].tasks[3].done);
+    let next = assigns(&drain(&mut s));
+    for t in ["left", "right"] {
+        assert_eq!(
+            of(&next, t).deps[&TaskId::from("seed")],
+            Payload::Blob(blob.clone())
+        );
+    }
+    s.handle_result(
+        t0,
+        &w("a"),
+        of(&next, "left").replica,
+        serde_json::json!(1),
+        Duration::ZERO,
+    );
+    // `right` still needs it.
+    assert_eq!(kept(&s, 0), Some(Payload::Blob(blob.clone())));
+    s.handle_result(
+        t0,
+        &w("a"),
+        of(&next, "right").replica,
+        serde_json::json!(2),
+        Duration::ZERO,
+    );
+    // Both its dependents are done: it is let go, while `left`'s stays for `tail`.
+    assert_eq!(kept(&s, 0), None);
+    assert_eq!(kept(&s, 1), Some(Payload::Inline(serde_json::json!(1))));
+    let last = assigns(&drain(&mut s));
+    assert_eq!(
+        of(&last, "tail").deps[&TaskId::from("left")],
+        Payload::Inline(serde_json::json!(1))
+    );
+}

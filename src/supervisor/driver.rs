@@ -314,9 +314,10 @@ struct Driver {
     /// Results received this turn, not yet stored: stored together in one transaction (group
     /// commit), and only then acted on and acknowledged ([`Driver::flush_results`]).
     results: Vec<PendingResult>,
-    /// Dependency outputs by (job, task): `Some` for those that travel out of band (their file
-    /// is in `outputs`), `None` for those small enough to go inline.
-    out_of_band: HashMap<(JobId, TaskId), Option<BlobRef>>,
+    /// Dependency outputs by job and task: `Some` for those that travel out of band (their
+    /// file is in `outputs`), `None` for those small enough to go inline. Forgotten, files and
+    /// all, when the job finishes.
+    out_of_band: HashMap<JobId, HashMap<TaskId, Option<BlobRef>>>,
     stats: Stats,
     /// Refusals already logged, so a lying worker cannot flood the log.
     refusals_logged: HashSet<(WorkerId, &'static str)>,
@@ -878,12 +879,17 @@ impl Driver {
         match stored {
             Ok(()) => {
                 for p in batch {
-                    self.keep_for_dependents(&p.job, &p.task, &p.text, p.upload);
+                    // A large output stays in its file: the scheduler keeps only the reference.
+                    let output = match self.keep_for_dependents(&p.job, &p.task, &p.text, p.upload)
+                    {
+                        Some(blob) => Payload::Blob(blob),
+                        None => Payload::Inline(p.output),
+                    };
                     self.sched.handle_result(
                         now,
                         &p.worker,
                         p.replica,
-                        p.output,
+                        output,
                         Duration::from_millis(p.execution.wall_ms),
                     );
                     self.ack(&p.worker, p.replica);
@@ -997,14 +1003,12 @@ impl Driver {
         task: &TaskId,
         text: &str,
         upload: Option<(PathBuf, BlobRef)>,
-    ) {
-        let key = (job.clone(), task.clone());
+    ) -> Option<BlobRef> {
         if text.len() <= proto::BULK_THRESHOLD_BYTES {
             if let Some((path, _)) = upload {
                 let _ = std::fs::remove_file(path);
             }
-            self.out_of_band.insert(key, None);
-            return;
+            return None;
         }
         let dest = output_path(&self.outputs, job, task);
         let blob = match upload {
@@ -1012,7 +1016,11 @@ impl Driver {
             _ => write_output_file(&dest, text),
         };
         // Without a file (a write error) the output goes inline, if it fits.
-        self.out_of_band.insert(key, blob);
+        self.out_of_band
+            .entry(job.clone())
+            .or_default()
+            .insert(task.clone(), blob.clone());
+        blob
     }
 
     /// The out-of-band reference for a dependency output, making its file if needed; `None`
@@ -1023,8 +1031,7 @@ impl Driver {
         task: &TaskId,
         value: &serde_json::Value,
     ) -> Option<BlobRef> {
-        let key = (job.clone(), task.clone());
-        if let Some(known) = self.out_of_band.get(&key) {
+        if let Some(known) = self.out_of_band.get(job).and_then(|t| t.get(task)) {
             return known.clone();
         }
         let text = value.to_string();
@@ -1033,7 +1040,10 @@ impl Driver {
         } else {
             None
         };
-        self.out_of_band.insert(key, blob.clone());
+        self.out_of_band
+            .entry(job.clone())
+            .or_default()
+            .insert(task.clone(), blob.clone());
         blob
     }
 
@@ -1411,16 +1421,11 @@ impl Driver {
                     at_ms: unix_ms(),
                 });
                 // Its outputs are no one's dependencies any more.
-                let outputs = &self.outputs;
-                self.out_of_band.retain(|(j, t), blob| {
-                    if *j != job {
-                        return true;
-                    }
+                for (task, blob) in self.out_of_band.remove(&job).unwrap_or_default() {
                     if blob.is_some() {
-                        let _ = std::fs::remove_file(output_path(outputs, j, t));
+                        let _ = std::fs::remove_file(output_path(&self.outputs, &job, &task));
                     }
-                    false
-                });
+                }
                 let _ = self.events.send(Event::JobFinished { job, state });
             }
         }
