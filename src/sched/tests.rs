@@ -1856,3 +1856,54 @@ fn a_dependency_output_is_kept_only_until_its_last_dependent_is_done_and_a_large
         Payload::Inline(serde_json::json!(1))
     );
 }
+
+#[test]
+fn a_restored_job_keeps_only_the_stored_outputs_a_pending_dependent_needs() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 2);
+    s.restore_job(
+        t0,
+        "j".into(),
+        job(vec![
+            task("spent", &[], false),
+            task("used", &["spent"], false),
+            task("needed", &[], false),
+            task("waits", &["needed"], false),
+            task("alone", &[], false),
+        ]),
+        BTreeMap::from([
+            (TaskId::from("spent"), serde_json::json!(1)),
+            (TaskId::from("used"), serde_json::json!(2)),
+            (TaskId::from("needed"), serde_json::json!(3)),
+            (TaskId::from("alone"), serde_json::json!(4)),
+        ]),
+        &[],
+    );
+    let seq = s.job_seq[&JobId::from("j")];
+    let kept: Vec<Option<Payload>> = s.jobs[&seq]
+        .tasks
+        .iter()
+        .map(|t| t.output.clone())
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            None,
+            None,
+            Some(Payload::Inline(serde_json::json!(3))),
+            None,
+            None
+        ]
+    );
+    assert_eq!(s.jobs[&seq].done, 4);
+    // And the one that waits gets it.
+    s.begin_restart_grace(t0);
+    let out = join(&mut s, t0, "a", 1, 0.0);
+    let a = assigns(&out);
+    assert_eq!(a.len(), 1, "{out:?}");
+    assert_eq!(a[0].1.task, TaskId::from("waits"));
+    assert_eq!(
+        a[0].1.deps[&TaskId::from("needed")],
+        Payload::Inline(serde_json::json!(3))
+    );
+}
