@@ -319,6 +319,10 @@ impl TieGroup {
 
 impl PickIndex {
     fn set(&mut self, id: &WorkerId, pref: Option<Pref>) {
+        // The common case (a heartbeat of an idle worker) changes nothing and allocates nothing.
+        if self.key.get(id) == pref.as_ref() {
+            return;
+        }
         let old = match pref {
             Some(p) => self.key.insert(id.clone(), p),
             None => self.key.remove(id),
@@ -1248,19 +1252,13 @@ impl Scheduler {
         if self.pick_index.is_empty() {
             return;
         }
-        let prefs: Vec<((String, Rank), Option<Pref>)> = self
-            .pick_index
-            .keys()
-            .map(|(kind, rank)| {
-                let pref = ok.then(|| self.pref(id, kind, *rank)).flatten();
-                ((kind.clone(), *rank), pref)
-            })
-            .collect();
-        for (k, pref) in prefs {
-            if let Some(index) = self.pick_index.get_mut(&k) {
-                index.set(id, pref);
-            }
+        // Taken out while it is updated: `pref` reads the rest of the scheduler.
+        let mut indexes = std::mem::take(&mut self.pick_index);
+        for ((kind, rank), index) in &mut indexes {
+            let pref = ok.then(|| self.pref(id, kind, *rank)).flatten();
+            index.set(id, pref);
         }
+        self.pick_index = indexes;
     }
 
     /// The worker's preference for a task of `kind` under `rank`; `None` if it is unknown.
