@@ -59,6 +59,10 @@ pub enum ApiRequest {
         job: JobId,
         reply: oneshot::Sender<Result<JobStatus, ApiError>>,
     },
+    /// `/metrics`: the Prometheus text of this moment.
+    Metrics {
+        reply: oneshot::Sender<String>,
+    },
     /// The summary alone: cheap however many tasks the job has (a status lists them all).
     Summary {
         job: JobId,
@@ -120,6 +124,14 @@ pub struct Stats {
     /// the driver handling them: how far the driver lags its workers.
     #[serde(serialize_with = "histogram_view")]
     pub heartbeat_lateness: Histogram,
+    /// Replicas started, by reason (`AssignReason::label`).
+    pub replicas_started: BTreeMap<&'static str, u64>,
+    /// How long the store's commits took: a turn's results, and a turn's other records.
+    #[serde(serialize_with = "histogram_view")]
+    pub store_commit: Histogram,
+    /// From a result's arrival at its connection to its acknowledgement being queued.
+    #[serde(serialize_with = "histogram_view")]
+    pub result_latency: Histogram,
 }
 
 fn histogram_view<S: serde::Serializer>(h: &Histogram, s: S) -> Result<S::Ok, S::Error> {
@@ -340,6 +352,8 @@ struct PendingResult {
     execution: Execution,
     upload: Option<(PathBuf, BlobRef)>,
     received_ms: u64,
+    /// When its connection received it.
+    arrived: Instant,
 }
 
 /// At most this many messages are handled in one turn of the driver (before its outputs are
@@ -576,7 +590,7 @@ impl Driver {
                         .record(now.saturating_duration_since(at));
                 }
                 if self.conns.get(&worker).is_some_and(|c| c.id == conn) {
-                    self.handle_frame(now, &worker, msg, upload);
+                    self.handle_frame(now, at, &worker, msg, upload);
                 } else if let Some(upload) = upload {
                     // From a connection that no longer counts: the worker sends it again.
                     debug!(%worker, "result from a replaced connection ignored: {}", upload.path.display());
@@ -652,6 +666,7 @@ impl Driver {
     fn handle_frame(
         &mut self,
         now: Instant,
+        arrived: Instant,
         worker: &WorkerId,
         msg: WorkerMsg,
         upload: Option<Upload>,
@@ -699,7 +714,7 @@ impl Driver {
                 replica,
                 output: Payload::Inline(output),
                 execution,
-            } => self.result(now, worker, replica, output, execution, upload),
+            } => self.result(now, arrived, worker, replica, output, execution, upload),
             WorkerMsg::Result {
                 replica,
                 output: Payload::Blob(_),
@@ -800,9 +815,11 @@ impl Driver {
         self.send(worker, &SupervisorMsg::ResultAck { replica });
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn result(
         &mut self,
         now: Instant,
+        arrived: Instant,
         worker: &WorkerId,
         replica: ReplicaId,
         output: serde_json::Value,
@@ -851,6 +868,7 @@ impl Driver {
             execution,
             upload,
             received_ms: unix_ms(),
+            arrived,
         });
     }
 
@@ -874,10 +892,13 @@ impl Driver {
                 now_ms: p.received_ms,
             })
             .collect();
+        let commit = Instant::now();
         let stored = self.store.record_results(&rows);
+        self.stats.store_commit.record(commit.elapsed());
         drop(rows);
         match stored {
             Ok(()) => {
+                let acked = Instant::now();
                 for p in batch {
                     // A large output stays in its file: the scheduler keeps only the reference.
                     let output = match self.keep_for_dependents(&p.job, &p.task, &p.text, p.upload)
@@ -893,6 +914,9 @@ impl Driver {
                         Duration::from_millis(p.execution.wall_ms),
                     );
                     self.ack(&p.worker, p.replica);
+                    self.stats
+                        .result_latency
+                        .record(acked.saturating_duration_since(p.arrived));
                 }
             }
             Err(e) => {
@@ -1059,6 +1083,9 @@ impl Driver {
             ApiRequest::Status { job, reply } => {
                 let _ = reply.send(self.status(&job));
             }
+            ApiRequest::Metrics { reply } => {
+                let _ = reply.send(self.metrics());
+            }
             ApiRequest::Summary { job, reply } => {
                 let _ = reply.send(self.summary(&job));
             }
@@ -1122,6 +1149,103 @@ impl Driver {
                 let _ = reply.send(workers);
             }
         }
+    }
+
+    /// The Prometheus exposition: `/api/stats`'s counters, workers by state, and the latency
+    /// histograms.
+    fn metrics(&self) -> String {
+        use super::metrics::Exposition;
+        let mut e = Exposition::default();
+        let mut states: BTreeMap<&str, u64> = BTreeMap::new();
+        for w in self.sched.workers() {
+            *states.entry(w.state.as_str()).or_default() += 1;
+        }
+        e.by_label(
+            "idlegrid_workers",
+            "gauge",
+            "Workers the scheduler knows, by state.",
+            "state",
+            &["live", "busy", "waiting", "reconnecting", "lost"],
+            &states,
+        );
+        e.single(
+            "idlegrid_connections",
+            "gauge",
+            "Worker connections open.",
+            self.conns.len() as f64,
+        );
+        let s = &self.stats;
+        e.single(
+            "idlegrid_workers_lost_total",
+            "counter",
+            "Workers declared lost (silent, disconnected, not back after a restart).",
+            s.workers_lost as f64,
+        );
+        e.by_label(
+            "idlegrid_replicas_started_total",
+            "counter",
+            "Replicas started, by why.",
+            "reason",
+            &["first", "redundant", "saturation", "speculative", "reissue"],
+            &s.replicas_started,
+        );
+        e.by_label(
+            "idlegrid_reissues_total",
+            "counter",
+            "Replicas started because their task lost its last live one, by cause.",
+            "cause",
+            &[
+                "worker_lost",
+                "owner_active",
+                "failed",
+                "dropped",
+                "not_stored",
+                "left",
+            ],
+            &s.reissues,
+        );
+        e.by_label(
+            "idlegrid_reports_refused_total",
+            "counter",
+            "Worker reports refused: the replica or nonce was not that worker's.",
+            "kind",
+            &[],
+            &s.refused,
+        );
+        e.single(
+            "idlegrid_results_not_stored_total",
+            "counter",
+            "Results the store could not commit (their tasks were reissued).",
+            s.not_stored as f64,
+        );
+        e.single(
+            "idlegrid_assignments_undeliverable_total",
+            "counter",
+            "Assignments too large to send.",
+            s.undeliverable as f64,
+        );
+        e.single(
+            "idlegrid_history_not_stored_total",
+            "counter",
+            "Measured speeds the store could not keep.",
+            s.history_not_stored as f64,
+        );
+        e.histogram_seconds(
+            "idlegrid_heartbeat_lateness_seconds",
+            "Heartbeats from their arrival at the connection to the driver handling them.",
+            &s.heartbeat_lateness,
+        );
+        e.histogram_seconds(
+            "idlegrid_result_latency_seconds",
+            "Results from their arrival at the connection to their acknowledgement (stored).",
+            &s.result_latency,
+        );
+        e.histogram_seconds(
+            "idlegrid_store_commit_seconds",
+            "Store commits of a driver turn (its results; its other records).",
+            &s.store_commit,
+        );
+        e.into_text()
     }
 
     fn submit(&mut self, now: Instant, job: job::Job, spec_json: &str) -> Result<JobId, ApiError> {
@@ -1256,7 +1380,11 @@ impl Driver {
             self.carry_out(out);
         }
         let records = std::mem::take(&mut self.pending);
+        let commit = Instant::now();
         log_store(self.store.write_batch(&records));
+        if !records.is_empty() {
+            self.stats.store_commit.record(commit.elapsed());
+        }
         let speeds = std::mem::take(&mut self.speeds);
         if let Err(e) = self.store.save_speeds(&speeds, unix_ms()) {
             self.stats.history_not_stored += speeds.len() as u64;
@@ -1336,6 +1464,7 @@ impl Driver {
                     reason: label,
                     detail: detail.clone(),
                 });
+                *self.stats.replicas_started.entry(label).or_default() += 1;
                 let worker_name = self
                     .conns
                     .get(&worker)

@@ -18,6 +18,7 @@
 //! | GET | /api/workers | connected and recently lost workers |
 //! | GET | /api/activity[?worker=ID] | the newest `Activity` messages |
 //! | GET | /api/stats | counters: refused worker reports, reissues by cause |
+//! | GET | /metrics | the same counters and more, in the Prometheus text format (operator token) |
 //!
 //! Bulk transfers for workers (worker token as `Authorization: Bearer`, the worker id in
 //! `X-Idlegrid-Worker`), so that large payloads never hold up the WebSocket:
@@ -34,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -92,9 +93,17 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             require_worker,
         ));
+    let metrics =
+        Router::new()
+            .route("/metrics", get(metrics))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                require_operator,
+            ));
     Router::new()
         .route("/worker", get(worker_socket))
         .merge(bulk)
+        .merge(metrics)
         .route("/healthz", get(|| async { "ok\n" }))
         .nest("/api", api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -552,6 +561,21 @@ async fn status(State(state): State<AppState>, Path(id): Path<String>) -> Respon
         })
         .await,
     )
+}
+
+/// Prometheus text format (operator token as `Authorization: Bearer`, as for `/api`).
+async fn metrics(State(state): State<AppState>) -> Response {
+    match ask(&state, |reply| ApiRequest::Metrics { reply }).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(unavailable) => unavailable,
+    }
 }
 
 async fn summary(State(state): State<AppState>, Path(id): Path<String>) -> Response {

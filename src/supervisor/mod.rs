@@ -15,6 +15,7 @@ mod auth;
 mod driver;
 mod histogram;
 mod http;
+mod metrics;
 pub mod probe;
 pub mod report;
 pub mod store;

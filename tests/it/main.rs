@@ -12,6 +12,7 @@ mod harness;
 mod interference;
 mod leaving;
 mod link;
+mod metrics;
 mod poison;
 mod qos;
 mod reliability;
