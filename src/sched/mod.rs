@@ -327,9 +327,6 @@ impl PickIndex {
             Some(p) => self.key.insert(id.clone(), p),
             None => self.key.remove(id),
         };
-        if old == pref {
-            return;
-        }
         if let Some(o) = old
             && let Some(group) = self.groups.get_mut(&std::cmp::Reverse(o))
         {
@@ -436,11 +433,8 @@ impl Scheduler {
     /// The worker's connection received a frame at `at` (any frame: a sign of life), which the
     /// driver has not handled yet. Never moves the worker's clock back.
     pub fn handle_heard(&mut self, at: Instant, id: &WorkerId) {
-        if self
-            .workers
-            .get(id)
-            .is_some_and(|w| w.state.is_connected() && at > w.last_heard)
-        {
+        // `touch` ignores a worker that is not connected.
+        if self.workers.get(id).is_some_and(|w| at > w.last_heard) {
             self.touch(at, id);
         }
     }
@@ -916,10 +910,10 @@ impl Scheduler {
             .count();
         let plan = criticality::plan(&job, self.cfg.critical_replicas, self.cfg.redundancy_budget);
         self.job_seq.insert(id.clone(), seq);
-        let saturable = job.tasks().iter().any(|t| t.estimates.cpu_s > 0.0)
+        let mean_est_cpu = Self::mean_est_cpu(&job);
+        let saturable = mean_est_cpu.is_some()
             || (self.cfg.policy.replicates_critical() && plan.tasks.iter().any(|t| t.replicas > 1));
         self.saturable_jobs += usize::from(saturable);
-        let mean_est_cpu = Self::mean_est_cpu(&job);
         let state = JobState {
             id,
             job,

@@ -1040,11 +1040,15 @@ impl Driver {
             _ => write_output_file(&dest, text),
         };
         // Without a file (a write error) the output goes inline, if it fits.
+        self.remember_out_of_band(job, task, &blob);
+        blob
+    }
+
+    fn remember_out_of_band(&mut self, job: &JobId, task: &TaskId, blob: &Option<BlobRef>) {
         self.out_of_band
             .entry(job.clone())
             .or_default()
             .insert(task.clone(), blob.clone());
-        blob
     }
 
     /// The out-of-band reference for a dependency output, making its file if needed; `None`
@@ -1064,10 +1068,7 @@ impl Driver {
         } else {
             None
         };
-        self.out_of_band
-            .entry(job.clone())
-            .or_default()
-            .insert(task.clone(), blob.clone());
+        self.remember_out_of_band(job, task, &blob);
         blob
     }
 
@@ -1186,7 +1187,7 @@ impl Driver {
             "counter",
             "Replicas started, by why.",
             "reason",
-            &["first", "redundant", "saturation", "speculative", "reissue"],
+            &super::report::ASSIGN_REASONS,
             &s.replicas_started,
         );
         e.by_label(
@@ -1194,14 +1195,7 @@ impl Driver {
             "counter",
             "Replicas started because their task lost its last live one, by cause.",
             "cause",
-            &[
-                "worker_lost",
-                "owner_active",
-                "failed",
-                "dropped",
-                "not_stored",
-                "left",
-            ],
+            &super::report::REISSUE_CAUSES,
             &s.reissues,
         );
         e.by_label(
