@@ -211,7 +211,6 @@ impl Supervisor {
                 probe: cfg
                     .link_probe
                     .map(|every| probe::ProbeConfig::new(every, cfg.sched.loss_after())),
-                life_every: cfg.sched.heartbeat / 2,
             }),
             operator_token: cfg.operator_token.clone().into(),
             next_conn: Default::default(),

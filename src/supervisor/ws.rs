@@ -310,9 +310,6 @@ async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Se
     let mut link = ctx.probe.map(|cfg| LinkProbe {
         prober: Prober::new(cfg, Instant::now()),
         to_writer: probe_tx,
-        life_every: ctx.life_every,
-        last_life: Instant::now(),
-        heard: false,
     });
     // Why the connection ends on our side, if it does.
     let mut refusal = None;
@@ -336,13 +333,13 @@ async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Se
                             | WorkerMsg::LinkReceived { .. }
                             | WorkerMsg::LinkSent { .. }),
                         ) => match &mut link {
-                            Some(l) => l.heard().take_stamps(&mut sent_rx).handle_msg(now, &msg),
+                            Some(l) => l.take_stamps(&mut sent_rx).handle_msg(now, &msg),
                             None => Err(super::probe::Violation(
                                 "link probe messages were not asked for (this supervisor does not probe links)".into(),
                             )),
                         },
                         Incoming::Binary(len) => match &mut link {
-                            Some(l) => l.heard().take_stamps(&mut sent_rx).handle_binary(now, len),
+                            Some(l) => l.take_stamps(&mut sent_rx).handle_binary(now, len),
                             None => Err(super::probe::Violation(proto::ProtoError::Binary.to_string())),
                         },
                         Incoming::Msg(msg) => {
@@ -531,21 +528,9 @@ async fn write_frames(
 struct LinkProbe {
     prober: Prober,
     to_writer: mpsc::UnboundedSender<ProbeOut>,
-    /// Probe traffic from the worker shows it is alive, like any frame: the driver hears of it
-    /// (as an empty heartbeat) at most this often, so a heartbeat queued behind payload going
-    /// up never makes a worker look lost.
-    life_every: Duration,
-    last_life: Instant,
-    /// Probe traffic came since the driver last heard of it.
-    heard: bool,
 }
 
 impl LinkProbe {
-    fn heard(&mut self) -> &mut Self {
-        self.heard = true;
-        self
-    }
-
     /// The prober, with every departure the writer reported so far taken in: an answer never
     /// arrives before the stamp of its request is read.
     fn take_stamps(&mut self, sent: &mut mpsc::UnboundedReceiver<(u64, Instant)>) -> &mut Prober {
@@ -563,20 +548,6 @@ impl LinkProbe {
         worker: &crate::proto::WorkerId,
         driver: &mpsc::Sender<DriverMsg>,
     ) -> bool {
-        if self.heard && self.last_life.elapsed() >= self.life_every {
-            self.heard = false;
-            self.last_life = Instant::now();
-            let alive = DriverMsg::Frame {
-                conn,
-                worker: worker.clone(),
-                at: Instant::now(),
-                msg: WorkerMsg::Heartbeat { progress: vec![] },
-                upload: None,
-            };
-            if driver.send(alive).await.is_err() {
-                return false;
-            }
-        }
         while let Some(action) = self.prober.poll_action() {
             let out = match action {
                 Action::Send { nonce, msg } => ProbeOut::Text {
@@ -626,8 +597,6 @@ pub struct ConnContext {
     pub uploads: std::path::PathBuf,
     /// How links are probed; `None`: they are not.
     pub probe: Option<ProbeConfig>,
-    /// How often probe traffic counts as a sign of life (half a heartbeat).
-    pub life_every: Duration,
 }
 
 /// A result whose output was uploaded out of band is checked (length, SHA-256) and read here,
