@@ -562,6 +562,11 @@ impl Scheduler {
     }
 
     /// The worker's connection closed.
+    /// Whether the worker is connected now (whether or not it takes tasks).
+    pub fn is_connected(&self, id: &WorkerId) -> bool {
+        self.workers.get(id).is_some_and(|w| w.state.is_connected())
+    }
+
     pub fn handle_worker_left(&mut self, now: Instant, id: &WorkerId) {
         if self
             .workers

@@ -1513,12 +1513,16 @@ impl Driver {
                         at_ms,
                     }));
                 // A silent worker's connection may still be open: close it, so the worker (if it
-                // wakes up) reconnects and says what it still holds.
-                self.close(
-                    &worker,
-                    ErrorCode::Protocol,
-                    &format!("worker declared lost: {cause}"),
-                );
+                // wakes up) reconnects and says what it still holds. Unless it has already come
+                // back: a hello read in the same turn as the old connection's end is a new
+                // connection, and closing it would lose the worker a second time.
+                if !self.sched.is_connected(&worker) {
+                    self.close(
+                        &worker,
+                        ErrorCode::Protocol,
+                        &format!("worker declared lost: {cause}"),
+                    );
+                }
                 let _ = self.events.send(Event::WorkerLost {
                     worker,
                     cause: cause.to_string(),
@@ -1609,5 +1613,80 @@ fn write_output_file(path: &std::path::Path, text: &str) -> Option<BlobRef> {
 fn log_store(r: Result<(), StoreError>) {
     if let Err(e) = r {
         error!("store write failed: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Hardware;
+
+    fn joined(conn: ConnId) -> (DriverMsg, mpsc::UnboundedReceiver<Outgoing>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let hello = Hello {
+            worker: WorkerId::from("w1"),
+            name: "w1".into(),
+            hardware: Hardware {
+                cores: 1,
+                memory_mb: 1,
+                disk_mb: 1,
+                os: "test".into(),
+                slots: 1,
+                bench_mops: 0.0,
+            },
+            held: vec![],
+            available: true,
+        };
+        let msg = DriverMsg::Joined {
+            conn,
+            hello,
+            tx,
+            heard: Arc::new(Heard::new()),
+        };
+        (msg, rx)
+    }
+
+    /// A worker whose connection drops and whose reconnect is read in the same driver turn (as
+    /// when a client reconnects at once) keeps its new connection: the loss of the old one
+    /// closes nothing of the new one.
+    #[test]
+    fn a_reconnect_read_in_the_same_turn_as_the_old_connections_end_stays_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::with_tokens_in(dir.path(), crate::sched::Config::default()).unwrap();
+        cfg.link_probe = None;
+        let (tx, rx) = mpsc::channel(16);
+        let (events, _) = broadcast::channel(16);
+        let (first, _old) = joined(1);
+        let (second, mut new) = joined(2);
+        // Queued before the driver starts, so that one turn reads all three.
+        tx.try_send(first).unwrap();
+        tx.try_send(DriverMsg::Closed {
+            conn: 1,
+            worker: WorkerId::from("w1"),
+        })
+        .unwrap();
+        tx.try_send(second).unwrap();
+        let driver = spawn(&cfg, rx, events).unwrap();
+        // The new connection is welcomed; nothing tells it to close (before the shutdown).
+        let start = Instant::now();
+        let mut welcomed = None;
+        while welcomed.is_none_or(|at: Instant| at.elapsed() < Duration::from_millis(300)) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the reconnected worker was never welcomed"
+            );
+            match new.try_recv() {
+                Ok(Outgoing::Frame(f)) if f.contains("\"welcome\"") => {
+                    welcomed.get_or_insert_with(Instant::now);
+                }
+                Ok(Outgoing::Frame(_)) => {}
+                Ok(Outgoing::Close { message, .. }) => {
+                    panic!("the reconnected worker's connection was closed: {message}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        tx.try_send(DriverMsg::Shutdown).unwrap();
+        driver.join().unwrap();
     }
 }
