@@ -5,7 +5,8 @@ set -euo pipefail
 
 packages=(
   build-essential pkg-config libx11-dev libxkbcommon-x11-0 libxcursor1 libxrandr2 libxi6 libx11-xcb1
-  libegl1 libegl-mesa0 libgl1-mesa-dri xvfb xauth xdotool imagemagick x11-apps openbox dbus-daemon
+  libegl1 libegl-mesa0 libgl1-mesa-dri xvfb xauth xdotool imagemagick x11-apps openbox dbus-daemon \
+  chromium chromium-driver
 )
 
 missing=()

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod gui;
 pub mod job;
 pub mod local;
+pub mod opcli;
 pub mod operator;
 pub mod proto;
 pub mod rng;
@@ -16,5 +17,6 @@ pub mod sched;
 mod signal;
 pub mod sim;
 pub mod supervisor;
+pub mod tls;
 
 pub use signal::{init_logging, shutdown_signal};

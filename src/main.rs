@@ -21,9 +21,14 @@ struct Cli {
     /// Run without a window.
     #[arg(long)]
     headless: bool,
-    /// The supervisor's worker endpoint, ws://HOST:PORT/worker (default: from the settings file).
+    /// The supervisor's worker endpoint, ws://HOST:PORT/worker or wss://HOST:PORT/worker
+    /// (default: from the settings file).
     #[arg(long)]
     server: Option<String>,
+    /// Trust the CA certificates in this PEM file (the pool's private CA) for a wss:// server,
+    /// besides the public roots (default: from the settings file).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// File holding the worker token the pool's operator gave you (default: from the settings file).
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -92,6 +97,7 @@ enum BenchCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    idlegrid::tls::install_process_provider();
     // xscreensaver's hack arguments (`-root`, `-window-id ID`) are not GNU-style: read them here.
     #[cfg(all(feature = "gui", unix))]
     {
@@ -254,7 +260,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let Some(server) = cli.server.or(settings.server.clone()) else {
         bail!(
-            "no supervisor given: pass --server ws://HOST:PORT/worker or set `server` in the settings file"
+            "no supervisor given: pass --server ws://HOST:PORT/worker (or wss://) or set `server` in the settings file"
         );
     };
     let Some(token_file) = cli.token_file.or(settings.token_file.clone()) else {
@@ -276,6 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let cfg = client::ClientConfig {
         server: Some(server),
+        ca_file: cli.ca_file.or(settings.ca_file.clone()),
         token,
         worker_id: data.worker_id().clone(),
         name,
@@ -332,6 +339,7 @@ fn run_desktop(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()
     tracing::info!(worker = %data.worker_id(), "data in {}", data.path().display());
     let config = client::ClientConfig {
         server,
+        ca_file: cli.ca_file.or(settings.ca_file.clone()),
         token,
         worker_id: data.worker_id().clone(),
         name,

@@ -13,10 +13,17 @@ use crate::supervisor::report::{JobSummary, Report};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
-    #[error("invalid server URL {url:?}: it must start with http://, e.g. http://127.0.0.1:7400")]
+    #[error(
+        "invalid server URL {url:?}: it must start with http:// or https://, e.g. http://127.0.0.1:7400"
+    )]
     BadUrl { url: String },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot reach the supervisor at {url}: {source}")]
     Transport { url: String, source: reqwest::Error },
+    /// A TLS failure, in words that say what to do (`tls::describe_failure`).
+    #[error("cannot reach the supervisor at {url}: {message}")]
+    Untrusted { url: String, message: String },
     #[error("the supervisor answered {status} to {what}: {message}")]
     Refused {
         what: String,
@@ -77,16 +84,26 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// `server` is the supervisor's HTTP address, `http://HOST:PORT`.
+    /// `server` is the supervisor's HTTP address, `http://HOST:PORT` (or `https://`, trusting
+    /// the public roots).
     pub fn new(server: &str, token: &str) -> Result<Self, OperatorError> {
-        if !server.starts_with("http://") {
+        Self::with_ca_file(server, token, None)
+    }
+
+    /// As [`Self::new`], trusting the certificates of `ca_file` (a private CA) besides the
+    /// public roots for an `https://` server.
+    pub fn with_ca_file(
+        server: &str,
+        token: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, OperatorError> {
+        if !(server.starts_with("http://") || server.starts_with("https://")) {
             return Err(OperatorError::BadUrl {
                 url: server.to_owned(),
             });
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
+        let http = crate::tls::ClientTls::new(ca_file)?
+            .http_client(Duration::from_secs(60))
             .map_err(|source| OperatorError::Transport {
                 url: server.to_owned(),
                 source,
@@ -114,9 +131,18 @@ impl Operator {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let transport = |source| OperatorError::Transport {
-            url: url.clone(),
-            source,
+        let transport = |source: reqwest::Error| match crate::tls::describe_failure(
+            &source,
+            crate::tls::url_host(&self.base),
+        ) {
+            Some(message) => OperatorError::Untrusted {
+                url: url.clone(),
+                message,
+            },
+            None => OperatorError::Transport {
+                url: url.clone(),
+                source,
+            },
         };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
@@ -185,6 +211,11 @@ impl Operator {
                 source,
             })?;
         Ok(created.job_id)
+    }
+
+    /// The newest jobs (up to 1000), newest first.
+    pub async fn jobs(&self) -> Result<Vec<JobSummary>, OperatorError> {
+        self.get("/api/jobs").await
     }
 
     pub async fn summary(&self, job: &JobId) -> Result<JobSummary, OperatorError> {

@@ -92,6 +92,7 @@ mod measure {
         let engine = client::build(
             ClientConfig {
                 server: Some(format!("ws://{addr}/worker")),
+                ca_file: None,
                 token: worker_token,
                 name: "bench-activity".into(),
                 worker_id: client::new_worker_id("bench-activity"),

@@ -155,6 +155,7 @@ pub async fn measure(args: &BulkArgs) -> anyhow::Result<BulkReport> {
     };
     let client_cfg = ClientConfig {
         server: Some(format!("ws://{}/worker", proxy.addr())),
+        ca_file: None,
         token: cfg.worker_token.clone(),
         name: "bulk".into(),
         worker_id: client::new_worker_id("bulk"),

@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use idlegrid::operator::Operator;
 use idlegrid::supervisor::{self, HEARTBEAT_RANGE_MS};
-use idlegrid::{bench, client, demo, job, runtime, sched, sim};
+use idlegrid::tls::{ServerTls, TlsFiles};
+use idlegrid::{bench, client, demo, job, opcli, runtime, sched, sim};
 
 #[derive(Parser)]
 #[command(
@@ -26,10 +26,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve workers (ws://ADDR/worker) and operators (http://ADDR/api).
+    /// Serve workers (ws://ADDR/worker) and operators (http://ADDR/api); with --tls-cert and
+    /// --tls-key, wss:// and https://.
     Serve(ServeArgs),
     /// Submit a job manifest (TOML) and print its id; with --wait, follow it to its report.
     Submit(SubmitArgs),
+    /// List the jobs, newest first: state, tasks done, time.
+    Jobs(OpArgs),
+    /// A job's state, its tasks by state and each running replica.
+    Status(JobArgs),
+    /// Write a job's results under --out DIR: TASK.json per task, and the files outputs carry
+    /// (such as the Mandelbrot PNG).
+    Results(ResultsArgs),
+    /// Cancel a running job.
+    Cancel(JobArgs),
+    /// List the workers: state, tasks, speed, link.
+    Workers(OpArgs),
     /// Run the whole system on this machine: a supervisor, local workers and a Mandelbrot job.
     Demo(demo::DemoArgs),
     /// Measure the system: prints figures.
@@ -232,20 +244,21 @@ struct ServeArgs {
     /// File holding the operators' token (default: DATA_DIR/operator.token, created if missing).
     #[arg(long)]
     operator_token_file: Option<PathBuf>,
+    /// Serve https:// and wss:// with this PEM certificate chain (the server's certificate
+    /// first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, RSA or EC) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
 struct SubmitArgs {
     /// The job manifest.
     manifest: PathBuf,
-    /// The supervisor, http://HOST:PORT.
-    #[arg(long, default_value = "http://127.0.0.1:7400")]
-    server: String,
-    /// File holding the operator token (the supervisor's DATA_DIR/operator.token). Not needed
-    /// for a supervisor on this machine started by the same user: it leaves its token where
-    /// `submit` finds it.
-    #[arg(long, env = "IDLEGRID_OPERATOR_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    conn: opcli::ConnArgs,
     /// Follow the job to its end and print its report.
     #[arg(long)]
     wait: bool,
@@ -254,10 +267,49 @@ struct SubmitArgs {
     json: bool,
 }
 
+/// An operator verb without arguments of its own (`jobs`, `workers`).
+#[derive(clap::Args)]
+struct OpArgs {
+    #[command(flatten)]
+    conn: opcli::ConnArgs,
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// An operator verb on one job (`status`, `cancel`).
+#[derive(clap::Args)]
+struct JobArgs {
+    /// The job id, as `submit` printed it (e.g. job-1).
+    job: String,
+    #[command(flatten)]
+    conn: opcli::ConnArgs,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct ResultsArgs {
+    /// The job id, as `submit` printed it (e.g. job-1).
+    job: String,
+    /// The directory to write into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[command(flatten)]
+    conn: opcli::ConnArgs,
+    /// Print what was written as one JSON document.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(clap::Args)]
 struct WorkerArgs {
     #[arg(long)]
     server: String,
+    /// Trust the CA certificates in this PEM file for a wss:// server.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
     #[arg(long)]
     token_file: PathBuf,
     #[arg(long)]
@@ -274,12 +326,19 @@ struct WorkerArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    idlegrid::tls::install_process_provider();
     let cli = Cli::parse();
     // A server logs what it does; the other commands print their own story and log only trouble.
     idlegrid::init_logging(match cli.command {
         Command::Serve(_) | Command::Worker(_) => "info",
         Command::Demo(_) | Command::Bench(_) => "error",
-        Command::Submit(_) | Command::Simulate(_) => "warn",
+        Command::Submit(_)
+        | Command::Simulate(_)
+        | Command::Jobs(_)
+        | Command::Status(_)
+        | Command::Results(_)
+        | Command::Cancel(_)
+        | Command::Workers(_) => "warn",
     });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -301,6 +360,11 @@ async fn dispatch(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
     match cmd {
         Command::Serve(args) => serve(args).await?,
         Command::Submit(args) => return submit(args).await,
+        Command::Jobs(a) => opcli::jobs(&a.conn, a.json).await?,
+        Command::Status(a) => opcli::status(&a.conn, &a.job, a.json).await?,
+        Command::Results(a) => opcli::results(&a.conn, &a.job, &a.out, a.json).await?,
+        Command::Cancel(a) => opcli::cancel(&a.conn, &a.job, a.json).await?,
+        Command::Workers(a) => opcli::workers(&a.conn, a.json).await?,
         Command::Demo(args) => demo::run(args).await?,
         Command::Bench(BenchCommand::Reissue(args)) => bench::reissue::run(args).await?,
         Command::Bench(BenchCommand::Chaos(args)) => return bench::chaos::run(args).await,
@@ -323,6 +387,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
             }
             let cfg = client::ClientConfig {
                 server: Some(args.server),
+                ca_file: args.ca_file,
                 token,
                 worker_id: data.worker_id().clone(),
                 name,
@@ -400,6 +465,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(f) = &args.operator_token_file {
         cfg.operator_token = supervisor::read_token(f)?;
     }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        cfg.tls = Some(ServerTls::from_files(&TlsFiles { cert, key })?);
+    }
+    let tls = cfg.tls.is_some();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -407,7 +476,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let operator_token = cfg.operator_token.clone();
     let sup = supervisor::Supervisor::start(listener, cfg).await?;
     // Scripts (and the tests) read this line to find the port when --listen ends in :0.
-    println!("{}", supervisor::listening_line(addr));
+    println!("{}", supervisor::listening_line(addr, tls));
     println!(
         "worker token: {}",
         args.token_file
@@ -445,8 +514,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<std::process::ExitCode> {
     let job = runtime::validate_job(spec)
         .with_context(|| format!("invalid job {}", args.manifest.display()))?;
     let tasks = job.tasks().len();
-    let token = supervisor::read_token(&operator_token_file(&args)?)?;
-    let op = Operator::new(&args.server, &token)?;
+    let op = args.conn.operator()?;
     let id = op.submit_owned(job.into_spec()).await?;
     if !args.wait {
         if args.json {
@@ -491,31 +559,6 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<std::process::ExitCode> {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::from(2)
-    })
-}
-
-/// The operator token file for `submit`: the one named, else the one a supervisor on this
-/// machine left for local use.
-fn operator_token_file(args: &SubmitArgs) -> anyhow::Result<PathBuf> {
-    if let Some(f) = &args.token_file {
-        return Ok(f.clone());
-    }
-    let url = reqwest::Url::parse(&args.server).with_context(|| {
-        format!(
-            "invalid --server {:?}: expected http://HOST:PORT",
-            args.server
-        )
-    })?;
-    let local = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-    let found = match (local, url.port_or_known_default()) {
-        (true, Some(port)) => supervisor::local_operator_token_path(port).filter(|p| p.is_file()),
-        _ => None,
-    };
-    found.with_context(|| {
-        format!(
-            "no operator token for {}: pass --token-file (the supervisor's DATA_DIR/operator.token)",
-            args.server
-        )
     })
 }
 

@@ -75,6 +75,7 @@ use crate::proto::{
     SupervisorMsg, WorkerMsg,
 };
 use crate::runtime::TaskControl;
+use crate::tls::ClientTls;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -112,6 +113,9 @@ enum SessionEnd {
     Disconnected(String),
     /// The supervisor refused this worker (token, protocol version); try again, slowly.
     Refused(String),
+    /// This worker does not trust the supervisor's certificate; try again, slowly (the
+    /// operator or the volunteer must act).
+    Untrusted(String),
     /// The settings changed what the hello says (slots, server, token): connect again now.
     Reconnect,
     Shutdown,
@@ -129,6 +133,8 @@ struct Saved {
     settings: Settings,
     /// The token read from the new token file (or given at configuration), if any.
     token: Option<String>,
+    /// What the new settings' `ca_file` makes this worker trust, when it was read.
+    tls: Option<ClientTls>,
 }
 
 /// Something the loop waited for besides the connection.
@@ -261,6 +267,8 @@ pub struct Engine {
     store: Store,
     transfer: Transfer,
     transfers: mpsc::UnboundedSender<Wake>,
+    /// What this worker trusts for `wss://` and `https://`.
+    tls: ClientTls,
     /// The pool's output limit, from the latest welcome; the task threads read it.
     max_output_bytes: Arc<AtomicU64>,
     link: Option<Link>,
@@ -384,11 +392,14 @@ impl Engine {
         status.idle = idle.state();
         let mut power = tokio::time::interval(POWER_CHECK);
         power.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let tls = ClientTls::new(cfg.ca_file.as_deref())?;
         let transfer = Transfer::new(
             cfg.server.as_deref().unwrap_or_default(),
             cfg.token.clone(),
             cfg.worker_id.clone(),
-        );
+            &tls,
+        )
+        .map_err(ClientError::Http)?;
         Ok(Self {
             cfg,
             hardware,
@@ -407,6 +418,7 @@ impl Engine {
             store,
             transfer,
             transfers,
+            tls,
             max_output_bytes,
             link: None,
             idle,
@@ -492,7 +504,7 @@ impl Engine {
                     }
                     end
                 }
-                Err(e) => SessionEnd::Disconnected(e),
+                Err(end) => end,
             };
             let (why, wait, refused) = match end {
                 SessionEnd::Shutdown => break,
@@ -506,6 +518,18 @@ impl Engine {
                     refused_backoff = (refused_backoff * 2).min(MAX_REFUSED_BACKOFF);
                     (
                         format!("the supervisor refused this worker: {why}"),
+                        wait,
+                        true,
+                    )
+                }
+                SessionEnd::Untrusted(why) => {
+                    let wait = jitter(refused_backoff);
+                    refused_backoff = (refused_backoff * 2).min(MAX_REFUSED_BACKOFF);
+                    (
+                        format!(
+                            "cannot connect to {}: {why}",
+                            self.cfg.server.as_deref().unwrap_or("the supervisor")
+                        ),
                         wait,
                         true,
                     )
@@ -558,9 +582,9 @@ impl Engine {
     fn connect_after(
         &self,
         wait: Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<Ws, String>> + Send>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Ws, SessionEnd>> + Send>> {
         match &self.cfg.server {
-            Some(server) => Box::pin(connect(server.clone(), wait)),
+            Some(server) => Box::pin(connect(server.clone(), self.tls.clone(), wait)),
             None => Box::pin(std::future::pending()),
         }
     }
@@ -845,12 +869,15 @@ impl Engine {
                     ),
                     None => None,
                 };
+                let tls = ClientTls::new(new.ca_file.as_deref())
+                    .map_err(|e| vec![field(Some(settings::CA_FILE), e.to_string())])?;
                 settings::save(&path, &new).map_err(|e| {
                     vec![field(None, format!("cannot write {}: {e}", path.display()))]
                 })?;
                 Ok(Saved {
                     settings: new,
                     token,
+                    tls: Some(tls),
                 })
             })();
             let _ = done.send(Wake::Saved(saved));
@@ -889,8 +916,9 @@ impl Engine {
             available: false,
         };
         let done = self.transfers.clone();
+        let tls = self.tls.clone();
         tokio::spawn(async move {
-            let saved = match check_hello(&server, &hello).await {
+            let saved = match check_hello(&server, tls, &hello).await {
                 Err(e) => Err(vec![e]),
                 Ok(()) => tokio::task::spawn_blocking(move || {
                     let dir = path.parent().map(PathBuf::from).unwrap_or_default();
@@ -908,6 +936,7 @@ impl Engine {
                     Ok(Saved {
                         settings: new,
                         token: Some(token),
+                        tls: None,
                     })
                 })
                 .await
@@ -920,7 +949,11 @@ impl Engine {
     /// Applies settings that were written: the idle policy at once, the task threads' number,
     /// and a reconnect when what the hello says changed.
     fn on_saved(&mut self, saved: Result<Saved, Vec<FieldError>>) {
-        let Saved { settings, token } = match saved {
+        let Saved {
+            settings,
+            token,
+            tls,
+        } = match saved {
             Ok(s) => s,
             Err(errors) => return self.refuse(errors),
         };
@@ -950,12 +983,25 @@ impl Engine {
             self.cfg.token = token;
             reconnect = true;
         }
+        if let Some(tls) = tls
+            && settings.ca_file != self.cfg.ca_file
+        {
+            self.cfg.ca_file = settings.ca_file.clone();
+            self.tls = tls;
+            reconnect = true;
+        }
         if reconnect {
-            self.transfer = Transfer::new(
+            match Transfer::new(
                 self.cfg.server.as_deref().unwrap_or_default(),
                 self.cfg.token.clone(),
                 self.cfg.worker_id.clone(),
-            );
+                &self.tls,
+            ) {
+                Ok(t) => self.transfer = t,
+                // Cannot happen with a configuration `ClientTls::new` built; the old transfers
+                // stay (they fail against a changed server with their own errors).
+                Err(e) => warn!("cannot set up HTTP transfers for the new settings: {e}"),
+            }
             if self.cfg.server.is_none() {
                 self.set_connection(Connection::NotConfigured);
             } else {
@@ -1651,10 +1697,14 @@ fn field(key: Option<&'static str>, message: String) -> FieldError {
 
 /// Whether the supervisor at `server` welcomes this hello: a refusal is the token's fault, any
 /// other trouble the server's.
-async fn check_hello(server: &str, hello: &WorkerMsg) -> Result<(), FieldError> {
-    let mut ws = connect(server.to_owned(), Duration::ZERO)
-        .await
-        .map_err(|e| field(Some("server"), format!("{server}: {e}")))?;
+async fn check_hello(server: &str, tls: ClientTls, hello: &WorkerMsg) -> Result<(), FieldError> {
+    let mut ws = match connect(server.to_owned(), tls, Duration::ZERO).await {
+        Ok(ws) => ws,
+        Err(SessionEnd::Untrusted(why) | SessionEnd::Disconnected(why)) => {
+            return Err(field(Some("server"), format!("{server}: {why}")));
+        }
+        Err(_) => return Err(field(Some("server"), format!("{server}: cannot connect"))),
+    };
     ws.send(Message::text(proto::encode(hello)))
         .await
         .map_err(|e| field(Some("server"), format!("{server}: {e}")))?;
@@ -1773,17 +1823,28 @@ async fn write(
     }
 }
 
-/// Connects after waiting `after` (the backoff).
-async fn connect(url: String, after: Duration) -> Result<Ws, String> {
+/// Connects after waiting `after` (the backoff); a `wss://` URL over TLS, trusting what `tls`
+/// does. A certificate this worker does not trust is told apart, in words that say what to do.
+async fn connect(url: String, tls: ClientTls, after: Duration) -> Result<Ws, SessionEnd> {
     tokio::time::sleep(after).await;
     let config = WebSocketConfig::default()
         .max_message_size(Some(proto::MAX_FRAME_BYTES))
         .max_frame_size(Some(proto::MAX_FRAME_BYTES));
-    let attempt = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
+    let attempt = tokio_tungstenite::connect_async_tls_with_config(
+        url.as_str(),
+        Some(config),
+        true,
+        Some(tokio_tungstenite::Connector::Rustls(tls.config)),
+    );
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(Ok((ws, _))) => Ok(ws),
-        Ok(Err(e)) => Err(format!("cannot connect: {e}")),
-        Err(_) => Err("connect timed out".into()),
+        Ok(Err(e)) => Err(
+            match crate::tls::describe_failure(&e, crate::tls::url_host(&url)) {
+                Some(why) => SessionEnd::Untrusted(why),
+                None => SessionEnd::Disconnected(format!("cannot connect: {e}")),
+            },
+        ),
+        Err(_) => Err(SessionEnd::Disconnected("connect timed out".into())),
     }
 }
 
@@ -2150,6 +2211,7 @@ mod tests {
     ) -> Running {
         let cfg = ClientConfig {
             server: server.map(str::to_owned),
+            ca_file: None,
             token: "tok".into(),
             name: "test".into(),
             worker_id: "w-test".into(),

@@ -129,9 +129,12 @@ impl Watch {
 /// How a worker connects and what it offers.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// The supervisor's worker endpoint, `ws://HOST:PORT/worker`; `None` on a first run, until
-    /// the volunteer configures one ([`UiCommand::Configure`]).
+    /// The supervisor's worker endpoint, `ws://HOST:PORT/worker` or `wss://`; `None` on a first
+    /// run, until the volunteer configures one ([`UiCommand::Configure`]).
     pub server: Option<String>,
+    /// A PEM file of CA certificates trusted for a `wss://` server besides the public roots
+    /// (a pool's private CA); its bulk transfers over `https://` trust the same.
+    pub ca_file: Option<PathBuf>,
     pub token: String,
     /// Shown to operators.
     pub name: String,
@@ -151,9 +154,13 @@ pub enum ClientError {
     BadUrl { url: String, reason: &'static str },
     #[error("cannot start task threads: {0}")]
     Threads(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot set up HTTP transfers: {0}")]
+    Http(reqwest::Error),
 }
 
-/// Checks that `url` is a WebSocket URL.
+/// Checks that `url` is a WebSocket URL, plain or TLS.
 pub fn check_server_url(url: &str) -> Result<(), ClientError> {
     let bad = |reason| {
         Err(ClientError::BadUrl {
@@ -161,11 +168,11 @@ pub fn check_server_url(url: &str) -> Result<(), ClientError> {
             reason,
         })
     };
-    if url.starts_with("wss://") {
-        return bad("wss:// (TLS) is not built into this client yet; use ws:// behind a TLS proxy");
-    }
-    let Some(rest) = url.strip_prefix("ws://") else {
-        return bad("it must start with ws://, e.g. ws://127.0.0.1:7400/worker");
+    let Some(rest) = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+    else {
+        return bad("it must start with ws:// or wss://, e.g. ws://127.0.0.1:7400/worker");
     };
     if rest.is_empty() || rest.starts_with('/') {
         return bad("it names no host");
@@ -312,7 +319,8 @@ mod tests {
     #[test]
     fn server_urls_must_be_websocket_urls() {
         assert!(check_server_url("ws://127.0.0.1:7400/worker").is_ok());
-        assert!(check_server_url("wss://grid.example/worker").is_err());
+        assert!(check_server_url("wss://grid.example/worker").is_ok());
+        assert!(check_server_url("wss://").is_err());
         let err = check_server_url("http://127.0.0.1:7400")
             .unwrap_err()
             .to_string();

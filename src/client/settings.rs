@@ -16,6 +16,7 @@
 //! process_sustain_secs = 3             # float, 0.5 ..= 600
 //! server = "ws://host:7400/worker"     # optional
 //! token_file = "worker.token"          # optional; relative to the settings file's directory
+//! ca_file = "pool-ca.pem"              # optional, for wss://; relative to the settings file's directory
 //! cpu_cap_percent = 100                # share of each core's time tasks may use, 1 ..= 100
 //! schedule = ["mon-fri 18:00-08:00", "sat,sun 00:00-24:00"]   # absent or [] = always
 //! exclusive_programs = ["blender"]     # pause while any of these processes runs
@@ -67,6 +68,9 @@ pub struct Settings {
     pub server: Option<String>,
     /// The file holding this worker's token, resolved against the settings file's directory.
     pub token_file: Option<PathBuf>,
+    /// A PEM file of CA certificates trusted for a `wss://` server besides the public roots,
+    /// resolved against the settings file's directory.
+    pub ca_file: Option<PathBuf>,
     /// The share of each core's time that tasks may use, in percent (100 = no cap).
     pub cpu_cap_percent: u32,
     /// When computing is allowed; empty = always.
@@ -96,6 +100,7 @@ impl Default for Settings {
             process_sustain: Duration::from_secs(3),
             server: None,
             token_file: None,
+            ca_file: None,
             cpu_cap_percent: 100,
             schedule: Schedule::always(),
             exclusive_programs: Vec::new(),
@@ -117,6 +122,7 @@ pub const PROCESS_THRESHOLD_PERCENT: &str = "process_threshold_percent";
 pub const PROCESS_SUSTAIN_SECS: &str = "process_sustain_secs";
 pub const SERVER: &str = "server";
 pub const TOKEN_FILE: &str = "token_file";
+pub const CA_FILE: &str = "ca_file";
 pub const CPU_CAP_PERCENT: &str = "cpu_cap_percent";
 pub const SCHEDULE: &str = "schedule";
 pub const EXCLUSIVE_PROGRAMS: &str = "exclusive_programs";
@@ -126,7 +132,7 @@ pub const SCREENSAVER: &str = "screensaver";
 pub const STEP_ASIDE: &str = "step_aside";
 
 /// Every key, in the order [`Settings::to_toml`] writes them.
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 17] = [
     IDLE_AFTER_SECS,
     CPUS,
     RUN_WHILE_IN_USE,
@@ -136,6 +142,7 @@ pub const KEYS: [&str; 16] = [
     PROCESS_SUSTAIN_SECS,
     SERVER,
     TOKEN_FILE,
+    CA_FILE,
     CPU_CAP_PERCENT,
     SCHEDULE,
     EXCLUSIVE_PROGRAMS,
@@ -250,6 +257,18 @@ impl Settings {
                     .as_deref()
                     .map(|path| toml_string(&path.to_string_lossy())),
                 "\"worker.token\"",
+            ),
+        );
+        entry(
+            "For a wss:// supervisor with a private CA: a PEM file of the CA certificates to \
+             trust besides the public roots; relative to this file's directory."
+                .to_owned(),
+            optional(
+                CA_FILE,
+                self.ca_file
+                    .as_deref()
+                    .map(|path| toml_string(&path.to_string_lossy())),
+                "\"pool-ca.pem\"",
             ),
         );
         entry(
@@ -462,6 +481,17 @@ fn read_key(
             }
             settings.token_file = Some(base_dir.join(file));
         }
+        CA_FILE => {
+            let file = string(CA_FILE, value)?;
+            if file.is_empty() {
+                return Err(SettingsErrorKind::Invalid {
+                    key: CA_FILE,
+                    value: value.to_string(),
+                    reason: "it names no file".to_owned(),
+                });
+            }
+            settings.ca_file = Some(base_dir.join(file));
+        }
         CPU_CAP_PERCENT => {
             let cap = integer_in(CPU_CAP_PERCENT, value, CPU_CAP_RANGE)?;
             settings.cpu_cap_percent =
@@ -546,6 +576,7 @@ pub struct SettingsForm {
     pub process_sustain_secs: String,
     pub server: String,
     pub token_file: String,
+    pub ca_file: String,
     pub schedule: String,
     pub exclusive_programs: String,
     pub temperature_limit_c: String,
@@ -570,6 +601,11 @@ impl SettingsForm {
             server: s.server.clone().unwrap_or_default(),
             token_file: s
                 .token_file
+                .as_deref()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            ca_file: s
+                .ca_file
                 .as_deref()
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default(),
@@ -650,6 +686,7 @@ impl SettingsForm {
             (CPUS, &self.cpus, true),
             (SERVER, &self.server, false),
             (TOKEN_FILE, &self.token_file, false),
+            (CA_FILE, &self.ca_file, false),
             (TEMPERATURE_LIMIT_C, &self.temperature_limit_c, true),
         ] {
             if !field.trim().is_empty() {
@@ -948,6 +985,7 @@ mod tests {
                 process_sustain: Duration::from_secs(2),
                 server: Some("ws://grid.example:7400/worker".to_owned()),
                 token_file: Some(PathBuf::from("/etc/idlegrid/worker.token")),
+                ca_file: None,
                 cpu_cap_percent: 60,
                 schedule: Schedule::parse(&["mon-fri 18:00-08:00", "sat,sun 00:00-24:00"]).unwrap(),
                 // Trimmed, and a repeat dropped.
@@ -1204,6 +1242,7 @@ mod tests {
             process_sustain: Duration::from_millis(700),
             server: Some("ws://host:7400/worker".to_owned()),
             token_file: Some(base().join("a \"quoted\" \\ name.token")),
+            ca_file: Some(base().join("pool ca.pem")),
             cpu_cap_percent: 1,
             schedule: Schedule::parse(&["fri-mon 22:00-06:30", "wed 12:00-24:00"]).unwrap(),
             exclusive_programs: vec!["blender".to_owned(), "Steam \"Big\" Picture".to_owned()],

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tracing::debug;
 
 use crate::proto::{BlobRef, JobId, ReplicaId, TaskId, WORKER_HEADER, WorkerId, sha256_hex};
+use crate::tls::ClientTls;
 
 /// Bytes per `PUT`: what an interrupted upload may have to send again.
 pub const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
@@ -29,6 +30,9 @@ const ATTEMPTS: u32 = 8;
 pub enum TransferError {
     #[error("the supervisor refused the transfer ({status}): {body}")]
     Refused { status: StatusCode, body: String },
+    /// A certificate this worker does not trust: retrying cannot fix it.
+    #[error("{0}")]
+    Untrusted(String),
     #[error("{0}")]
     Failed(String),
 }
@@ -47,25 +51,40 @@ struct Received {
     received: u64,
 }
 
-/// `ws://h:p/worker` → `http://h:p`.
+/// `ws://h:p/worker` → `http://h:p`; `wss://h:p/worker` → `https://h:p`.
 pub fn http_base(ws_url: &str) -> Option<String> {
-    let rest = ws_url.strip_prefix("ws://")?;
+    let (scheme, rest) = match ws_url.strip_prefix("wss://") {
+        Some(rest) => ("https", rest),
+        None => ("http", ws_url.strip_prefix("ws://")?),
+    };
     let host = rest.split('/').next().filter(|h| !h.is_empty())?;
-    Some(format!("http://{host}"))
+    Some(format!("{scheme}://{host}"))
 }
 
 impl Transfer {
-    pub fn new(ws_url: &str, token: String, worker: WorkerId) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .unwrap_or_default();
-        Self {
+    /// Transfers for the supervisor at `ws_url`, trusting what `tls` does over `https://`.
+    /// Fails only when the HTTP client cannot start with that TLS configuration.
+    pub fn new(
+        ws_url: &str,
+        token: String,
+        worker: WorkerId,
+        tls: &ClientTls,
+    ) -> Result<Self, reqwest::Error> {
+        let http = tls.http_client(REQUEST_TIMEOUT)?;
+        Ok(Self {
             http,
             // `check_server_url` vetted the URL before the engine was built.
             base: http_base(ws_url).unwrap_or_else(|| "http://127.0.0.1".into()),
             token,
             worker,
+        })
+    }
+
+    /// A request that failed before an answer: a TLS failure in words, or the error.
+    fn failed(&self, e: reqwest::Error) -> TransferError {
+        match crate::tls::describe_failure(&e, crate::tls::url_host(&self.base)) {
+            Some(why) => TransferError::Untrusted(why),
+            None => TransferError::Failed(e.to_string()),
         }
     }
 
@@ -109,7 +128,7 @@ impl Transfer {
             match sent {
                 Err(e) => {
                     offset = None;
-                    retry.wait(TransferError::Failed(e.to_string())).await?;
+                    retry.wait(self.failed(e)).await?;
                 }
                 Ok(resp) if resp.status() == StatusCode::OK => {
                     match resp.json::<Received>().await {
@@ -140,7 +159,7 @@ impl Transfer {
             .request(reqwest::Method::GET, path)
             .send()
             .await
-            .map_err(|e| TransferError::Failed(e.to_string()))?;
+            .map_err(|e| self.failed(e))?;
         if resp.status() != StatusCode::OK {
             return Err(refusal(resp).await);
         }
@@ -171,7 +190,7 @@ impl Transfer {
             let mut resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    retry.wait(TransferError::Failed(e.to_string())).await?;
+                    retry.wait(self.failed(e)).await?;
                     continue;
                 }
             };
@@ -245,7 +264,11 @@ impl Retry {
     }
 
     async fn wait(&mut self, e: TransferError) -> Result<(), TransferError> {
-        if matches!(e, TransferError::Refused { .. }) || self.left == 0 {
+        if matches!(
+            e,
+            TransferError::Refused { .. } | TransferError::Untrusted(_)
+        ) || self.left == 0
+        {
             return Err(e);
         }
         debug!(
@@ -270,7 +293,12 @@ mod tests {
             Some("http://127.0.0.1:7400")
         );
         assert_eq!(http_base("ws://h:1").as_deref(), Some("http://h:1"));
+        assert_eq!(
+            http_base("wss://grid.example:7400/worker").as_deref(),
+            Some("https://grid.example:7400")
+        );
         assert_eq!(http_base("ws:///worker"), None);
+        assert_eq!(http_base("wss:///worker"), None);
         assert_eq!(http_base("http://h:1"), None);
     }
 }

@@ -100,6 +100,13 @@ impl SettingsPage {
                 );
                 text(
                     ui,
+                    "CA file (wss://)",
+                    "ca_file",
+                    &mut form.ca_file,
+                    "public roots only",
+                );
+                text(
+                    ui,
                     "Temperature limit (°C)",
                     "temperature_limit_c",
                     &mut form.temperature_limit_c,

@@ -157,6 +157,9 @@ struct Task {
     output: Option<Payload>,
     /// Why the task lost its last live replica, until it gets a new one.
     pending_cause: Option<ReissueCause>,
+    /// When the scheduler learnt that (stamped by the next `schedule`), for the reissue's
+    /// latency.
+    orphaned_at: Option<Instant>,
     ever_started: bool,
     /// The key under which the task waits in `Scheduler::wanting`, if it does.
     queued: Option<WantKey>,
@@ -223,6 +226,9 @@ pub struct Scheduler {
     job_seq: HashMap<JobId, u64>,
     replicas: BTreeMap<ReplicaId, Replica>,
     wanting: BTreeSet<WantKey>,
+    /// Tasks that just lost their last live replica (a cause was noted): the next `schedule`
+    /// stamps when, with its `now`, the one of the event that caused it.
+    orphaned: Vec<(u64, usize)>,
     outputs: VecDeque<Output>,
     /// Measured speeds by worker, kept while the worker is away (it may come back).
     history: HashMap<WorkerId, History>,
@@ -369,6 +375,7 @@ impl Scheduler {
             job_seq: HashMap::new(),
             replicas: BTreeMap::new(),
             wanting: BTreeSet::new(),
+            orphaned: Vec::new(),
             outputs: VecDeque::new(),
             history: HashMap::new(),
             deadlines: BTreeSet::new(),
@@ -694,6 +701,7 @@ impl Scheduler {
             job.tasks[ti].output = Some(output.into());
         }
         job.tasks[ti].pending_cause = None;
+        job.tasks[ti].orphaned_at = None;
         job.done += 1;
         if !job.job.tasks()[ti].optional {
             job.required_left -= 1;
@@ -1012,6 +1020,32 @@ impl Scheduler {
         true
     }
 
+    /// Tasks of the unfinished jobs by phase: waiting, ready, running, done (in that order).
+    /// Walks their tasks (a scrape's worth of work, not an event's).
+    pub fn task_counts(&self) -> [u64; 4] {
+        let mut counts = [0; 4];
+        for job in self.jobs.values() {
+            for t in &job.tasks {
+                let i = if t.done {
+                    3
+                } else if t.missing_deps > 0 {
+                    0
+                } else if t.replicas.is_empty() {
+                    1
+                } else {
+                    2
+                };
+                counts[i] += 1;
+            }
+        }
+        counts
+    }
+
+    /// Unfinished jobs.
+    pub fn running_jobs(&self) -> usize {
+        self.jobs.len()
+    }
+
     /// Live view of an unfinished job.
     pub fn job_view(&self, id: &JobId) -> Option<JobView> {
         let seq = self.job_seq.get(id)?;
@@ -1049,6 +1083,7 @@ impl Scheduler {
                 TaskView {
                     id: spec.id.clone(),
                     phase,
+                    deps: spec.deps.clone(),
                     critical: plan.critical(),
                     critical_reasons: plan.reasons.iter().map(ToString::to_string).collect(),
                     planned_replicas: plan.replicas,
@@ -1081,6 +1116,14 @@ impl Scheduler {
                 }
             })
             .collect()
+    }
+
+    /// The job and task a replica belongs to (a view for the dashboard's pool: what each worker
+    /// runs).
+    pub fn replica_task(&self, r: ReplicaId) -> Option<(&JobId, &TaskId)> {
+        let rep = self.replicas.get(&r)?;
+        let job = self.jobs.get(&rep.job)?;
+        Some((&job.id, &job.job.tasks().get(rep.task)?.id))
     }
 
     /// The worker a replica is attached to, unless that worker is lost (whether the replica is
@@ -1486,6 +1529,7 @@ impl Scheduler {
                 && let Some(task) = self.jobs.get_mut(&seq).map(|j| &mut j.tasks[ti])
             {
                 task.pending_cause.get_or_insert_with(|| cause.clone());
+                self.orphaned.push((seq, ti));
             }
             self.refresh_task(seq, ti);
         }
@@ -1603,6 +1647,7 @@ impl Scheduler {
                 && let Some(cause) = cause
             {
                 task.pending_cause.get_or_insert(cause);
+                self.orphaned.push((rep.job, rep.task));
             }
         }
         self.refresh_task(rep.job, rep.task);
@@ -1656,6 +1701,13 @@ impl Scheduler {
     fn schedule(&mut self, now: Instant) {
         #[cfg(test)]
         self.check_indexes();
+        for (seq, ti) in std::mem::take(&mut self.orphaned) {
+            if let Some(task) = self.jobs.get_mut(&seq).and_then(|j| j.tasks.get_mut(ti))
+                && task.pending_cause.is_some()
+            {
+                task.orphaned_at.get_or_insert(now);
+            }
+        }
         // Each task that wants a replica, in `wanting` order, until no worker could take one
         // (a slot of a held-back worker takes nothing). A task's key only moves later when it
         // gets a replica (to class 2): `visited` keeps it from being taken twice.
@@ -1827,6 +1879,15 @@ impl Scheduler {
                 _ => AssignReason::Redundant,
             },
         };
+        // How long the task went without a live replica, for a reissue (not stamped yet: it
+        // lost it in this same event). Every start takes the cause, and so the stamp.
+        let orphaned_at = task.orphaned_at.take();
+        let waited = match &reason {
+            AssignReason::Reissue(_) => {
+                Some(orphaned_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at)))
+            }
+            _ => None,
+        };
         task.ever_started = true;
         task.replicas.push(replica);
         if extra != Extra::No {
@@ -1863,6 +1924,7 @@ impl Scheduler {
             reason,
             class,
             rate,
+            waited,
         });
         self.refresh_task(seq, ti);
     }

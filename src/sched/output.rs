@@ -202,6 +202,9 @@ pub enum Output {
         reason: AssignReason,
         class: CapacityClass,
         rate: f64,
+        /// A reissue: how long its task had been without a live replica, from the event that
+        /// left it so.
+        waited: Option<Duration>,
     },
     Cancel {
         worker: WorkerId,

@@ -561,6 +561,7 @@ impl Scheduler {
             let deadline = at.map_or(Duration::ZERO, |at| at.saturating_duration_since(started));
             task.pending_cause
                 .get_or_insert(ReissueCause::DeadlinePassed { worker, deadline });
+            self.orphaned.push((seq, ti));
         }
         self.refresh_task(seq, ti);
     }

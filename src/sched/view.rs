@@ -78,6 +78,8 @@ pub struct JobView {
 pub struct TaskView {
     pub id: TaskId,
     pub phase: TaskPhase,
+    /// The tasks it waits for (the job's DAG edges).
+    pub deps: Vec<TaskId>,
     /// Planned for more than one replica from the start.
     pub critical: bool,
     /// Why (`criticality::CriticalReason`, as text: "gates 16 tasks", "critical path").

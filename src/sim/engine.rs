@@ -899,6 +899,7 @@ impl<'a> Engine<'a> {
                     reason,
                     class,
                     rate,
+                    ..
                 } => {
                     let Some(&w) = self.by_id.get(&worker) else {
                         continue;

@@ -100,6 +100,33 @@ pub enum ApiRequest {
     Stats {
         reply: oneshot::Sender<Stats>,
     },
+    /// The dashboard's front page in one turn: the pool, the newest `jobs` jobs with their cost,
+    /// the newest `activity` messages. Costs no more than `/api/workers` plus one indexed
+    /// aggregate per job listed.
+    Overview {
+        jobs: usize,
+        activity: usize,
+        reply: oneshot::Sender<Result<Overview, ApiError>>,
+    },
+}
+
+/// What the dashboard's front page shows (see [`ApiRequest::Overview`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Overview {
+    pub workers: Vec<WorkerStatus>,
+    pub jobs: Vec<JobLine>,
+    pub activity: Vec<ActivityRecord>,
+    /// When the view was made (Unix ms): the end of the makespan of jobs still running.
+    pub now_ms: u64,
+}
+
+/// A job in the dashboard's list: its summary and what its replicas cost so far.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobLine {
+    #[serde(flatten)]
+    pub summary: JobSummary,
+    pub cost: f64,
+    pub reissued: u32,
 }
 
 /// Counters of what the driver refused or could not do, and of reissues by cause.
@@ -132,6 +159,19 @@ pub struct Stats {
     /// From a result's arrival at its connection to its acknowledgement being queued.
     #[serde(serialize_with = "histogram_view")]
     pub result_latency: Histogram,
+    /// Reissues by how long their task had been without a live replica: from the event that
+    /// left it so (a loss, a failure, the owner's return) to the new replica's assignment.
+    #[serde(serialize_with = "histogram_view")]
+    pub reissue_latency: Histogram,
+    /// Tasks whose result was stored.
+    pub tasks_done: u64,
+    /// Jobs finished, by state (`completed`, `failed`, `cancelled`).
+    pub jobs_finished: BTreeMap<&'static str, u64>,
+    /// Makespans of finished jobs, submission to end (their report's `makespan_ms`).
+    #[serde(skip)]
+    pub makespans: super::metrics::Coarse,
+    /// Credits charged to finished jobs (their reports' `cost`), and CPU seconds measured.
+    pub cost: f64,
 }
 
 fn histogram_view<S: serde::Serializer>(h: &Histogram, s: S) -> Result<S::Ok, S::Error> {
@@ -198,6 +238,9 @@ pub struct JobStatus {
 pub struct TaskStatus {
     pub id: String,
     pub state: &'static str,
+    /// The tasks it waits for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deps: Vec<String>,
     pub critical: bool,
     /// Why the supervisor's criticality analysis names this task ("gates 16 tasks", ...).
     pub critical_reasons: Vec<String>,
@@ -236,6 +279,12 @@ pub struct WorkerStatus {
     pub class: CapacityClass,
     /// Why it takes no tasks though idle (a slow link, none measured yet).
     pub held_back: Option<String>,
+    /// While busy: the owner's activity that paused it (`keyboard`, `busy_process`, ...).
+    pub activity: Option<&'static str>,
+    /// What its replicas run, as `job/task`.
+    pub tasks: Vec<String>,
+    /// How long ago its connection last received a frame; `None` while not connected.
+    pub heard_ms_ago: Option<u64>,
 }
 
 /// What a checked hello says.
@@ -323,6 +372,8 @@ struct Driver {
     outputs: PathBuf,
     /// Store writes of this turn, written in one transaction after its frames have left.
     pending: Vec<Record>,
+    /// Jobs that finished this turn: their reports feed the metrics once stored.
+    finished_now: Vec<JobId>,
     /// Results received this turn, not yet stored: stored together in one transaction (group
     /// commit), and only then acted on and acknowledged ([`Driver::flush_results`]).
     results: Vec<PendingResult>,
@@ -387,6 +438,7 @@ pub fn spawn(
         uploads,
         outputs,
         pending: Vec::new(),
+        finished_now: Vec::new(),
         results: Vec::new(),
         out_of_band: HashMap::new(),
         stats: Stats::default(),
@@ -1129,27 +1181,76 @@ impl Driver {
                 let _ = reply.send(self.stats.clone());
             }
             ApiRequest::Workers { reply } => {
-                let workers = self
-                    .sched
-                    .workers()
-                    .into_iter()
-                    .map(|w| WorkerStatus {
-                        worker: w.id.0,
-                        name: w.name,
-                        state: w.state.as_str(),
-                        hardware: w.hardware,
-                        replicas: w.replicas.len(),
-                        bench_speed: w.bench_speed,
-                        history: w.history,
-                        speed: w.speed,
-                        link: w.link,
-                        class: w.class,
-                        held_back: w.held_back,
-                    })
-                    .collect();
-                let _ = reply.send(workers);
+                let _ = reply.send(self.workers(now));
+            }
+            ApiRequest::Overview {
+                jobs,
+                activity,
+                reply,
+            } => {
+                let _ = reply.send(self.overview(now, jobs, activity));
             }
         }
+    }
+
+    fn workers(&self, now: Instant) -> Vec<WorkerStatus> {
+        self.sched
+            .workers()
+            .into_iter()
+            .map(|w| {
+                let tasks = w
+                    .replicas
+                    .iter()
+                    .filter_map(|r| self.sched.replica_task(*r))
+                    .map(|(job, task)| format!("{job}/{task}"))
+                    .collect();
+                let heard_ms_ago = self
+                    .conns
+                    .get(&w.id)
+                    .map(|c| now.saturating_duration_since(c.heard.at()).as_millis() as u64);
+                WorkerStatus {
+                    activity: match w.state {
+                        crate::sched::WorkerState::Busy(kind) => Some(kind.as_str()),
+                        _ => None,
+                    },
+                    tasks,
+                    heard_ms_ago,
+                    worker: w.id.0,
+                    name: w.name,
+                    state: w.state.as_str(),
+                    hardware: w.hardware,
+                    replicas: w.replicas.len(),
+                    bench_speed: w.bench_speed,
+                    history: w.history,
+                    speed: w.speed,
+                    link: w.link,
+                    class: w.class,
+                    held_back: w.held_back,
+                }
+            })
+            .collect()
+    }
+
+    fn overview(&self, now: Instant, jobs: usize, activity: usize) -> Result<Overview, ApiError> {
+        let jobs = self
+            .store
+            .list_jobs(jobs)?
+            .into_iter()
+            .map(|summary| {
+                let (cost, reissued) = self.store.job_totals(&JobId(summary.job_id.clone()))?;
+                Ok(JobLine {
+                    summary,
+                    cost,
+                    reissued,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Overview {
+            workers: self.workers(now),
+            jobs,
+            activity: self.store.activity(None, activity)?,
+            now_ms: unix_ms(),
+        })
     }
 
     /// The Prometheus exposition: `/api/stats`'s counters, workers by state, and the latency
@@ -1168,6 +1269,52 @@ impl Driver {
             "state",
             &["live", "busy", "waiting", "reconnecting", "lost"],
             &states,
+        );
+        let [waiting, ready, running, done] = self.sched.task_counts();
+        let tasks = BTreeMap::from([
+            ("waiting", waiting),
+            ("ready", ready),
+            ("running", running),
+            ("done", done),
+        ]);
+        e.by_label(
+            "idlegrid_tasks",
+            "gauge",
+            "Tasks of the unfinished jobs, by state (waiting for dependencies, ready, running, done).",
+            "state",
+            &["waiting", "ready", "running", "done"],
+            &tasks,
+        );
+        e.single(
+            "idlegrid_tasks_done_total",
+            "counter",
+            "Tasks whose result was stored.",
+            self.stats.tasks_done as f64,
+        );
+        e.single(
+            "idlegrid_jobs_running",
+            "gauge",
+            "Jobs not finished yet.",
+            self.sched.running_jobs() as f64,
+        );
+        e.by_label(
+            "idlegrid_jobs_finished_total",
+            "counter",
+            "Jobs finished, by state.",
+            "state",
+            &["completed", "failed", "cancelled"],
+            &self.stats.jobs_finished,
+        );
+        e.histogram_coarse(
+            "idlegrid_job_makespan_seconds",
+            "Finished jobs from submission to end (their report's makespan).",
+            &self.stats.makespans,
+        );
+        e.single(
+            "idlegrid_cost_total",
+            "counter",
+            "Credits charged to finished jobs: CPU seconds times the rate of each worker's class (the sum of their reports' cost).",
+            self.stats.cost,
         );
         e.single(
             "idlegrid_connections",
@@ -1235,6 +1382,11 @@ impl Driver {
             &s.result_latency,
         );
         e.histogram_seconds(
+            "idlegrid_reissue_latency_seconds",
+            "Reissues from the event that left their task without a live replica (a loss, a failure, the owner's return) to the new replica's assignment.",
+            &s.reissue_latency,
+        );
+        e.histogram_seconds(
             "idlegrid_store_commit_seconds",
             "Store commits of a driver turn (its results; its other records).",
             &s.store_commit,
@@ -1248,6 +1400,7 @@ impl Driver {
             .insert_job_json(job.name(), job.tasks().len(), spec_json, unix_ms())?;
         info!(job = %id, name = job.name(), tasks = job.tasks().len(), "job accepted");
         self.sched.submit_job(now, id.clone(), job);
+        let _ = self.events.send(Event::JobSubmitted { job: id.clone() });
         Ok(id)
     }
 
@@ -1296,6 +1449,7 @@ impl Driver {
                 .map(|t| TaskStatus {
                     id: t.id.0,
                     state: t.phase.as_str(),
+                    deps: t.deps.into_iter().map(|d| d.0).collect(),
                     critical: t.critical,
                     critical_reasons: t.critical_reasons,
                     planned_replicas: t.planned_replicas,
@@ -1333,6 +1487,7 @@ impl Driver {
                             "not_done"
                         },
                         id: t.id.0.clone(),
+                        deps: t.deps.iter().map(|d| d.0.clone()).collect(),
                         critical: p.critical(),
                         critical_reasons: p.reasons.iter().map(ToString::to_string).collect(),
                         planned_replicas: p.replicas,
@@ -1379,6 +1534,20 @@ impl Driver {
         if !records.is_empty() {
             self.stats.store_commit.record(commit.elapsed());
         }
+        // Jobs that ended this turn, now that their last records are stored: what their
+        // reports say goes into the metrics (one report per job, once).
+        for job in std::mem::take(&mut self.finished_now) {
+            match self.store.report(&job, unix_ms()) {
+                Ok(Some(report)) => {
+                    self.stats
+                        .makespans
+                        .record(report.makespan_ms as f64 / 1000.0);
+                    self.stats.cost += report.cost;
+                }
+                Ok(None) => {}
+                Err(e) => error!(%job, "cannot read the finished job's report for /metrics: {e}"),
+            }
+        }
         let speeds = std::mem::take(&mut self.speeds);
         if let Err(e) = self.store.save_speeds(&speeds, unix_ms()) {
             self.stats.history_not_stored += speeds.len() as u64;
@@ -1413,7 +1582,11 @@ impl Driver {
                 reason,
                 class,
                 rate,
+                waited,
             } => {
+                if let Some(waited) = waited {
+                    self.stats.reissue_latency.record(waited);
+                }
                 let job = assignment.job.clone();
                 for (dep, payload) in &mut assignment.deps {
                     if let Payload::Inline(value) = payload
@@ -1532,6 +1705,7 @@ impl Driver {
                 job, task, worker, ..
             } => {
                 debug!(%job, %task, %worker, "task done");
+                self.stats.tasks_done += 1;
                 let _ = self.events.send(Event::TaskDone { job, task, worker });
             }
             Output::JobFinished { job, outcome } => {
@@ -1541,6 +1715,8 @@ impl Driver {
                     JobOutcome::Cancelled => ("cancelled", None),
                 };
                 info!(%job, state, "job finished{}", error.as_ref().map(|e| format!(": {e}")).unwrap_or_default());
+                *self.stats.jobs_finished.entry(state).or_default() += 1;
+                self.finished_now.push(job.clone());
                 self.pending.push(Record::JobFinished {
                     job: job.clone(),
                     state,

@@ -1,5 +1,6 @@
 //! The HTTP side of the supervisor's port: `/worker` (the WebSocket upgrade), the operators' JSON
-//! API under `/api` (bearer token), and `/healthz`.
+//! API under `/api` (bearer token), `/healthz`, and the dashboard's pages (`dashboard`: `/`,
+//! `/jobs/{id}`, `/events`, signed in by a session cookie).
 //!
 //! Handlers validate what they can see (token, body size, JSON shape) and ask the driver for the
 //! rest; they hold no state of their own. Every error is a JSON object `{"error": "..."}` with a
@@ -61,6 +62,13 @@ pub struct AppState {
     pub max_output_bytes: u64,
     /// Replicas whose upload is being written now: one request at a time per replica.
     pub uploading: Arc<std::sync::Mutex<std::collections::HashSet<ReplicaId>>>,
+    /// The dashboard's signed-in sessions.
+    pub sessions: Arc<super::dashboard::Sessions>,
+    /// What happens, for the dashboard's event stream.
+    pub events: tokio::sync::broadcast::Sender<super::Event>,
+    /// Becomes true when the supervisor stops: long-lived streams end, so that the graceful
+    /// shutdown need not wait for them.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -105,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .merge(bulk)
         .merge(metrics)
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(super::dashboard::routes())
         .nest("/api", api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -458,7 +467,7 @@ fn parse_range_start(v: &str) -> Option<u64> {
 }
 
 /// Sends a request to the driver and waits for its answer.
-async fn ask<T>(
+pub(super) async fn ask<T>(
     state: &AppState,
     make: impl FnOnce(oneshot::Sender<T>) -> ApiRequest,
 ) -> Result<T, Response> {

@@ -109,6 +109,46 @@ fn escape_help(v: &str) -> String {
     v.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
+/// Upper bounds of [`Coarse`]'s buckets, in seconds: from a second to a day.
+pub const COARSE_BOUNDS_S: [f64; 14] = [
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0,
+    86400.0,
+];
+
+/// A histogram of long durations (job makespans), in seconds.
+#[derive(Debug, Clone, Default)]
+pub struct Coarse {
+    /// Samples at or under each of `COARSE_BOUNDS_S` (and over the last one), not cumulative.
+    pub counts: [u64; COARSE_BOUNDS_S.len() + 1],
+    pub count: u64,
+    pub sum_s: f64,
+}
+
+impl Coarse {
+    pub fn record(&mut self, seconds: f64) {
+        let i = COARSE_BOUNDS_S.partition_point(|b| *b < seconds);
+        self.counts[i] += 1;
+        self.count += 1;
+        self.sum_s += seconds;
+    }
+}
+
+impl Exposition {
+    /// A [`Coarse`] histogram (already in seconds).
+    pub fn histogram_coarse(&mut self, name: &str, help: &str, h: &Coarse) {
+        self.header(name, "histogram", help);
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0;
+        for (bound, n) in COARSE_BOUNDS_S.iter().zip(h.counts.iter()) {
+            cumulative += n;
+            self.sample(&bucket, &[("le", &number(*bound))], cumulative as f64);
+        }
+        self.sample(&bucket, &[("le", "+Inf")], h.count as f64);
+        self.sample(&format!("{name}_sum"), &[], h.sum_s);
+        self.sample(&format!("{name}_count"), &[], h.count as f64);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,18 +7,21 @@
 //!   API requests and the scheduler's next deadline. SQLite writes block only this thread.
 //! - each worker connection is a task (`ws`), which authenticates the hello, decodes frames and
 //!   forwards them; it owns nothing else;
-//! - HTTP handlers (`http`) check the operator token and ask the driver.
+//! - HTTP handlers (`http`) check the operator token and ask the driver; the dashboard's
+//!   (`dashboard`) check a session cookie instead and render HTML from the same answers.
 //!
 //! Nothing here decides where a task runs; that is `sched`'s job.
 
 mod auth;
+mod dashboard;
 mod driver;
 mod histogram;
-mod http;
+pub(crate) mod http;
 mod metrics;
 pub mod probe;
 pub mod report;
 pub mod store;
+mod tls;
 mod ws;
 
 use std::future::Future;
@@ -61,6 +64,8 @@ pub struct Config {
     /// probed, a worker gets tasks only once its link is measured and no slower than
     /// `sched.min_link_kbps` (`sched.require_link` is set from this at start).
     pub link_probe: Option<Duration>,
+    /// Serve `https://` and `wss://` with this certificate; `None`: plain HTTP and WebSocket.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Config {
@@ -77,6 +82,7 @@ impl Config {
             operator_token: load_or_create_token(&data_dir.join("operator.token"))?,
             max_output_bytes: crate::proto::DEFAULT_MAX_OUTPUT_BYTES,
             link_probe: Some(DEFAULT_LINK_PROBE),
+            tls: None,
             sched,
         })
     }
@@ -138,6 +144,10 @@ pub enum Event {
         kind: ActivityKind,
         at_ms: u64,
     },
+    /// A job was stored and handed to the scheduler.
+    JobSubmitted {
+        job: JobId,
+    },
     TaskDone {
         job: JobId,
         task: TaskId,
@@ -180,6 +190,7 @@ pub struct Supervisor {
     events: broadcast::Sender<Event>,
     driver_tx: mpsc::Sender<DriverMsg>,
     stop: Option<oneshot::Sender<()>>,
+    closing: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
     driver: Option<std::thread::JoinHandle<()>>,
 }
@@ -201,6 +212,7 @@ impl Supervisor {
         let (driver_tx, driver_rx) = mpsc::channel(4096);
         let driver = driver::spawn(&cfg, driver_rx, events.clone())?;
         let (uploads, outputs) = driver::bulk_dirs(&cfg.data_dir);
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let state = http::AppState {
             driver: driver_tx.clone(),
             conn: std::sync::Arc::new(ws::ConnContext {
@@ -217,22 +229,30 @@ impl Supervisor {
             outputs: outputs.into(),
             max_output_bytes: cfg.max_output_bytes,
             uploading: Default::default(),
+            sessions: Default::default(),
+            events: events.clone(),
+            closing: closing_rx,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let app = http::router(state);
-        let server = tokio::spawn(async move {
-            use axum::serve::ListenerExt;
-            // Small frames matter more than throughput here: an Assign or Activity must not
-            // wait for Nagle's timer.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let stopped = async move {
+            let _ = stopped.await;
+        };
+        let server = match cfg.tls {
+            Some(server_tls) => tokio::spawn(tls::serve(listener, app, server_tls, stopped)),
+            None => tokio::spawn(async move {
+                use axum::serve::ListenerExt;
+                // Small frames matter more than throughput here: an Assign or Activity must not
+                // wait for Nagle's timer.
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                let app = app.into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }),
+        };
         // Workers that ran replicas before a restart get their grace from now on, when their
         // reconnects can be accepted, not from when the store was read.
         let _ = driver_tx.send(DriverMsg::Serving).await;
@@ -241,6 +261,7 @@ impl Supervisor {
             events,
             driver_tx,
             stop: Some(stop),
+            closing,
             server,
             driver: Some(driver),
         })
@@ -261,6 +282,7 @@ impl Supervisor {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        let _ = self.closing.send(true);
         let _ = self.driver_tx.send(DriverMsg::Shutdown).await;
         // Graceful shutdown waits for open WebSocket connections; the driver closes them above,
         // but a worker that never answers must not hold the supervisor up.
@@ -287,19 +309,20 @@ pub async fn run(
 }
 
 /// The first line `serve` prints: scripts, tests and the chaos bench read the address from it
-/// (with [`parse_listening_line`]) when `--listen` ends in `:0`.
-pub fn listening_line(addr: SocketAddr) -> String {
-    format!("idlegrid-supervisor listening on http://{addr} (workers: ws://{addr}/worker)")
+/// (with [`parse_listening_line`]) when `--listen` ends in `:0`. Under TLS it says `https://`
+/// and `wss://`.
+pub fn listening_line(addr: SocketAddr, tls: bool) -> String {
+    let s = if tls { "s" } else { "" };
+    format!("idlegrid-supervisor listening on http{s}://{addr} (workers: ws{s}://{addr}/worker)")
 }
 
-/// The address in a [`listening_line`].
+/// The address in a [`listening_line`], plain or TLS.
 pub fn parse_listening_line(line: &str) -> Option<SocketAddr> {
-    line.split("http://")
-        .nth(1)?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    let (_, rest) = line.split_once("listening on ")?;
+    let rest = rest
+        .strip_prefix("https://")
+        .or_else(|| rest.strip_prefix("http://"))?;
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// Milliseconds since the Unix epoch, for stored timestamps.
@@ -308,4 +331,27 @@ pub(crate) fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listening_line_names_its_scheme_and_parses_back_either_way() {
+        let addr: SocketAddr = "127.0.0.1:7400".parse().unwrap();
+        let plain = listening_line(addr, false);
+        assert!(
+            plain.contains("http://127.0.0.1:7400") && plain.contains("ws://127.0.0.1:7400/worker")
+        );
+        let tls = listening_line(addr, true);
+        assert!(
+            tls.contains("https://127.0.0.1:7400") && tls.contains("wss://127.0.0.1:7400/worker")
+        );
+        assert_eq!(parse_listening_line(&plain), Some(addr));
+        assert_eq!(parse_listening_line(&tls), Some(addr));
+        let v6: SocketAddr = "[::1]:9".parse().unwrap();
+        assert_eq!(parse_listening_line(&listening_line(v6, true)), Some(v6));
+        assert_eq!(parse_listening_line("worker token: /x"), None);
+    }
 }

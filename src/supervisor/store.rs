@@ -640,6 +640,21 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(Into::into)
     }
 
+    /// What a job's replicas cost so far (as [`Report::build`] charges them: CPU seconds times
+    /// rate) and how many were reissues, in one indexed aggregate: the dashboard's job list
+    /// without building every report.
+    pub fn job_totals(&self, job: &JobId) -> Result<(f64, u32), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT COALESCE(SUM(COALESCE(cpu_ms, 0) / 1000.0 * rate), 0.0),
+                    COALESCE(SUM(reason = 'reissue'), 0)
+             FROM replicas WHERE job = ?1",
+        )?;
+        stmt.query_row([&job.0], |r| {
+            Ok((r.get::<_, f64>(0)?, r.get::<_, i64>(1)?.max(0) as u32))
+        })
+        .map_err(Into::into)
+    }
+
     /// The tasks of a job that have a result.
     pub fn done_tasks(
         &self,

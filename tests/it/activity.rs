@@ -216,6 +216,7 @@ impl Pool {
         let engine = idlegrid::client::build(
             idlegrid::client::ClientConfig {
                 server: Some(format!("ws://{}/worker", self.sup.addr())),
+                ca_file: None,
                 token: self.cfg.worker_token.clone(),
                 name: name.into(),
                 worker_id: idlegrid::client::new_worker_id(name),

@@ -222,7 +222,7 @@ async fn bad_frames_tokens_and_jobs_get_clear_errors_and_harm_nothing_else() {
         "{stderr}"
     );
     // A body that is not a job at all, and a wrong operator token.
-    let raw = reqwest::Client::new()
+    let raw = crate::harness::http()
         .post(format!("{}/api/jobs", sup.http_url()))
         .bearer_auth(sup.operator_token())
         .body("[1,2,3]")
@@ -280,7 +280,7 @@ async fn an_oversized_job_is_refused_by_its_size_before_it_is_read() {
         "{{\"name\":\"big\",\"tasks\":[],\"pad\":\"{}\"}}",
         "x".repeat(17 << 20)
     );
-    let resp = reqwest::Client::new()
+    let resp = crate::harness::http()
         .post(format!("{}/api/jobs", sup.http_url()))
         .bearer_auth(sup.operator_token())
         .body(body)

@@ -19,6 +19,8 @@ pub struct SupervisorProc {
     child: Child,
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// Whether it serves `https://` and `wss://` (started with `--tls-cert`).
+    pub tls: bool,
 }
 
 impl SupervisorProc {
@@ -45,21 +47,25 @@ impl SupervisorProc {
         let first = lines.next().expect("supervisor printed nothing").unwrap();
         let addr = idlegrid::supervisor::parse_listening_line(&first)
             .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+        let tls = first.contains("https://");
         // Keep draining stdout so the supervisor never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Self {
             child,
             addr,
             data_dir: data_dir.to_owned(),
+            tls,
         }
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/worker", self.addr)
+        let s = if self.tls { "s" } else { "" };
+        format!("ws{s}://{}/worker", self.addr)
     }
 
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let s = if self.tls { "s" } else { "" };
+        format!("http{s}://{}", self.addr)
     }
 
     pub fn worker_token_file(&self) -> PathBuf {
@@ -155,6 +161,16 @@ impl Drop for WorkerProc {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// An HTTP client for raw requests in tests. The crate's reqwest has no crypto provider of its
+/// own (`rustls-no-provider`): `reqwest::Client::new()` would panic, so every client is built
+/// on the crate's TLS setup, as the binaries' are.
+pub fn http() -> reqwest::Client {
+    idlegrid::tls::ClientTls::new(None)
+        .unwrap()
+        .http_client(Duration::from_secs(60))
+        .unwrap()
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or panics after `limit` saying what it waited for.

@@ -61,6 +61,7 @@ impl Pool {
         let engine = idlegrid::client::build(
             idlegrid::client::ClientConfig {
                 server: Some(format!("ws://{addr}/worker")),
+                ca_file: None,
                 token: self.cfg.worker_token.clone(),
                 name: name.into(),
                 worker_id: worker_id.clone(),

@@ -5,6 +5,7 @@ mod bad_input;
 mod chaos;
 mod cli;
 mod cluster;
+mod dashboard;
 mod demo;
 #[cfg(feature = "input")]
 mod fullscreen;
@@ -19,5 +20,6 @@ mod reliability;
 mod sim;
 mod sim_vs_real;
 mod swarm;
+mod tls;
 #[cfg(feature = "gui")]
 mod tray;

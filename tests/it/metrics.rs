@@ -9,7 +9,7 @@ use prometheus_parse::{Scrape, Value};
 use crate::harness::*;
 
 async fn scrape(sup: &SupervisorProc, token: Option<&str>) -> (u16, String) {
-    let mut req = reqwest::Client::new().get(format!("{}/metrics", sup.http_url()));
+    let mut req = crate::harness::http().get(format!("{}/metrics", sup.http_url()));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -85,4 +85,85 @@ async fn metrics_parse_as_prometheus_text_and_count_what_the_job_report_counts()
         text.contains("# TYPE idlegrid_heartbeat_lateness_seconds histogram"),
         "{text}"
     );
+    // Every reissue's latency was measured; none waited long for a free worker.
+    assert_eq!(
+        sum(&parsed, "idlegrid_reissue_latency_seconds_count"),
+        f64::from(report.reissued),
+        "{text}"
+    );
+    // Tasks, jobs, makespan and cost: what the report says.
+    assert_eq!(sum(&parsed, "idlegrid_tasks_done_total"), 6.0, "{text}");
+    assert_eq!(sum(&parsed, "idlegrid_jobs_running"), 0.0, "{text}");
+    assert_eq!(sum(&parsed, "idlegrid_tasks"), 0.0, "no job runs: {text}");
+    let completed = parsed.samples.iter().find(|s| {
+        s.metric == "idlegrid_jobs_finished_total" && s.labels.get("state") == Some("completed")
+    });
+    assert!(
+        matches!(completed.map(|s| &s.value), Some(Value::Counter(v)) if *v == 1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sum(&parsed, "idlegrid_job_makespan_seconds_count"),
+        1.0,
+        "{text}"
+    );
+    let makespan = sum(&parsed, "idlegrid_job_makespan_seconds_sum");
+    assert!(
+        (makespan - report.makespan_ms as f64 / 1000.0).abs() < 1e-6,
+        "{makespan} s vs {} ms: {text}",
+        report.makespan_ms
+    );
+    let cost = sum(&parsed, "idlegrid_cost_total");
+    assert!(report.cost > 0.0, "{report:?}");
+    assert!(
+        (cost - report.cost).abs() < 1e-9,
+        "{cost} vs {}: {text}",
+        report.cost
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_the_tasks_of_a_running_job_by_state() {
+    let _machine = shared_machine().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &[]);
+    let _workers = start_workers(&sup, 1, 1).await;
+    let op = sup.operator();
+    // One worker, one slot: "first" runs, two wait for it, one is ready behind the running one.
+    let mut tasks = vec![
+        TaskSpec::new("first", "spin", serde_json::json!({ "ms": 30_000 })),
+        TaskSpec::new("other", "spin", serde_json::json!({ "ms": 30_000 })),
+    ];
+    for k in 0..2 {
+        let mut t = TaskSpec::new(
+            format!("after-{k}"),
+            "spin",
+            serde_json::json!({ "ms": 10 }),
+        );
+        t.deps = vec!["first".into(), "other".into()];
+        tasks.push(t);
+    }
+    let job = op
+        .submit(&JobSpec {
+            name: "by-state".into(),
+            tasks,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let token = sup.operator_token();
+    let text = eventually(Duration::from_secs(20), "a task running", || async {
+        let (_, text) = scrape(&sup, Some(&token)).await;
+        text.contains("idlegrid_tasks{state=\"running\"} 1\n")
+            .then_some(text)
+    })
+    .await;
+    for (state, n) in [("waiting", 2), ("ready", 1), ("running", 1), ("done", 0)] {
+        assert!(
+            text.contains(&format!("idlegrid_tasks{{state=\"{state}\"}} {n}\n")),
+            "{state} {n}: {text}"
+        );
+    }
+    assert!(text.contains("idlegrid_jobs_running 1\n"), "{text}");
+    op.cancel(&job).await.unwrap();
 }

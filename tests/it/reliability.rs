@@ -316,16 +316,20 @@ async fn after_an_8_s_supervisor_outage_a_restart_keeps_every_running_replica() 
     let job = op.submit(&spec).await.unwrap();
     // Running on the workers, not only assigned: a replica whose assignment was stored but
     // never reached its worker before the kill is rightly reissued as dropped (seen under load).
-    eventually(Duration::from_secs(20), "both tasks running on their workers", || async {
-        let status = op.status(&job).await.ok()?;
-        let progressed = status["task_states"]
-            .as_array()?
-            .iter()
-            .flat_map(|t| t["replicas"].as_array().into_iter().flatten())
-            .filter(|r| r["progress"].as_f64().is_some_and(|p| p > 0.0))
-            .count();
-        (progressed == 2).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "both tasks running on their workers",
+        || async {
+            let status = op.status(&job).await.ok()?;
+            let progressed = status["task_states"]
+                .as_array()?
+                .iter()
+                .flat_map(|t| t["replicas"].as_array().into_iter().flatten())
+                .filter(|r| r["progress"].as_f64().is_some_and(|p| p > 0.0))
+                .count();
+            (progressed == 2).then_some(())
+        },
+    )
     .await;
     sup.kill9();
     tokio::time::sleep(Duration::from_secs(8)).await;
