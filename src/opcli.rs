@@ -326,6 +326,82 @@ pub async fn workers(conn: &ConnArgs, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `token issue --name N`: prints the new token alone on stdout (for a file or a pipe), and on
+/// stderr what to do with it.
+pub async fn token_issue(conn: &ConnArgs, name: &str, json: bool) -> anyhow::Result<()> {
+    if !supervisor::volunteers::valid_name(name) {
+        anyhow::bail!("invalid volunteer name {name:?}: 1-64 characters of A-Z a-z 0-9 . - _");
+    }
+    let issued = conn.operator()?.issue_token(name).await?;
+    if json {
+        return print_json(&issued);
+    }
+    println!("{}", issued.token);
+    eprintln!(
+        "worker token for {:?}: give it to that volunteer (their client's --token-file); it is not shown again",
+        issued.name
+    );
+    Ok(())
+}
+
+pub async fn token_revoke(conn: &ConnArgs, name: &str, json: bool) -> anyhow::Result<()> {
+    if !supervisor::volunteers::valid_name(name) {
+        anyhow::bail!("invalid volunteer name {name:?}: 1-64 characters of A-Z a-z 0-9 . - _");
+    }
+    let revoked = conn.operator()?.revoke_token(name).await?;
+    if json {
+        return print_json(&revoked);
+    }
+    let ids: Vec<&str> = revoked.disconnected.iter().map(|w| w.0.as_str()).collect();
+    println!(
+        "revoked {:?}; {} worker(s) disconnected{}",
+        revoked.name,
+        ids.len(),
+        if ids.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", ids.join(", "))
+        }
+    );
+    Ok(())
+}
+
+/// The `token list` table.
+pub fn tokens_text(tokens: &[supervisor::TokenView]) -> String {
+    if tokens.is_empty() {
+        return "no volunteer tokens (workers use the shared worker token)\n".into();
+    }
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.token.name.clone(),
+                if t.token.revoked_ms.is_some() {
+                    "revoked".into()
+                } else {
+                    "valid".into()
+                },
+                format!("{}/{}", t.connected, t.workers.len()),
+                t.workers
+                    .iter()
+                    .map(|w| w.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]
+        })
+        .collect();
+    table(&["name", "state", "connected/workers", "worker ids"], &rows)
+}
+
+pub async fn token_list(conn: &ConnArgs, json: bool) -> anyhow::Result<()> {
+    let tokens = conn.operator()?.tokens().await?;
+    if json {
+        return print_json(&tokens);
+    }
+    print!("{}", tokens_text(&tokens));
+    Ok(())
+}
+
 /// A name from outside made safe as one file name inside a directory: its last path component,
 /// with anything but letters, digits, `.`, `-` and `_` turned into `_`, no leading dot, at most
 /// 100 characters. `None` when nothing is left.

@@ -169,6 +169,19 @@ impl Operator {
         })
     }
 
+    async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: String,
+    ) -> Result<T, OperatorError> {
+        let body = (!body.is_empty()).then(|| reqwest::Body::from(body));
+        let bytes = self.call(reqwest::Method::POST, path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|source| OperatorError::Decode {
+            what: format!("POST {path}"),
+            source,
+        })
+    }
+
     /// Submits a job; returns its id once the supervisor has stored it.
     pub async fn submit(&self, spec: &JobSpec) -> Result<JobId, OperatorError> {
         self.submit_owned(spec.clone()).await
@@ -211,6 +224,29 @@ impl Operator {
                 source,
             })?;
         Ok(created.job_id)
+    }
+
+    /// A new token for volunteer `name` (the only time the token is shown).
+    pub async fn issue_token(
+        &self,
+        name: &str,
+    ) -> Result<crate::supervisor::IssuedToken, OperatorError> {
+        let body = serde_json::json!({ "name": name }).to_string();
+        self.post_json("/api/tokens", body).await
+    }
+
+    /// Revokes volunteer `name`'s token: its workers are disconnected and their tasks reissued.
+    pub async fn revoke_token(
+        &self,
+        name: &str,
+    ) -> Result<crate::supervisor::Revoked, OperatorError> {
+        self.post_json(&format!("/api/tokens/{name}/revoke"), String::new())
+            .await
+    }
+
+    /// Every volunteer token: name, dates, worker ids, how many are connected.
+    pub async fn tokens(&self) -> Result<Vec<crate::supervisor::TokenView>, OperatorError> {
+        self.get("/api/tokens").await
     }
 
     /// The newest jobs (up to 1000), newest first.

@@ -42,6 +42,9 @@ enum Command {
     Cancel(JobArgs),
     /// List the workers: state, tasks, speed, link.
     Workers(OpArgs),
+    /// Per-volunteer worker tokens: issue, revoke, list.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run the whole system on this machine: a supervisor, local workers and a Mandelbrot job.
     Demo(demo::DemoArgs),
     /// Measure the system: prints figures.
@@ -54,6 +57,37 @@ enum Command {
     /// when no `idlegrid` binary is beside this one).
     #[command(hide = true)]
     Worker(WorkerArgs),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Issue a worker token for one volunteer and print it (shown only this once). Issuing a
+    /// name again replaces its token and keeps its worker ids.
+    Issue {
+        /// The volunteer's name: 1-64 characters of A-Z a-z 0-9 . - _.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        conn: opcli::ConnArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a volunteer's token: their workers are disconnected at once and their tasks
+    /// reissued.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        conn: opcli::ConnArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the volunteer tokens (names, state, worker ids; never the tokens).
+    List {
+        #[command(flatten)]
+        conn: opcli::ConnArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -338,7 +372,8 @@ fn main() -> std::process::ExitCode {
         | Command::Status(_)
         | Command::Results(_)
         | Command::Cancel(_)
-        | Command::Workers(_) => "warn",
+        | Command::Workers(_)
+        | Command::Token(_) => "warn",
     });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -365,6 +400,13 @@ async fn dispatch(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Results(a) => opcli::results(&a.conn, &a.job, &a.out, a.json).await?,
         Command::Cancel(a) => opcli::cancel(&a.conn, &a.job, a.json).await?,
         Command::Workers(a) => opcli::workers(&a.conn, a.json).await?,
+        Command::Token(TokenCommand::Issue { name, conn, json }) => {
+            opcli::token_issue(&conn, &name, json).await?
+        }
+        Command::Token(TokenCommand::Revoke { name, conn, json }) => {
+            opcli::token_revoke(&conn, &name, json).await?
+        }
+        Command::Token(TokenCommand::List { conn, json }) => opcli::token_list(&conn, json).await?,
         Command::Demo(args) => demo::run(args).await?,
         Command::Bench(BenchCommand::Reissue(args)) => bench::reissue::run(args).await?,
         Command::Bench(BenchCommand::Chaos(args)) => return bench::chaos::run(args).await,

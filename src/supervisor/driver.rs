@@ -21,6 +21,7 @@ use super::report::{JobSummary, Report};
 use super::store::{
     ActivityRecord, Record, ReplicaEnd, ReplicaInfo, ReplicaStart, ResultRow, Store, StoreError,
 };
+use super::volunteers::{self, Auth, Credentials, TokenRecord};
 use super::{Config, Event, SupervisorError, unix_ms};
 use crate::job;
 use crate::proto::{
@@ -99,6 +100,17 @@ pub enum ApiRequest {
     },
     Stats {
         reply: oneshot::Sender<Stats>,
+    },
+    IssueToken {
+        name: String,
+        reply: oneshot::Sender<Result<IssuedToken, ApiError>>,
+    },
+    RevokeToken {
+        name: String,
+        reply: oneshot::Sender<Result<Revoked, ApiError>>,
+    },
+    Tokens {
+        reply: oneshot::Sender<Result<Vec<TokenView>, ApiError>>,
     },
     /// The dashboard's front page in one turn: the pool, the newest `jobs` jobs with their cost,
     /// the newest `activity` messages. Costs no more than `/api/workers` plus one indexed
@@ -224,6 +236,40 @@ pub enum ApiError {
     Finished(JobId),
     #[error("store error: {0}")]
     Store(#[from] StoreError),
+    #[error("invalid volunteer name {0:?}: 1-64 characters of A-Z a-z 0-9 . - _")]
+    BadName(String),
+    #[error("no volunteer token named {0:?}")]
+    NoToken(String),
+    #[error("no randomness available to make a token: {0}")]
+    NoRandomness(String),
+}
+
+/// A token just issued: the only time the token itself is shown.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct IssuedToken {
+    pub name: String,
+    pub token: String,
+    pub created_ms: u64,
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Revoked {
+    pub name: String,
+    pub revoked_ms: u64,
+    /// Workers connected with the token, disconnected now.
+    pub disconnected: Vec<WorkerId>,
+}
+
+/// A volunteer token as `token list` shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TokenView {
+    #[serde(flatten)]
+    pub token: TokenRecord,
+    /// Worker ids bound to it.
+    pub workers: Vec<WorkerId>,
+    /// How many of them are connected now.
+    pub connected: usize,
 }
 
 /// A job's status: its summary and, while it runs, where each task stands.
@@ -295,6 +341,8 @@ pub struct Hello {
     pub hardware: Hardware,
     pub held: Vec<ReplicaId>,
     pub available: bool,
+    /// The token it presented: the shared one or a volunteer's.
+    pub auth: Auth,
 }
 
 /// A result's output as it was uploaded out of band: its file, reference and JSON text.
@@ -360,11 +408,15 @@ struct Conn {
     slots: usize,
     tx: mpsc::UnboundedSender<Outgoing>,
     heard: Arc<Heard>,
+    /// The token it connected with.
+    auth: Auth,
 }
 
 struct Driver {
     sched: Scheduler,
     store: Store,
+    /// Who may connect; the connection tasks read it, only the driver changes it.
+    credentials: Arc<Credentials>,
     conns: HashMap<WorkerId, Conn>,
     events: broadcast::Sender<Event>,
     max_output_bytes: u64,
@@ -416,9 +468,14 @@ pub fn spawn(
     cfg: &Config,
     rx: mpsc::Receiver<DriverMsg>,
     events: broadcast::Sender<Event>,
-) -> Result<std::thread::JoinHandle<()>, SupervisorError> {
+) -> Result<(std::thread::JoinHandle<()>, Arc<Credentials>), SupervisorError> {
     let mut store = Store::open(&cfg.data_dir)?;
     let epoch = store.next_epoch()?;
+    let credentials = Arc::new(Credentials::new(
+        &cfg.worker_token,
+        &store.volunteer_tokens()?,
+        store.worker_bindings()?,
+    ));
     let sched = Scheduler::new(cfg.sched.clone(), epoch);
     let (uploads, outputs) = bulk_dirs(&cfg.data_dir);
     // Out-of-band copies of outputs are a cache of the store: made again when needed.
@@ -432,6 +489,7 @@ pub fn spawn(
     let mut driver = Driver {
         sched,
         store,
+        credentials: credentials.clone(),
         conns: HashMap::new(),
         events,
         max_output_bytes: cfg.max_output_bytes,
@@ -452,10 +510,11 @@ pub fn spawn(
         .enable_all()
         .build()
         .map_err(SupervisorError::Thread)?;
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("idlegrid-driver".into())
         .spawn(move || runtime.block_on(driver.run(rx)))
-        .map_err(SupervisorError::Thread)
+        .map_err(SupervisorError::Thread)?;
+    Ok((thread, credentials))
 }
 
 /// Where uploads arrive and where outputs for dependents are kept, in the data dir.
@@ -603,7 +662,17 @@ impl Driver {
                     hardware,
                     held,
                     available,
+                    auth,
                 } = hello;
+                if let Err(why) = self.authorize(&worker, &auth) {
+                    warn!(%worker, %name, "refused worker connection: {why}");
+                    *self.stats.refused.entry("credentials").or_default() += 1;
+                    let _ = tx.send(Outgoing::Close {
+                        code: ErrorCode::Unauthorized,
+                        message: why,
+                    });
+                    return;
+                }
                 if let Some(old) = self.conns.insert(
                     worker.clone(),
                     Conn {
@@ -612,6 +681,7 @@ impl Driver {
                         slots: hardware.slots as usize,
                         tx,
                         heard,
+                        auth,
                     },
                 ) {
                     let _ = old.tx.send(Outgoing::Close {
@@ -1159,6 +1229,17 @@ impl Driver {
                     }
                 };
                 let _ = reply.send(r);
+            }
+            ApiRequest::IssueToken { name, reply } => {
+                let _ = reply.send(self.issue_token(&name));
+            }
+            ApiRequest::RevokeToken { name, reply } => {
+                let r = self.revoke_token(now, &name);
+                self.drain();
+                let _ = reply.send(r);
+            }
+            ApiRequest::Tokens { reply } => {
+                let _ = reply.send(self.tokens());
             }
             ApiRequest::Jobs { reply } => {
                 let _ = reply.send(self.store.list_jobs(1000).map_err(Into::into));
@@ -1740,6 +1821,100 @@ impl Driver {
         }
     }
 
+    /// Whether a worker that said hello with `auth` may be `worker`; binds the id to a
+    /// volunteer's token on its first use (stored first: a binding the store cannot keep
+    /// refuses the join rather than be forgotten at the next restart).
+    fn authorize(&mut self, worker: &WorkerId, auth: &Auth) -> Result<(), String> {
+        // The token may have been revoked since the connection task checked it.
+        if let Some(name) = auth.volunteer()
+            && !self.credentials.is_valid(name)
+        {
+            return Err(volunteers::Refused::Revoked(name.to_owned()).to_string());
+        }
+        let binds = self
+            .credentials
+            .may_use(auth, worker)
+            .map_err(|e| e.to_string())?;
+        if let (true, Some(name)) = (binds, auth.volunteer()) {
+            self.store
+                .bind_worker(worker, name, unix_ms())
+                .map_err(|e| format!("the supervisor cannot store this worker's binding: {e}"))?;
+            self.credentials.bind(worker, name);
+            info!(%worker, volunteer = name, "worker id bound to its volunteer's token");
+        }
+        Ok(())
+    }
+
+    /// `token issue --name N`: a new random token for `name`, stored as its digest; the token
+    /// itself is in the answer only.
+    fn issue_token(&mut self, name: &str) -> Result<IssuedToken, ApiError> {
+        if !volunteers::valid_name(name) {
+            return Err(ApiError::BadName(name.to_owned()));
+        }
+        let token =
+            super::auth::generate_token().map_err(|e| ApiError::NoRandomness(e.to_string()))?;
+        let digest = volunteers::digest(&token);
+        let record = self.store.issue_token(name, &digest, unix_ms())?;
+        self.credentials.issue(name, &digest);
+        info!(volunteer = name, "worker token issued");
+        Ok(IssuedToken {
+            name: record.name,
+            token,
+            created_ms: record.created_ms,
+        })
+    }
+
+    /// `token revoke N`: the token stops working, each worker connected with it is
+    /// disconnected at once and its tasks reissued (cause `left`: it will not be back).
+    fn revoke_token(&mut self, now: Instant, name: &str) -> Result<Revoked, ApiError> {
+        let record = self
+            .store
+            .revoke_token(name, unix_ms())?
+            .ok_or_else(|| ApiError::NoToken(name.to_owned()))?;
+        self.credentials.revoke(name);
+        let mut gone: Vec<WorkerId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.auth.volunteer() == Some(name))
+            .map(|(w, _)| w.clone())
+            .collect();
+        gone.sort();
+        let message = volunteers::Refused::Revoked(name.to_owned()).to_string();
+        for worker in &gone {
+            self.close(worker, ErrorCode::Unauthorized, &message);
+            let taken = self.sched.handle_worker_leaving(now, worker);
+            warn!(%worker, volunteer = name, replicas = taken.len(), "worker disconnected: its token was revoked; its tasks are reissued");
+        }
+        Ok(Revoked {
+            name: record.name,
+            revoked_ms: record.revoked_ms.unwrap_or_default(),
+            disconnected: gone,
+        })
+    }
+
+    /// `token list`: every volunteer token (never the token), its worker ids and how many are
+    /// connected now.
+    fn tokens(&self) -> Result<Vec<TokenView>, ApiError> {
+        Ok(self
+            .store
+            .volunteer_tokens()?
+            .into_iter()
+            .map(|t| {
+                let workers = self.credentials.workers_of(&t.name);
+                let connected = self
+                    .conns
+                    .values()
+                    .filter(|c| c.auth.volunteer() == Some(t.name.as_str()))
+                    .count();
+                TokenView {
+                    token: t,
+                    workers,
+                    connected,
+                }
+            })
+            .collect())
+    }
+
     fn close(&mut self, worker: &WorkerId, code: ErrorCode, message: &str) {
         if let Some(conn) = self.conns.remove(worker) {
             let _ = conn.tx.send(Outgoing::Close {
@@ -1812,6 +1987,7 @@ mod tests {
             },
             held: vec![],
             available: true,
+            auth: Auth::Shared,
         };
         let msg = DriverMsg::Joined {
             conn,
@@ -1842,7 +2018,7 @@ mod tests {
         })
         .unwrap();
         tx.try_send(second).unwrap();
-        let driver = spawn(&cfg, rx, events).unwrap();
+        let (driver, _) = spawn(&cfg, rx, events).unwrap();
         // The new connection is welcomed; nothing tells it to close (before the shutdown).
         let start = Instant::now();
         let mut welcomed = None;

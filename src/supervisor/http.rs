@@ -82,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/files/{task}", get(task_file))
         .route("/jobs/{id}/cancel", post(cancel))
         .route("/workers", get(workers))
+        .route("/tokens", post(issue_token).get(tokens))
+        .route("/tokens/{name}/revoke", post(revoke_token))
         .route("/activity", get(activity))
         .route("/stats", get(stats))
         .route_layer(middleware::from_fn_with_state(
@@ -129,7 +131,9 @@ impl ApiError {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NoJob(_) | ApiError::NoResult { .. } => StatusCode::NOT_FOUND,
             ApiError::Finished(_) => StatusCode::CONFLICT,
-            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(_) | ApiError::NoRandomness(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::BadName(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NoToken(_) => StatusCode::NOT_FOUND,
         }
     }
 }
@@ -182,9 +186,14 @@ async fn require_worker(
     mut req: Request,
     next: Next,
 ) -> Response {
-    if !bearer(&headers).is_some_and(|t| token_matches(t, &state.conn.worker_token)) {
-        return error(StatusCode::UNAUTHORIZED, "invalid worker token");
-    }
+    let auth = match state
+        .conn
+        .credentials
+        .check(bearer(&headers).unwrap_or_default())
+    {
+        Ok(auth) => auth,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, e.to_string()),
+    };
     let Some(worker) = headers
         .get(WORKER_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -195,8 +204,12 @@ async fn require_worker(
             format!("missing or invalid {WORKER_HEADER} header"),
         );
     };
-    req.extensions_mut()
-        .insert(BulkWorker(WorkerId(worker.to_owned())));
+    // A volunteer's token moves only that volunteer's workers' data.
+    let worker = WorkerId(worker.to_owned());
+    if let Err(e) = state.conn.credentials.may_use(&auth, &worker) {
+        return error(StatusCode::FORBIDDEN, e.to_string());
+    }
+    req.extensions_mut().insert(BulkWorker(worker));
     next.run(req).await
 }
 
@@ -682,6 +695,39 @@ pub fn decode_file(output: &serde_json::Value) -> Result<(String, String, Vec<u8
         .decode(field("base64")?)
         .map_err(|e| format!("its output's file is not valid base64: {e}"))?;
     Ok((name, media_type, bytes))
+}
+
+#[derive(serde::Deserialize)]
+struct IssueRequest {
+    name: String,
+}
+
+/// `POST /api/tokens {"name"}`: a new volunteer token, shown once.
+async fn issue_token(
+    State(state): State<AppState>,
+    body: Result<axum::Json<IssueRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let name = match body {
+        Ok(axum::Json(r)) => r.name,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"name\": \"VOLUNTEER\"}}: {}", e.body_text()),
+            );
+        }
+    };
+    match ask(&state, |reply| ApiRequest::IssueToken { name, reply }).await {
+        Ok(Ok(issued)) => (StatusCode::CREATED, axum::Json(issued)).into_response(),
+        other => respond(other),
+    }
+}
+
+async fn revoke_token(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    respond(ask(&state, |reply| ApiRequest::RevokeToken { name, reply }).await)
+}
+
+async fn tokens(State(state): State<AppState>) -> Response {
+    respond(ask(&state, |reply| ApiRequest::Tokens { reply }).await)
 }
 
 async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Response {

@@ -22,6 +22,7 @@ pub mod probe;
 pub mod report;
 pub mod store;
 mod tls;
+pub mod volunteers;
 mod ws;
 
 use std::future::Future;
@@ -36,6 +37,7 @@ pub use auth::{
     save_local_operator_token,
 };
 use driver::DriverMsg;
+pub use driver::{IssuedToken, Revoked, TokenView};
 
 use crate::proto::{ActivityKind, JobId, ReplicaId, TaskId, WorkerId};
 use crate::sched;
@@ -210,13 +212,13 @@ impl Supervisor {
         let addr = listener.local_addr().map_err(SupervisorError::Serve)?;
         let (events, _) = broadcast::channel(4096);
         let (driver_tx, driver_rx) = mpsc::channel(4096);
-        let driver = driver::spawn(&cfg, driver_rx, events.clone())?;
+        let (driver, credentials) = driver::spawn(&cfg, driver_rx, events.clone())?;
         let (uploads, outputs) = driver::bulk_dirs(&cfg.data_dir);
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let state = http::AppState {
             driver: driver_tx.clone(),
             conn: std::sync::Arc::new(ws::ConnContext {
-                worker_token: cfg.worker_token.clone().into(),
+                credentials,
                 uploads,
                 // A leg may take the loss bound: by then the worker's heartbeats (or the probe
                 // traffic itself) have shown it alive.

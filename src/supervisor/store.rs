@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::report::{JobSummary, ReplicaRow, Report};
+use super::volunteers::TokenRecord;
 use crate::job::JobSpec;
 use crate::proto::{Execution, JobId, ReplicaId, TaskId, WorkerId};
 use crate::sched::{CapacityClass, KindSpeed};
@@ -227,6 +228,15 @@ impl Store {
                  samples INTEGER NOT NULL,
                  updated_ms INTEGER NOT NULL,
                  PRIMARY KEY (worker, kind));
+             CREATE TABLE IF NOT EXISTS volunteer_tokens (
+                 name TEXT PRIMARY KEY,
+                 sha256 TEXT NOT NULL UNIQUE,
+                 created_ms INTEGER NOT NULL,
+                 revoked_ms INTEGER);
+             CREATE TABLE IF NOT EXISTS worker_bindings (
+                 worker TEXT PRIMARY KEY,
+                 volunteer TEXT NOT NULL,
+                 bound_ms INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS replicas_by_job ON replicas(job);
              CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);",
         )
@@ -251,6 +261,82 @@ impl Store {
             Some(found) => return Err(StoreError::Schema { path, found }),
         }
         Ok(Self { conn })
+    }
+
+    /// Every volunteer token (digests only), by name.
+    pub fn volunteer_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, sha256, created_ms, revoked_ms FROM volunteer_tokens ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(TokenRecord {
+                name: r.get(0)?,
+                sha256: r.get(1)?,
+                created_ms: r.get::<_, i64>(2)? as u64,
+                revoked_ms: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+            })
+        })?;
+        rows.collect::<Result<_, _>>().map_err(Into::into)
+    }
+
+    /// A token for `name` (a new one replaces an earlier, revoked or not), kept as its digest.
+    pub fn issue_token(
+        &mut self,
+        name: &str,
+        sha256: &str,
+        now_ms: u64,
+    ) -> Result<TokenRecord, StoreError> {
+        self.conn.execute(
+            "INSERT INTO volunteer_tokens (name, sha256, created_ms, revoked_ms)
+             VALUES (?1, ?2, ?3, NULL)
+             ON CONFLICT(name) DO UPDATE SET sha256 = ?2, created_ms = ?3, revoked_ms = NULL",
+            rusqlite::params![name, sha256, now_ms as i64],
+        )?;
+        Ok(TokenRecord {
+            name: name.to_owned(),
+            sha256: sha256.to_owned(),
+            created_ms: now_ms,
+            revoked_ms: None,
+        })
+    }
+
+    /// Marks `name`'s token revoked (kept, so the refusal can say so). `None`: no such token.
+    pub fn revoke_token(
+        &mut self,
+        name: &str,
+        now_ms: u64,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        self.conn.execute(
+            "UPDATE volunteer_tokens SET revoked_ms = COALESCE(revoked_ms, ?2) WHERE name = ?1",
+            rusqlite::params![name, now_ms as i64],
+        )?;
+        Ok(self
+            .volunteer_tokens()?
+            .into_iter()
+            .find(|t| t.name == name))
+    }
+
+    /// Which volunteer each bound worker id belongs to.
+    pub fn worker_bindings(&self) -> Result<Vec<(WorkerId, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT worker, volunteer FROM worker_bindings")?;
+        let rows = stmt.query_map([], |r| Ok((WorkerId(r.get(0)?), r.get(1)?)))?;
+        rows.collect::<Result<_, _>>().map_err(Into::into)
+    }
+
+    /// Binds a worker id to a volunteer for good.
+    pub fn bind_worker(
+        &mut self,
+        worker: &WorkerId,
+        volunteer: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO worker_bindings (worker, volunteer, bound_ms) VALUES (?1, ?2, ?3)",
+            rusqlite::params![worker.0, volunteer, now_ms as i64],
+        )?;
+        Ok(())
     }
 
     /// Keeps a worker's measured speed for one task kind, under its stable id.

@@ -24,9 +24,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 
-use super::auth::token_matches;
 use super::driver::{ConnId, DriverMsg, Heard, Hello, Outgoing, Upload};
 use super::probe::{Action, ProbeConfig, Prober};
+use super::volunteers::Credentials;
 use crate::proto::{self, BlobRef, ErrorCode, Payload, SupervisorMsg, WorkerMsg};
 
 /// How long a new connection may take to say hello.
@@ -192,7 +192,7 @@ async fn refuse(ws: &mut Ws, r: Refusal) {
 }
 
 /// Checks a hello's fields; returns what the driver needs.
-fn check_hello(msg: WorkerMsg, worker_token: &str) -> Result<Hello, Refusal> {
+fn check_hello(msg: WorkerMsg, credentials: &Credentials) -> Result<Hello, Refusal> {
     let WorkerMsg::Hello {
         protocol,
         worker,
@@ -217,12 +217,9 @@ fn check_hello(msg: WorkerMsg, worker_token: &str) -> Result<Hello, Refusal> {
             ),
         ));
     }
-    if !token_matches(&token, worker_token) {
-        return Err(Refusal::new(
-            ErrorCode::Unauthorized,
-            "invalid worker token",
-        ));
-    }
+    let auth = credentials
+        .check(&token)
+        .map_err(|e| Refusal::new(ErrorCode::Unauthorized, e.to_string()))?;
     if !proto::valid_worker_id(&worker.0) {
         return Err(Refusal::new(
             ErrorCode::Protocol,
@@ -247,6 +244,10 @@ fn check_hello(msg: WorkerMsg, worker_token: &str) -> Result<Hello, Refusal> {
     if held.len() > 100_000 {
         return Err(Refusal::new(ErrorCode::Protocol, "too many held replicas"));
     }
+    // Checked again (and bound) by the driver; refused here at once when plainly wrong.
+    credentials
+        .may_use(&auth, &worker)
+        .map_err(|e| Refusal::new(ErrorCode::Unauthorized, e.to_string()))?;
     let name = if name.is_empty() {
         worker.0.clone()
     } else {
@@ -265,6 +266,7 @@ fn check_hello(msg: WorkerMsg, worker_token: &str) -> Result<Hello, Refusal> {
         hardware,
         held,
         available,
+        auth,
     })
 }
 
@@ -272,7 +274,7 @@ async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Se
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_frame(&mut ws)).await {
         Err(_) => Err(Refusal::new(ErrorCode::Protocol, "no hello within 10 s")),
         Ok(None) => return,
-        Ok(Some(Ok(Incoming::Msg(m)))) => check_hello(m, &ctx.worker_token),
+        Ok(Some(Ok(Incoming::Msg(m)))) => check_hello(m, &ctx.credentials),
         Ok(Some(Ok(Incoming::Binary(_)))) => Err(Refusal::new(
             ErrorCode::Malformed,
             proto::ProtoError::Binary.to_string(),
@@ -592,7 +594,8 @@ impl LinkProbe {
 
 /// What a connection task needs besides the socket.
 pub struct ConnContext {
-    pub worker_token: Arc<str>,
+    /// The shared worker token and the volunteers' tokens.
+    pub credentials: Arc<Credentials>,
     /// Where out-of-band result uploads land (`uploads/` in the data dir).
     pub uploads: std::path::PathBuf,
     /// How links are probed; `None`: they are not.

@@ -120,6 +120,18 @@ impl WorkerProc {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_with_token(sup, name, cpus, &sup.worker_token_file(), extra, env)
+    }
+
+    /// As [`Self::start_args`], with the worker token in `token_file` (a volunteer's own).
+    pub fn start_with_token(
+        sup: &SupervisorProc,
+        name: &str,
+        cpus: u32,
+        token_file: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = std::fs::File::create(sup.data_dir.join(format!("{name}.log"))).unwrap();
         let mut cmd = Command::new(CLIENT);
         for (k, _) in env.iter().filter(|(_, v)| v.is_empty()) {
@@ -129,7 +141,7 @@ impl WorkerProc {
             .args(["--headless", "--server", &sup.ws_url(), "--name", name])
             .args(["--cpus", &cpus.to_string()])
             .arg("--token-file")
-            .arg(sup.worker_token_file())
+            .arg(token_file)
             .arg("--data-dir")
             .arg(sup.data_dir.join(format!("{name}.client")))
             .args(extra)

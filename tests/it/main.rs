@@ -21,5 +21,6 @@ mod sim;
 mod sim_vs_real;
 mod swarm;
 mod tls;
+mod tokens;
 #[cfg(feature = "gui")]
 mod tray;
