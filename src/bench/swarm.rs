@@ -700,6 +700,9 @@ impl Server {
             .arg(&data)
             .args(["--heartbeat-ms", &args.heartbeat_ms.to_string()])
             .args(["--miss-limit", &args.miss_limit.to_string()])
+            // Every simulated worker comes from 127.0.0.1, thousands at once: the per-address
+            // cap on connections waiting for their hello is for strangers, not for this.
+            .args(["--max-pending-per-ip", "100000"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

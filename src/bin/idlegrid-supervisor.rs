@@ -244,6 +244,17 @@ struct ServeArgs {
     /// Largest task output accepted, in MiB; a larger one fails its replica.
     #[arg(long, default_value_t = idlegrid::proto::DEFAULT_MAX_OUTPUT_BYTES >> 20, value_parser = clap::value_parser!(u64).range(1..=4096))]
     max_output_mb: u64,
+    /// Messages a second one worker connection may send (bursts of twice that); a connection
+    /// over it is closed with an error.
+    #[arg(long, default_value_t = supervisor::limits::DEFAULT_MAX_MSGS_PER_S, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_msgs_per_s: u32,
+    /// Connections from one address that may wait for their hello at once; more are refused
+    /// with 429.
+    #[arg(long, default_value_t = supervisor::limits::DEFAULT_MAX_PENDING_PER_IP as u64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_pending_per_ip: u64,
+    /// How long a new worker connection may take to say hello, in ms.
+    #[arg(long, default_value_t = supervisor::limits::DEFAULT_HELLO_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    hello_timeout_ms: u64,
     /// Scheduling policy: idlegrid (replicas of critical tasks within the redundancy budget,
     /// placement by capacity, pool saturation, progress monitor), deadline (BOINC-like: reissue
     /// only at 4x a task's estimate or a closed connection), none (no redundancy, reissue on a
@@ -500,6 +511,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut cfg = supervisor::Config::with_tokens_in(&args.data_dir, sched)?;
     cfg.max_output_bytes = args.max_output_mb << 20;
+    cfg.limits = supervisor::limits::Limits {
+        max_msgs_per_s: args.max_msgs_per_s,
+        max_pending_per_ip: args.max_pending_per_ip as usize,
+        hello_timeout: Duration::from_millis(args.hello_timeout_ms),
+    };
     cfg.link_probe = (args.link_probe_s > 0).then(|| Duration::from_secs(args.link_probe_s));
     if let Some(f) = &args.token_file {
         cfg.worker_token = supervisor::read_token(f)?;

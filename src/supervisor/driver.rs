@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 
 use super::histogram::{Histogram, HistogramView};
 use super::http::output_path;
+use super::limits::{Cause, Guard};
 use super::report::{JobSummary, Report};
 use super::store::{
     ActivityRecord, Record, ReplicaEnd, ReplicaInfo, ReplicaStart, ResultRow, Store, StoreError,
@@ -417,6 +418,8 @@ struct Driver {
     store: Store,
     /// Who may connect; the connection tasks read it, only the driver changes it.
     credentials: Arc<Credentials>,
+    /// The abuse limits' refusals (the connection tasks count theirs there too).
+    guard: Arc<Guard>,
     conns: HashMap<WorkerId, Conn>,
     events: broadcast::Sender<Event>,
     max_output_bytes: u64,
@@ -468,6 +471,7 @@ pub fn spawn(
     cfg: &Config,
     rx: mpsc::Receiver<DriverMsg>,
     events: broadcast::Sender<Event>,
+    guard: Arc<Guard>,
 ) -> Result<(std::thread::JoinHandle<()>, Arc<Credentials>), SupervisorError> {
     let mut store = Store::open(&cfg.data_dir)?;
     let epoch = store.next_epoch()?;
@@ -490,6 +494,7 @@ pub fn spawn(
         sched,
         store,
         credentials: credentials.clone(),
+        guard,
         conns: HashMap::new(),
         events,
         max_output_bytes: cfg.max_output_bytes,
@@ -973,6 +978,11 @@ impl Driver {
             if let Some((path, _)) = upload {
                 let _ = std::fs::remove_file(path);
             }
+            self.guard.refuse(
+                &worker.0,
+                Cause::OutputTooLarge,
+                &format!("replica {replica}: {error}"),
+            );
             self.replica_failed(now, worker, replica, error, execution);
             return;
         }
@@ -1433,6 +1443,15 @@ impl Driver {
             "kind",
             &[],
             &s.refused,
+        );
+        let refusals: BTreeMap<&str, u64> = self.guard.counts().into_iter().collect();
+        e.by_label(
+            "idlegrid_refusals_total",
+            "counter",
+            "Connections and messages refused by the abuse limits, by cause: too many connections from one address without a hello, no hello in time, messages over the rate limit, outputs over the size limit.",
+            "cause",
+            &[],
+            &refusals,
         );
         e.single(
             "idlegrid_results_not_stored_total",
@@ -2018,7 +2037,8 @@ mod tests {
         })
         .unwrap();
         tx.try_send(second).unwrap();
-        let (driver, _) = spawn(&cfg, rx, events).unwrap();
+        let guard = Guard::new(cfg.limits);
+        let (driver, _) = spawn(&cfg, rx, events, guard).unwrap();
         // The new connection is welcomed; nothing tells it to close (before the shutdown).
         let start = Instant::now();
         let mut welcomed = None;

@@ -170,8 +170,20 @@ async fn require_operator(
 }
 
 async fn worker_socket(State(state): State<AppState>, req: Request) -> Response {
+    // Both accept loops (plain and TLS) put the peer's address on every request.
+    let pending = match req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+    {
+        Some(ip) => match state.conn.guard.admit(ip) {
+            Ok(p) => Some(p),
+            Err(why) => return error(StatusCode::TOO_MANY_REQUESTS, why),
+        },
+        None => None,
+    };
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
-    ws::upgrade(req, conn, state.conn.clone(), state.driver.clone())
+    ws::upgrade(req, conn, pending, state.conn.clone(), state.driver.clone())
 }
 
 /// The worker a bulk request comes from, once its token checked out.
@@ -303,13 +315,15 @@ async fn upload(
         ),
         Err(UploadError::TooLarge) => {
             let _ = tokio::fs::remove_file(&path).await;
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the result of {replica} exceeds this pool's output limit of {} bytes",
-                    state.max_output_bytes
-                ),
-            )
+            let what = format!(
+                "the result of {replica} exceeds this pool's output limit of {} bytes",
+                state.max_output_bytes
+            );
+            state
+                .conn
+                .guard
+                .refuse(&worker.0, super::limits::Cause::OutputTooLarge, &what);
+            error(StatusCode::PAYLOAD_TOO_LARGE, what)
         }
         Err(UploadError::Io(e)) => error(
             StatusCode::INTERNAL_SERVER_ERROR,

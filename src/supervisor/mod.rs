@@ -17,6 +17,7 @@ mod dashboard;
 mod driver;
 mod histogram;
 pub(crate) mod http;
+pub mod limits;
 mod metrics;
 pub mod probe;
 pub mod report;
@@ -68,6 +69,8 @@ pub struct Config {
     pub link_probe: Option<Duration>,
     /// Serve `https://` and `wss://` with this certificate; `None`: plain HTTP and WebSocket.
     pub tls: Option<crate::tls::ServerTls>,
+    /// Abuse limits on the worker port.
+    pub limits: limits::Limits,
 }
 
 impl Config {
@@ -85,6 +88,7 @@ impl Config {
             max_output_bytes: crate::proto::DEFAULT_MAX_OUTPUT_BYTES,
             link_probe: Some(DEFAULT_LINK_PROBE),
             tls: None,
+            limits: limits::Limits::default(),
             sched,
         })
     }
@@ -212,13 +216,15 @@ impl Supervisor {
         let addr = listener.local_addr().map_err(SupervisorError::Serve)?;
         let (events, _) = broadcast::channel(4096);
         let (driver_tx, driver_rx) = mpsc::channel(4096);
-        let (driver, credentials) = driver::spawn(&cfg, driver_rx, events.clone())?;
+        let guard = limits::Guard::new(cfg.limits);
+        let (driver, credentials) = driver::spawn(&cfg, driver_rx, events.clone(), guard.clone())?;
         let (uploads, outputs) = driver::bulk_dirs(&cfg.data_dir);
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let state = http::AppState {
             driver: driver_tx.clone(),
             conn: std::sync::Arc::new(ws::ConnContext {
                 credentials,
+                guard,
                 uploads,
                 // A leg may take the loss bound: by then the worker's heartbeats (or the probe
                 // traffic itself) have shown it alive.

@@ -25,12 +25,11 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 
 use super::driver::{ConnId, DriverMsg, Heard, Hello, Outgoing, Upload};
+use super::limits::{Cause, Guard, Pending, RateLimiter};
 use super::probe::{Action, ProbeConfig, Prober};
 use super::volunteers::Credentials;
 use crate::proto::{self, BlobRef, ErrorCode, Payload, SupervisorMsg, WorkerMsg};
 
-/// How long a new connection may take to say hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a frame may wait for a worker to read it.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read and write buffer of one connection: room for a link probe chunk and its header.
@@ -42,6 +41,7 @@ type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 pub fn upgrade(
     mut req: Request<Body>,
     conn: ConnId,
+    pending: Option<Pending>,
     ctx: Arc<ConnContext>,
     driver: mpsc::Sender<DriverMsg>,
 ) -> Response<Body> {
@@ -79,7 +79,7 @@ pub fn upgrade(
                     Some(config),
                 )
                 .await;
-                serve(ws, conn, ctx, driver).await;
+                serve(ws, conn, pending, ctx, driver).await;
             }
             Err(e) => debug!("websocket upgrade failed: {e}"),
         }
@@ -270,9 +270,23 @@ fn check_hello(msg: WorkerMsg, credentials: &Credentials) -> Result<Hello, Refus
     })
 }
 
-async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Sender<DriverMsg>) {
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_frame(&mut ws)).await {
-        Err(_) => Err(Refusal::new(ErrorCode::Protocol, "no hello within 10 s")),
+async fn serve(
+    mut ws: Ws,
+    conn: ConnId,
+    pending: Option<Pending>,
+    ctx: Arc<ConnContext>,
+    driver: mpsc::Sender<DriverMsg>,
+) {
+    let deadline = ctx.guard.limits.hello_timeout;
+    let hello = match tokio::time::timeout(deadline, next_frame(&mut ws)).await {
+        Err(_) => {
+            let what = format!("no hello within {} ms", deadline.as_millis());
+            let who = pending
+                .as_ref()
+                .map_or_else(|| format!("connection {conn}"), |p| p.ip().to_string());
+            ctx.guard.refuse(&who, Cause::HelloTimeout, &what);
+            Err(Refusal::new(ErrorCode::Protocol, what))
+        }
         Ok(None) => return,
         Ok(Some(Ok(Incoming::Msg(m)))) => check_hello(m, &ctx.credentials),
         Ok(Some(Ok(Incoming::Binary(_)))) => Err(Refusal::new(
@@ -281,6 +295,9 @@ async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Se
         )),
         Ok(Some(Err(r))) => Err(r),
     };
+    // Its hello time is over: its place among its address's waiting connections is free again
+    // (before a refusal's goodbye, which may take a second).
+    drop(pending);
     let hello = match hello {
         Ok(h) => h,
         Err(r) => {
@@ -289,6 +306,7 @@ async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Se
             return;
         }
     };
+    let mut rate = RateLimiter::new(ctx.guard.limits.max_msgs_per_s, Instant::now());
     let (tx, rx) = mpsc::unbounded_channel();
     let worker = hello.worker.clone();
     let heard = Arc::new(Heard::new());
@@ -344,6 +362,16 @@ async fn serve(mut ws: Ws, conn: ConnId, ctx: Arc<ConnContext>, driver: mpsc::Se
                             Some(l) => l.take_stamps(&mut sent_rx).handle_binary(now, len),
                             None => Err(super::probe::Violation(proto::ProtoError::Binary.to_string())),
                         },
+                        Incoming::Msg(_) if !rate.allow(now) => {
+                            let limit = ctx.guard.limits.max_msgs_per_s;
+                            let what = format!(
+                                "more than {limit} messages a second (bursts up to {}): this connection is closed; slow down",
+                                2 * u64::from(limit)
+                            );
+                            ctx.guard.refuse(&worker.0, Cause::RateLimit, &what);
+                            refusal = Some(Refusal::new(ErrorCode::Protocol, what));
+                            break;
+                        }
                         Incoming::Msg(msg) => {
                             let (msg, upload) = match resolve_blob(msg, &ctx).await {
                                 Ok(resolved) => resolved,
@@ -596,6 +624,8 @@ impl LinkProbe {
 pub struct ConnContext {
     /// The shared worker token and the volunteers' tokens.
     pub credentials: Arc<Credentials>,
+    /// The abuse limits and their counts.
+    pub guard: Arc<Guard>,
     /// Where out-of-band result uploads land (`uploads/` in the data dir).
     pub uploads: std::path::PathBuf,
     /// How links are probed; `None`: they are not.

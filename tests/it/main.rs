@@ -12,6 +12,7 @@ mod fullscreen;
 mod harness;
 mod interference;
 mod leaving;
+mod limits;
 mod link;
 mod metrics;
 mod poison;
