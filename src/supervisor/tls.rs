@@ -90,7 +90,7 @@ async fn connection(
     // Nagle's timer.
     let _ = tcp.set_nodelay(true);
     let stream = tokio::select! {
-        handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)) => {
+        handshake = tokio::time::timeout(handshake_timeout, handshake(tcp, &acceptor)) => {
             match handshake {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
@@ -126,6 +126,32 @@ async fn connection(
     if let Err(e) = served {
         debug!(%peer, "connection ended: {e}");
     }
+}
+
+/// The TLS handshake; a client that speaks plain HTTP here (an `http://` or `ws://` URL) gets
+/// a plain `400` saying to use `https://` / `wss://`, instead of a connection that just ends.
+async fn handshake(
+    tcp: TcpStream,
+    acceptor: &TlsAcceptor,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    // A TLS connection starts with a handshake record (0x16); HTTP with a method's letter.
+    if tcp.peek(&mut first).await? == 1 && first[0].is_ascii_uppercase() {
+        use tokio::io::AsyncWriteExt;
+        let body = "this port serves TLS only: use https:// (operators) or wss:// (workers)\n";
+        let answer = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut tcp = tcp;
+        let _ = tcp.write_all(answer.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "plain HTTP on the TLS port (answered 400)",
+        ));
+    }
+    acceptor.accept(tcp).await
 }
 
 /// Resolves once the accept loop says it is stopping (or is gone).

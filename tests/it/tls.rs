@@ -129,9 +129,14 @@ async fn a_job_completes_over_wss_and_https_with_a_private_ca() {
     assert!(out.status.success(), "submit failed: {stdout}\n{stderr}");
     assert!(stdout.contains("\"completed\""), "{stdout}\n{stderr}");
 
-    // The port speaks only TLS: plain HTTP to it gets no answer from the API.
+    // The port speaks only TLS: plain HTTP to it gets no answer from the API, only a sentence
+    // saying what to use instead.
     let plain = Operator::new(&format!("http://{}", sup.addr), &sup.operator_token()).unwrap();
-    assert!(plain.summary(&job).await.is_err(), "plain HTTP was served");
+    let e = plain.summary(&job).await.unwrap_err().to_string();
+    assert!(
+        e.contains("400") && e.contains("this port serves TLS only: use https://"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
