@@ -148,27 +148,6 @@ async fn submit_streams_a_job_of_thirty_thousand_tasks_and_every_task_is_stored(
     );
 }
 
-/// Runs `idlegrid-supervisor ARGS` against `sup` (its token found as on the operator's own
-/// machine): exit success, stdout, stderr.
-async fn operator_verb(sup: &SupervisorProc, args: &[&str]) -> (bool, String, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(SUPERVISOR)
-            .args(args)
-            .args(["--server", &sup.http_url()])
-            .env_remove("IDLEGRID_OPERATOR_TOKEN_FILE")
-            .output(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_lists_jobs_and_workers_follows_a_job_gets_the_mandelbrot_png_and_cancels() {
     let _machine = shared_machine().await;
@@ -176,16 +155,16 @@ async fn the_operator_lists_jobs_and_workers_follows_a_job_gets_the_mandelbrot_p
     let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &[]);
     let _workers = start_workers(&sup, 2, 1).await;
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/jobs/mandelbrot.toml");
-    let (ok, job, err) = operator_verb(&sup, &["submit", manifest]).await;
+    let (ok, job, err) = supervisor_cli(&sup, &["submit", manifest]).await;
     assert!(ok, "{err}");
     let job = job.trim().to_owned();
 
-    let (ok, out, err) = operator_verb(&sup, &["jobs", "--json"]).await;
+    let (ok, out, err) = supervisor_cli(&sup, &["jobs", "--json"]).await;
     assert!(ok, "{err}");
     let jobs: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(jobs[0]["job_id"], job.as_str(), "{jobs}");
     assert_eq!(jobs[0]["name"], "mandelbrot-demo", "{jobs}");
-    let (ok, out, err) = operator_verb(&sup, &["status", &job]).await;
+    let (ok, out, err) = supervisor_cli(&sup, &["status", &job]).await;
     assert!(ok, "{err}");
     assert!(
         out.starts_with(&format!("{job} \"mandelbrot-demo\": ")),
@@ -199,7 +178,7 @@ async fn the_operator_lists_jobs_and_workers_follows_a_job_gets_the_mandelbrot_p
     )
     .await;
     assert_eq!(summary.state, "completed", "{summary:?}");
-    let (ok, out, err) = operator_verb(&sup, &["jobs"]).await;
+    let (ok, out, err) = supervisor_cli(&sup, &["jobs"]).await;
     assert!(ok, "{err}");
     let line = out
         .lines()
@@ -213,7 +192,7 @@ async fn the_operator_lists_jobs_and_workers_follows_a_job_gets_the_mandelbrot_p
     // The picture, and every task's output, under --out.
     let out_dir = dir.path().join("out");
     let (ok, out, err) =
-        operator_verb(&sup, &["results", &job, "--out", out_dir.to_str().unwrap()]).await;
+        supervisor_cli(&sup, &["results", &job, "--out", out_dir.to_str().unwrap()]).await;
     assert!(ok, "{err}");
     assert!(out.contains("10 results of 10 tasks"), "{out}");
     let png = std::fs::read(out_dir.join("mandelbrot.png")).expect("the picture was written");
@@ -225,11 +204,11 @@ async fn the_operator_lists_jobs_and_workers_follows_a_job_gets_the_mandelbrot_p
     assert_eq!(assemble["file"]["saved_as"], "mandelbrot.png", "{assemble}");
     assert!(out_dir.join("tile-7.json").is_file());
 
-    let (ok, out, err) = operator_verb(&sup, &["workers", "--json"]).await;
+    let (ok, out, err) = supervisor_cli(&sup, &["workers", "--json"]).await;
     assert!(ok, "{err}");
     let workers: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(workers.as_array().unwrap().len(), 2, "{workers}");
-    let (ok, out, _) = operator_verb(&sup, &["workers"]).await;
+    let (ok, out, _) = supervisor_cli(&sup, &["workers"]).await;
     assert!(ok && out.contains("w1") && out.contains("live"), "{out}");
 
     // Cancel: a running job stops; a finished one cannot be cancelled, and says so.
@@ -239,22 +218,22 @@ async fn the_operator_lists_jobs_and_workers_follows_a_job_gets_the_mandelbrot_p
         "name = \"long\"\n[[task]]\nid = \"a\"\nkind = \"spin\"\ninput = { ms = 60000 }\n",
     )
     .unwrap();
-    let (ok, long_job, err) = operator_verb(&sup, &["submit", long.to_str().unwrap()]).await;
+    let (ok, long_job, err) = supervisor_cli(&sup, &["submit", long.to_str().unwrap()]).await;
     assert!(ok, "{err}");
     let long_job = long_job.trim().to_owned();
-    let (ok, out, err) = operator_verb(&sup, &["cancel", &long_job, "--json"]).await;
+    let (ok, out, err) = supervisor_cli(&sup, &["cancel", &long_job, "--json"]).await;
     assert!(ok, "{err}");
     let cancelled: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
-    let (ok, _, err) = operator_verb(&sup, &["cancel", &job]).await;
+    let (ok, _, err) = supervisor_cli(&sup, &["cancel", &job]).await;
     assert!(!ok && err.contains("already finished"), "{err}");
 
     // Bad arguments are refused before any request, naming what is wrong.
-    let (ok, _, err) = operator_verb(&sup, &["status", "../api/workers"]).await;
+    let (ok, _, err) = supervisor_cli(&sup, &["status", "../api/workers"]).await;
     assert!(
         !ok && err.contains("invalid job id \"../api/workers\""),
         "{err}"
     );
-    let (ok, _, err) = operator_verb(&sup, &["status", "job-999"]).await;
+    let (ok, _, err) = supervisor_cli(&sup, &["status", "job-999"]).await;
     assert!(!ok && err.contains("job-999"), "{err}");
 }

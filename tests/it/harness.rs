@@ -278,3 +278,67 @@ pub async fn shared_machine() -> tokio::sync::RwLockReadGuard<'static, ()> {
 pub async fn whole_machine() -> tokio::sync::RwLockWriteGuard<'static, ()> {
     MACHINE.write().await
 }
+
+/// Every replica of `job` the status API shows: its worker's id and its progress.
+pub async fn replica_progress(op: &Operator, job: &JobId) -> Option<Vec<(String, f64)>> {
+    let status = op.status(job).await.ok()?;
+    Some(
+        status["task_states"]
+            .as_array()?
+            .iter()
+            .flat_map(|t| t["replicas"].as_array().into_iter().flatten())
+            .map(|r| {
+                (
+                    r["worker"].as_str().unwrap_or_default().to_owned(),
+                    r["progress"].as_f64().unwrap_or(0.0),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The hello of a hand-driven worker: one slot, one core, 1 GiB of memory and disk.
+pub fn test_hello(
+    id: &str,
+    token: &str,
+    held: Vec<idlegrid::proto::ReplicaId>,
+    available: bool,
+) -> idlegrid::proto::WorkerMsg {
+    idlegrid::proto::WorkerMsg::Hello {
+        protocol: idlegrid::proto::PROTOCOL_VERSION,
+        worker: id.into(),
+        name: id.into(),
+        token: token.into(),
+        hardware: idlegrid::proto::Hardware {
+            cores: 1,
+            memory_mb: 1024,
+            disk_mb: 1024,
+            os: "test".into(),
+            slots: 1,
+            bench_mops: 0.0,
+        },
+        held,
+        available,
+    }
+}
+
+/// Runs `idlegrid-supervisor ARGS --server SUP` as an operator on the supervisor's machine would
+/// (the token found where the supervisor left it): success, stdout, stderr.
+pub async fn supervisor_cli(sup: &SupervisorProc, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(SUPERVISOR)
+            .args(args)
+            .args(["--server", &sup.http_url()])
+            .env_remove("IDLEGRID_OPERATOR_TOKEN_FILE")
+            .output(),
+    )
+    .await
+    .expect("the command finished within 60 s")
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use idlegrid::job::{JobSpec, TaskSpec};
-use idlegrid::proto::{self, Hardware, SupervisorMsg, WorkerMsg};
+use idlegrid::proto::{self, SupervisorMsg, WorkerMsg};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
@@ -16,26 +16,9 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn hello(sup: &SupervisorProc, id: &str) -> WorkerMsg {
-    WorkerMsg::Hello {
-        protocol: proto::PROTOCOL_VERSION,
-        worker: id.into(),
-        name: id.into(),
-        token: std::fs::read_to_string(sup.worker_token_file())
-            .unwrap()
-            .trim()
-            .into(),
-        hardware: Hardware {
-            cores: 1,
-            memory_mb: 1024,
-            disk_mb: 1024,
-            os: "test".into(),
-            slots: 1,
-            bench_mops: 0.0,
-        },
-        held: vec![],
-        // Not available: it gets no tasks, so the job is the real workers' alone.
-        available: false,
-    }
+    let token = std::fs::read_to_string(sup.worker_token_file()).unwrap();
+    // Not available: it gets no tasks, so the job is the real workers' alone.
+    test_hello(id, token.trim(), vec![], false)
 }
 
 /// The supervisor's messages until it closes the connection (or 10 s pass).

@@ -272,26 +272,11 @@ async fn raw_join(
     id: &str,
 ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     use futures_util::{SinkExt, StreamExt};
-    use idlegrid::proto::{self, Hardware, SupervisorMsg, WorkerMsg};
+    use idlegrid::proto::{self, SupervisorMsg};
     use tokio_tungstenite::tungstenite::Message;
     let url = format!("ws://{}/worker", pool.sup.addr());
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let hello = WorkerMsg::Hello {
-        protocol: proto::PROTOCOL_VERSION,
-        worker: id.into(),
-        name: id.into(),
-        token: pool.cfg.worker_token.clone(),
-        hardware: Hardware {
-            cores: 1,
-            memory_mb: 1024,
-            disk_mb: 1024,
-            os: "test".into(),
-            slots: 1,
-            bench_mops: 0.0,
-        },
-        held: vec![],
-        available: true,
-    };
+    let hello = crate::harness::test_hello(id, &pool.cfg.worker_token, vec![], true);
     ws.send(Message::text(proto::encode(&hello))).await.unwrap();
     loop {
         if let Some(Ok(Message::Text(t))) = ws.next().await

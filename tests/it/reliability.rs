@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use idlegrid::job::{JobSpec, TaskSpec};
-use idlegrid::proto::{
-    self, Execution, Hardware, Payload, Progress, ReplicaId, SupervisorMsg, WorkerMsg,
-};
+use idlegrid::proto::{self, Execution, Payload, Progress, ReplicaId, SupervisorMsg, WorkerMsg};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
@@ -35,22 +33,7 @@ impl RawWorker {
             .await
             .unwrap();
         let token = std::fs::read_to_string(sup.worker_token_file()).unwrap();
-        let hello = WorkerMsg::Hello {
-            protocol: proto::PROTOCOL_VERSION,
-            worker: id.into(),
-            name: id.into(),
-            token: token.trim().into(),
-            hardware: Hardware {
-                cores: 1,
-                memory_mb: 1024,
-                disk_mb: 1024,
-                os: "test".into(),
-                slots: 1,
-                bench_mops: 0.0,
-            },
-            held,
-            available,
-        };
+        let hello = test_hello(id, token.trim(), held, available);
         ws.send(Message::text(proto::encode(&hello))).await.unwrap();
         let mut me = Self {
             ws,
@@ -320,13 +303,8 @@ async fn after_an_8_s_supervisor_outage_a_restart_keeps_every_running_replica() 
         Duration::from_secs(20),
         "both tasks running on their workers",
         || async {
-            let status = op.status(&job).await.ok()?;
-            let progressed = status["task_states"]
-                .as_array()?
-                .iter()
-                .flat_map(|t| t["replicas"].as_array().into_iter().flatten())
-                .filter(|r| r["progress"].as_f64().is_some_and(|p| p > 0.0))
-                .count();
+            let replicas = replica_progress(&op, &job).await?;
+            let progressed = replicas.iter().filter(|(_, p)| *p > 0.0).count();
             (progressed == 2).then_some(())
         },
     )

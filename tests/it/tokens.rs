@@ -6,47 +6,17 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use idlegrid::job::{JobSpec, TaskSpec};
-use idlegrid::proto::{self, Hardware, SupervisorMsg, WorkerMsg};
+use idlegrid::proto::{self, SupervisorMsg};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
-
-async fn cli(sup: &SupervisorProc, args: &[&str]) -> (bool, String, String) {
-    let out = tokio::process::Command::new(SUPERVISOR)
-        .args(args)
-        .args(["--server", &sup.http_url()])
-        .env_remove("IDLEGRID_OPERATOR_TOKEN_FILE")
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Says hello as `worker` with `token` and returns the supervisor's first answer.
 async fn hello_answer(sup: &SupervisorProc, worker: &str, token: &str) -> SupervisorMsg {
     let (mut ws, _) = tokio_tungstenite::connect_async(sup.ws_url())
         .await
         .unwrap();
-    let hello = WorkerMsg::Hello {
-        protocol: proto::PROTOCOL_VERSION,
-        worker: worker.into(),
-        name: "impostor".into(),
-        token: token.into(),
-        hardware: Hardware {
-            cores: 1,
-            memory_mb: 1024,
-            disk_mb: 1024,
-            os: "test".into(),
-            slots: 1,
-            bench_mops: 0.0,
-        },
-        held: vec![],
-        available: true,
-    };
+    let hello = test_hello(worker, token, vec![], true);
     ws.send(Message::text(proto::encode(&hello))).await.unwrap();
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
@@ -77,7 +47,7 @@ async fn a_revoked_volunteer_token_disconnects_its_worker_at_once_and_its_task_i
     let op = sup.operator();
 
     // Issued by the CLI: the token alone on stdout, kept only as a digest.
-    let (ok, token, err) = cli(&sup, &["token", "issue", "--name", "alice"]).await;
+    let (ok, token, err) = supervisor_cli(&sup, &["token", "issue", "--name", "alice"]).await;
     assert!(ok, "{err}");
     let token = token.trim().to_owned();
     assert_eq!(token.len(), 64, "{token}");
@@ -98,7 +68,7 @@ async fn a_revoked_volunteer_token_disconnects_its_worker_at_once_and_its_task_i
             || String::from_utf8_lossy(&db).contains(&digest),
         "the digest is not stored either: the check above proves nothing"
     );
-    let (ok, _, err) = cli(&sup, &["token", "issue", "--name", "../bob"]).await;
+    let (ok, _, err) = supervisor_cli(&sup, &["token", "issue", "--name", "../bob"]).await;
     assert!(
         !ok && err.contains("invalid volunteer name \"../bob\""),
         "{err}"
@@ -116,7 +86,7 @@ async fn a_revoked_volunteer_token_disconnects_its_worker_at_once_and_its_task_i
     wait_for_live_workers(&op, 2).await;
     let alice_id = worker_id_of(&sup, "alice-desk");
 
-    let (ok, out, err) = cli(&sup, &["token", "list", "--json"]).await;
+    let (ok, out, err) = supervisor_cli(&sup, &["token", "list", "--json"]).await;
     assert!(ok, "{err}");
     let list: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list[0]["name"], "alice", "{list}");
@@ -138,7 +108,7 @@ async fn a_revoked_volunteer_token_disconnects_its_worker_at_once_and_its_task_i
         }
         other => panic!("the shared token took alice's worker id: {other:?}"),
     }
-    let (_, mallory, _) = cli(&sup, &["token", "issue", "--name", "mallory"]).await;
+    let (_, mallory, _) = supervisor_cli(&sup, &["token", "issue", "--name", "mallory"]).await;
     match hello_answer(&sup, &alice_id, mallory.trim()).await {
         SupervisorMsg::Error { message, .. } => {
             assert!(
@@ -163,33 +133,25 @@ async fn a_revoked_volunteer_token_disconnects_its_worker_at_once_and_its_task_i
         Duration::from_secs(20),
         "a replica running on alice's worker",
         || async {
-            let status = op.status(&job).await.ok()?;
-            status["task_states"]
-                .as_array()?
+            let replicas = replica_progress(&op, &job).await?;
+            replicas
                 .iter()
-                .flat_map(|t| t["replicas"].as_array().into_iter().flatten())
-                .any(|r| r["worker"] == alice_id.as_str() && r["progress"].as_f64() > Some(0.0))
+                .any(|(w, p)| *w == alice_id && *p > 0.0)
                 .then_some(())
         },
     )
     .await;
     let revoked_at = Instant::now();
-    let (ok, out, err) = cli(&sup, &["token", "revoke", "alice"]).await;
+    let (ok, out, err) = supervisor_cli(&sup, &["token", "revoke", "alice"]).await;
     assert!(ok, "{err}");
     assert!(
         out.contains("1 worker(s) disconnected") && out.contains(&alice_id),
         "{out}"
     );
     // At once: by the time the revocation is answered, no replica is on her worker any more.
-    let status = op.status(&job).await.unwrap();
-    let on_alice = status["task_states"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|t| t["replicas"].as_array().into_iter().flatten())
-        .filter(|r| r["worker"] == alice_id.as_str())
-        .count();
-    assert_eq!(on_alice, 0, "{status}");
+    let replicas = replica_progress(&op, &job).await.unwrap();
+    let on_alice = replicas.iter().filter(|(w, _)| *w == alice_id).count();
+    assert_eq!(on_alice, 0, "{replicas:?}");
     // Reissued as soon as the other worker has a free slot (its own task takes 3 s).
     let reissue = eventually(Duration::from_secs(10), "alice's task reissued", || async {
         let report = op.report(&job).await.ok()?;
@@ -235,7 +197,7 @@ async fn a_revoked_volunteer_token_disconnects_its_worker_at_once_and_its_task_i
         1,
         "the shared worker was disturbed: {other_log}"
     );
-    let (ok, out, _) = cli(&sup, &["token", "list"]).await;
+    let (ok, out, _) = supervisor_cli(&sup, &["token", "list"]).await;
     assert!(
         ok && out.contains("alice") && out.contains("revoked"),
         "{out}"
