@@ -326,12 +326,18 @@ pub async fn workers(conn: &ConnArgs, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `token issue --name N`: prints the new token alone on stdout (for a file or a pipe), and on
-/// stderr what to do with it.
-pub async fn token_issue(conn: &ConnArgs, name: &str, json: bool) -> anyhow::Result<()> {
+/// A volunteer name checked before it goes into a request (and a URL).
+fn volunteer_name(name: &str) -> anyhow::Result<()> {
     if !supervisor::volunteers::valid_name(name) {
         anyhow::bail!("invalid volunteer name {name:?}: 1-64 characters of A-Z a-z 0-9 . - _");
     }
+    Ok(())
+}
+
+/// `token issue --name N`: prints the new token alone on stdout (for a file or a pipe), and on
+/// stderr what to do with it.
+pub async fn token_issue(conn: &ConnArgs, name: &str, json: bool) -> anyhow::Result<()> {
+    volunteer_name(name)?;
     let issued = conn.operator()?.issue_token(name).await?;
     if json {
         return print_json(&issued);
@@ -345,9 +351,7 @@ pub async fn token_issue(conn: &ConnArgs, name: &str, json: bool) -> anyhow::Res
 }
 
 pub async fn token_revoke(conn: &ConnArgs, name: &str, json: bool) -> anyhow::Result<()> {
-    if !supervisor::volunteers::valid_name(name) {
-        anyhow::bail!("invalid volunteer name {name:?}: 1-64 characters of A-Z a-z 0-9 . - _");
-    }
+    volunteer_name(name)?;
     let revoked = conn.operator()?.revoke_token(name).await?;
     if json {
         return print_json(&revoked);
