@@ -183,7 +183,7 @@ pub struct Stats {
     /// Makespans of finished jobs, submission to end (their report's `makespan_ms`).
     #[serde(skip)]
     pub makespans: super::metrics::Coarse,
-    /// Credits charged to finished jobs (their reports' `cost`), and CPU seconds measured.
+    /// Credits charged to finished jobs (what their reports call `cost`).
     pub cost: f64,
 }
 
@@ -1634,18 +1634,23 @@ impl Driver {
         if !records.is_empty() {
             self.stats.store_commit.record(commit.elapsed());
         }
-        // Jobs that ended this turn, now that their last records are stored: what their
-        // reports say goes into the metrics (one report per job, once).
+        // Jobs that ended this turn, now that their last records are stored: their makespan
+        // (as the report counts it) and cost (the same aggregate the dashboard's job list
+        // uses, not a whole report) go into the metrics, once per job.
         for job in std::mem::take(&mut self.finished_now) {
-            match self.store.report(&job, unix_ms()) {
-                Ok(Some(report)) => {
-                    self.stats
-                        .makespans
-                        .record(report.makespan_ms as f64 / 1000.0);
-                    self.stats.cost += report.cost;
+            let totals = self.store.summary(&job).and_then(|s| {
+                let (cost, _) = self.store.job_totals(&job)?;
+                Ok(s.map(|s| (s, cost)))
+            });
+            match totals {
+                Ok(Some((summary, cost))) => {
+                    let end = summary.finished_ms.unwrap_or_else(unix_ms);
+                    let makespan_ms = end.saturating_sub(summary.submitted_ms);
+                    self.stats.makespans.record(makespan_ms as f64 / 1000.0);
+                    self.stats.cost += cost;
                 }
                 Ok(None) => {}
-                Err(e) => error!(%job, "cannot read the finished job's report for /metrics: {e}"),
+                Err(e) => error!(%job, "cannot read the finished job's totals for /metrics: {e}"),
             }
         }
         let speeds = std::mem::take(&mut self.speeds);
