@@ -14,6 +14,9 @@
 //! name = "primes-demo"                 # 1..=200 characters
 //! redundancy_budget = 0.25             # extra replicas: at most this share of the CPU estimate
 //! min_complete = 90                    # complete once 90 tasks are done (optional tasks)
+//! validate = "quorum"                  # every task's output must be agreed by distinct workers
+//! quorum = 2                           # how many must agree, 2..=9 (default 2)
+//! tolerance = 1e-9                     # numbers may differ by this much (default 0: byte-equal)
 //!
 //! [[task]]                             # one table per task
 //! id = "count-0"                       # 1..=128 of A-Z a-z 0-9 . _ -
@@ -25,6 +28,8 @@
 //!                                      # absent: the supervisor decides from the job's shape)
 //! replicas = 3                         # 2..=8, only with `critical = true`
 //! optional = true                      # the job may complete without it
+//! validate = "none"                    # this task's output is trusted as sent (or "quorum",
+//!                                      # with its own `quorum` and `tolerance`)
 //! [task.estimates]                     # all optional; zero means unknown
 //! cpu_s = 2.5
 //! mem_mb = 512
@@ -64,6 +69,35 @@ pub struct JobSpec {
     /// the rest are cancelled. Absent: every non-optional task (at least one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_complete: Option<usize>,
+    /// How every task's output is validated, unless the task says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate: Option<Validate>,
+    /// Workers that must agree on a quorum task's output (default [`DEFAULT_QUORUM`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
+    /// How far numbers in two outputs may differ and still agree (default 0: byte-equal
+    /// canonical JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+}
+
+/// How a task's output is validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Validate {
+    /// The first result is trusted as sent.
+    None,
+    /// Distinct workers run it until `quorum` of them agree on the output.
+    Quorum,
+}
+
+/// A quorum task's rule, as resolved from the task and its job ([`Job::quorum`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quorum {
+    /// Workers that must agree.
+    pub n: u32,
+    /// Numbers agree within this absolute difference; everything else must be equal.
+    pub tolerance: f64,
 }
 
 /// One task of a job.
@@ -91,6 +125,13 @@ pub struct TaskSpec {
     pub replicas: Option<u32>,
     #[serde(default)]
     pub estimates: Estimates,
+    /// Overrides the job's `validate`, `quorum` and `tolerance` for this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate: Option<Validate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
 }
 
 impl TaskSpec {
@@ -105,6 +146,9 @@ impl TaskSpec {
             optional: false,
             replicas: None,
             estimates: Estimates::default(),
+            validate: None,
+            quorum: None,
+            tolerance: None,
         }
     }
 }
@@ -134,6 +178,10 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_TASK_ID_CHARS: usize = 128;
 /// Replicas a critical task may ask for.
 pub const REPLICAS: RangeInclusive<u32> = 2..=8;
+/// Workers a quorum may ask to agree.
+pub const QUORUM: RangeInclusive<u32> = 2..=9;
+/// Agreeing workers a quorum task needs when its manifest does not say.
+pub const DEFAULT_QUORUM: u32 = 2;
 /// Longest inline `input` of a task, in bytes of JSON text (compact, as it is sent): an `Assign`
 /// carries it whole, and must fit in [`crate::proto::MAX_FRAME_BYTES`] (16 MiB) with room for the
 /// rest of the message and the inline outputs of dependencies.
@@ -281,6 +329,9 @@ pub fn parse_manifest(text: &str, base_dir: &Path) -> Result<JobSpec, ManifestEr
         tasks,
         redundancy_budget: raw.redundancy_budget,
         min_complete: raw.min_complete,
+        validate: raw.validate,
+        quorum: raw.quorum,
+        tolerance: raw.tolerance,
     })
 }
 
@@ -290,6 +341,9 @@ struct RawManifest {
     name: String,
     redundancy_budget: Option<f64>,
     min_complete: Option<usize>,
+    validate: Option<Validate>,
+    quorum: Option<u32>,
+    tolerance: Option<f64>,
     // Each task is first kept as a plain table with its position, so that a problem inside it
     // can name the task and point at its header (serde's own error could do neither).
     #[serde(default)]
@@ -311,6 +365,9 @@ struct RawTask {
     replicas: Option<u32>,
     #[serde(default)]
     estimates: Estimates,
+    validate: Option<Validate>,
+    quorum: Option<u32>,
+    tolerance: Option<f64>,
 }
 
 fn read_task(
@@ -352,6 +409,9 @@ fn read_task(
         optional: raw.optional,
         replicas: raw.replicas,
         estimates: raw.estimates,
+        validate: raw.validate,
+        quorum: raw.quorum,
+        tolerance: raw.tolerance,
     })
 }
 
@@ -527,6 +587,25 @@ impl Job {
     pub fn into_spec(self) -> JobSpec {
         self.spec
     }
+
+    /// The task's quorum rule, if its output must be agreed by several workers: the task's
+    /// `validate`, else the job's; `quorum` and `tolerance` likewise.
+    ///
+    /// # Panics
+    /// If `task_index` is not an index into [`Job::tasks`].
+    pub fn quorum(&self, task_index: usize) -> Option<Quorum> {
+        quorum_of(&self.spec, &self.spec.tasks[task_index])
+    }
+}
+
+fn quorum_of(job: &JobSpec, task: &TaskSpec) -> Option<Quorum> {
+    match task.validate.or(job.validate) {
+        Some(Validate::Quorum) => Some(Quorum {
+            n: task.quorum.or(job.quorum).unwrap_or(DEFAULT_QUORUM),
+            tolerance: task.tolerance.or(job.tolerance).unwrap_or(0.0),
+        }),
+        _ => None,
+    }
 }
 
 /// Dependency edges as compressed rows: row `i` is `targets[offsets[i]..offsets[i + 1]]`. Two
@@ -637,6 +716,31 @@ pub enum JobError {
          0 to {MAX_REDUNDANCY_BUDGET})"
     )]
     BadRedundancyBudget { budget: f64 },
+    #[error(
+        "{}quorum = {quorum} is out of range ({}..={})",
+        task_prefix(.task),
+        QUORUM.start(),
+        QUORUM.end()
+    )]
+    QuorumOutOfRange { task: Option<TaskId>, quorum: u32 },
+    #[error(
+        "{}tolerance = {tolerance} is not a finite number of at least 0",
+        task_prefix(.task)
+    )]
+    BadTolerance {
+        task: Option<TaskId>,
+        tolerance: f64,
+    },
+    #[error(
+        "task `{task}` sets `{key}` but its output is not validated by quorum \
+         (add `validate = \"quorum\"` to the task or the job)"
+    )]
+    QuorumWithoutValidate { task: TaskId, key: &'static str },
+    #[error(
+        "the job sets `{key}` but no task's output is validated by quorum \
+         (add `validate = \"quorum\"` to the job or to tasks)"
+    )]
+    JobQuorumUnused { key: &'static str },
     #[error("min_complete = {min} is out of range (1..={tasks}, the job's tasks)")]
     MinCompleteOutOfRange { min: usize, tasks: usize },
     #[error(
@@ -707,6 +811,17 @@ pub fn validate_with(
         })?;
         check_replicas(task)?;
         check_estimates(task)?;
+        check_validation(&spec, task)?;
+    }
+    check_quorum_numbers(None, spec.quorum, spec.tolerance)?;
+    let job_keys = [
+        ("quorum", spec.quorum.is_some()),
+        ("tolerance", spec.tolerance.is_some()),
+    ];
+    if let Some((key, _)) = job_keys.iter().find(|(_, set)| *set)
+        && !spec.tasks.iter().any(|t| quorum_of(&spec, t).is_some())
+    {
+        return Err(JobError::JobQuorumUnused { key });
     }
     check_completion(&spec)?;
     let deps = resolve_deps(&spec.tasks, &index)?;
@@ -826,6 +941,59 @@ fn check_optional_deps(tasks: &[TaskSpec], deps: &Adjacency) -> Result<(), JobEr
             return Err(JobError::RequiredAfterOptional {
                 task: task.id.clone(),
                 dep: tasks[d].id.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// "task `id`: " for a task's error, nothing for the job's.
+fn task_prefix(task: &Option<TaskId>) -> String {
+    task.as_ref()
+        .map(|t| format!("task `{t}`: "))
+        .unwrap_or_default()
+}
+
+fn check_quorum_numbers(
+    task: Option<&TaskId>,
+    quorum: Option<u32>,
+    tolerance: Option<f64>,
+) -> Result<(), JobError> {
+    if let Some(q) = quorum
+        && !QUORUM.contains(&q)
+    {
+        return Err(JobError::QuorumOutOfRange {
+            task: task.cloned(),
+            quorum: q,
+        });
+    }
+    if let Some(t) = tolerance
+        && !(t.is_finite() && t >= 0.0)
+    {
+        return Err(JobError::BadTolerance {
+            task: task.cloned(),
+            tolerance: t,
+        });
+    }
+    Ok(())
+}
+
+/// A task's own `quorum` and `tolerance` are in range and mean something: its output is
+/// validated by quorum (by the task's `validate` or the job's).
+fn check_validation(job: &JobSpec, task: &TaskSpec) -> Result<(), JobError> {
+    check_quorum_numbers(Some(&task.id), task.quorum, task.tolerance)?;
+    if quorum_of(job, task).is_none() {
+        let key = if task.quorum.is_some() {
+            Some("quorum")
+        } else if task.tolerance.is_some() {
+            Some("tolerance")
+        } else {
+            None
+        };
+        if let Some(key) = key {
+            return Err(JobError::QuorumWithoutValidate {
+                task: task.id.clone(),
+                key,
             });
         }
     }
@@ -1035,6 +1203,9 @@ mod tests {
             optional: false,
             replicas: None,
             estimates: Estimates::default(),
+            validate: None,
+            quorum: None,
+            tolerance: None,
         }
     }
 
@@ -1184,6 +1355,7 @@ mod tests {
         let text = "name = \"x\"\n\n[[task]]\nid = \"seed\"\nkind = \"spin\"\n\n\
                     [[task]]\nid = \"b\"\nkind = \"primes\"\ninput = { from = 0, to = 10 }\n\
                     deps = [\"seed\"]\ncritical = true\nreplicas = 3\n\
+                    validate = \"quorum\"\nquorum = 3\ntolerance = 0.5\n\
                     [task.estimates]\ncpu_s = 2\nmem_mb = 512\ndisk_mb = 1\nnet_kb = 64\n";
         let spec = parse_manifest(text, Path::new(".")).unwrap();
         assert_eq!(
@@ -1203,8 +1375,73 @@ mod tests {
                     net_kb: 64,
                     out_kb: 0,
                 },
+                validate: Some(Validate::Quorum),
+                quorum: Some(3),
+                tolerance: Some(0.5),
             }
         );
+    }
+
+    #[test]
+    fn a_quorum_is_resolved_from_the_task_then_the_job_then_the_default() {
+        let text = "name = \"q\"\nvalidate = \"quorum\"\ntolerance = 0.01\n\
+                    [[task]]\nid = \"plain\"\nkind = \"spin\"\n\
+                    [[task]]\nid = \"three\"\nkind = \"spin\"\nquorum = 3\ntolerance = 0\n\
+                    [[task]]\nid = \"trusted\"\nkind = \"spin\"\nvalidate = \"none\"\n";
+        let job = validate(parse_manifest(text, Path::new(".")).unwrap(), known).unwrap();
+        assert_eq!(
+            job.quorum(0),
+            Some(Quorum {
+                n: DEFAULT_QUORUM,
+                tolerance: 0.01
+            })
+        );
+        assert_eq!(
+            job.quorum(1),
+            Some(Quorum {
+                n: 3,
+                tolerance: 0.0
+            })
+        );
+        assert_eq!(job.quorum(2), None);
+        let unvalidated = validate(spec(vec![task("a", &[])]), known).unwrap();
+        assert_eq!(unvalidated.quorum(0), None);
+    }
+
+    #[test]
+    fn quorum_settings_that_mean_nothing_or_are_out_of_range_are_refused() {
+        let with = |f: &dyn Fn(&mut JobSpec)| {
+            let mut s = spec(vec![task("a", &[])]);
+            f(&mut s);
+            validate(s, known).map(|_| ()).unwrap_err().to_string()
+        };
+        assert_eq!(
+            with(&|s| s.tasks[0].quorum = Some(3)),
+            "task `a` sets `quorum` but its output is not validated by quorum \
+             (add `validate = \"quorum\"` to the task or the job)"
+        );
+        assert_eq!(
+            with(&|s| s.tolerance = Some(0.1)),
+            "the job sets `tolerance` but no task's output is validated by quorum \
+             (add `validate = \"quorum\"` to the job or to tasks)"
+        );
+        assert_eq!(
+            with(&|s| {
+                s.validate = Some(Validate::Quorum);
+                s.quorum = Some(1);
+            }),
+            "quorum = 1 is out of range (2..=9)"
+        );
+        assert_eq!(
+            with(&|s| {
+                s.tasks[0].validate = Some(Validate::Quorum);
+                s.tasks[0].tolerance = Some(-1.0);
+            }),
+            "task `a`: tolerance = -1 is not a finite number of at least 0"
+        );
+        let bad = "name = \"q\"\nvalidate = \"majority\"\n[[task]]\nid = \"a\"\nkind = \"spin\"\n";
+        let err = parse_manifest(bad, Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("majority"), "{err}");
     }
 
     #[test]

@@ -61,6 +61,9 @@ struct Cli {
     /// Run the `abort` fault kernel, which kills this worker process (fault tests of a pool only).
     #[arg(long, hide = true)]
     fault_kernels: bool,
+    /// Report a forged output for every task (tests of the supervisor's result validation only).
+    #[arg(long, hide = true)]
+    lie_outputs: bool,
     /// Start in the tray with the window closed (for a session's autostart).
     #[arg(long, conflicts_with = "headless")]
     hidden: bool,
@@ -279,6 +282,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(worker = %data.worker_id(), "data in {}", data.path().display());
     if cli.fault_kernels {
         idlegrid::client::enable_fault_kernels();
+    }
+    if cli.lie_outputs {
+        idlegrid::client::enable_lying();
     }
     let cfg = client::ClientConfig {
         server: Some(server),

@@ -243,7 +243,7 @@ fn task_thread(shared: &Shared, sink: &Sink) {
             Err(TaskError::Cancelled) => None,
             result => {
                 let limit = sink.max_output_bytes.load(Ordering::Relaxed);
-                let result = result.map_err(|e| e.to_string());
+                let result = result.map(forge_if_lying).map_err(|e| e.to_string());
                 let outcome = Outcome::new(assignment.replica, execution, result, limit);
                 if let Err(e) = sink.store.save(&outcome) {
                     // Still reported from memory; only a restart before the ack would lose it.
@@ -269,6 +269,51 @@ fn task_thread(shared: &Shared, sink: &Sink) {
 
 /// The dependency outputs as values. Out-of-band ones must have been fetched (and replaced by
 /// their value) before the replica was queued.
+/// Process-wide: this worker reports forged outputs (`--lie-outputs`, for tests of result
+/// validation only).
+static LIE_OUTPUTS: AtomicBool = AtomicBool::new(false);
+
+/// Makes this worker process report a forged output for every task (see [`forge`]).
+pub fn set_lie_outputs(on: bool) {
+    LIE_OUTPUTS.store(on, Ordering::SeqCst);
+}
+
+fn forge_if_lying(output: serde_json::Value) -> serde_json::Value {
+    if LIE_OUTPUTS.load(Ordering::Relaxed) {
+        forge(output)
+    } else {
+        output
+    }
+}
+
+/// A plausible wrong output: every number one more, or, with no number in it, the output
+/// wrapped in an object that says so. Never equal to the output it was made from.
+pub fn forge(output: serde_json::Value) -> serde_json::Value {
+    fn bump(v: &mut serde_json::Value) -> bool {
+        use serde_json::Value;
+        match v {
+            Value::Number(n) => {
+                *n = match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                    (Some(u), _, _) if u < u64::MAX => (u + 1).into(),
+                    (_, Some(i), _) if i < i64::MAX => (i + 1).into(),
+                    (_, _, Some(f)) => serde_json::Number::from_f64(f + 1.0).unwrap_or(0.into()),
+                    _ => 0.into(),
+                };
+                true
+            }
+            Value::Array(items) => items.iter_mut().fold(false, |any, x| bump(x) || any),
+            Value::Object(map) => map.values_mut().fold(false, |any, x| bump(x) || any),
+            _ => false,
+        }
+    }
+    let mut forged = output.clone();
+    if bump(&mut forged) && forged != output {
+        forged
+    } else {
+        serde_json::json!({ "forged": output })
+    }
+}
+
 fn inline_deps(a: &Assignment) -> Result<BTreeMap<TaskId, serde_json::Value>, TaskError> {
     a.deps
         .iter()

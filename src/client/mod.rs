@@ -212,6 +212,13 @@ pub fn enable_fault_kernels() {
     tracing::warn!("fault kernels enabled: an `abort` task will kill this worker process");
 }
 
+/// Makes this worker report a forged output for every task (`--lie-outputs`, for tests of the
+/// supervisor's result validation only).
+pub fn enable_lying() {
+    executor::set_lie_outputs(true);
+    tracing::warn!("lying enabled: every output this worker reports is forged");
+}
+
 /// The machine's host name, or "worker".
 pub fn host_name() -> String {
     sysinfo::System::host_name().unwrap_or_else(|_| "worker".to_owned())

@@ -173,6 +173,9 @@ pub struct Config {
     pub require_link: bool,
     /// Credits per CPU-second by capacity class.
     pub class_rates: ClassRates,
+    /// Disagreements with a quorum after which a worker gets no quorum tasks, unless its
+    /// agreements outnumber its disagreements ten to one ([`super::Reputation::flagged`]).
+    pub distrust_after: u32,
 }
 
 impl Default for Config {
@@ -194,6 +197,7 @@ impl Default for Config {
             min_link_kbps: 100.0,
             require_link: false,
             class_rates: ClassRates::default(),
+            distrust_after: 3,
         }
     }
 }

@@ -32,17 +32,20 @@ mod config;
 pub mod criticality;
 mod output;
 mod qos;
+pub mod quorum;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_qos;
+#[cfg(test)]
+mod tests_quorum;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound::{Excluded, Unbounded};
 use std::time::{Duration, Instant};
 
-use crate::job::Job;
+use crate::job::{Job, Quorum};
 use crate::proto::{
     ActivityKind, Assignment, Hardware, JobId, Payload, Progress, ReplicaId, TaskId, WorkerId,
 };
@@ -54,6 +57,7 @@ pub use capacity::{
 pub use config::{ClassRates, Config, Policy};
 use criticality::Plan;
 pub use output::{AssignReason, JobOutcome, LossCause, Output, ReissueCause};
+pub use quorum::max_candidates;
 pub use view::{JobView, ReplicaView, TaskPhase, TaskView, WorkerState, WorkerView};
 
 #[derive(Debug)]
@@ -167,6 +171,52 @@ struct Task {
     extras: u32,
     /// Workers whose copy was cancelled for being far behind: none goes there again.
     trimmed_on: BTreeSet<WorkerId>,
+    /// A quorum task's outputs so far, in arrival order, while not enough agree.
+    candidates: Vec<Candidate>,
+    /// A quorum task's: how many more agreeing outputs it needs (the quorum less the best
+    /// support among its candidates). `None` for a task whose first result is its output.
+    quorum_need: Option<usize>,
+}
+
+/// One worker's output for a quorum task, waiting for others to agree.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub replica: ReplicaId,
+    pub worker: WorkerId,
+    pub output: serde_json::Value,
+}
+
+/// How a worker's outputs fared against quorums: the outputs that agreed with the quorum, and
+/// those that did not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reputation {
+    pub agreed: u32,
+    pub disagreed: u32,
+}
+
+impl Reputation {
+    /// Gets no quorum tasks: at least `distrust_after` disagreements, and fewer than ten
+    /// agreements for each (an honest machine's rare fault is forgiven, a liar is not).
+    pub fn flagged(&self, distrust_after: u32) -> bool {
+        self.disagreed >= distrust_after.max(1)
+            && u64::from(self.agreed) < 10 * u64::from(self.disagreed)
+    }
+}
+
+/// What a quorum task's candidates add up to once one more arrives ([`Scheduler::judge`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Not enough agree yet: the task runs on another worker.
+    Open,
+    /// Enough agree: the task keeps `output`, that of `agreed[0]`; the workers of `dissent`
+    /// are marked down.
+    Agreed {
+        output: serde_json::Value,
+        agreed: Vec<(ReplicaId, WorkerId)>,
+        dissent: Vec<(ReplicaId, WorkerId)>,
+    },
+    /// Too many outputs and no quorum: the job fails with this error.
+    Hopeless { error: String },
 }
 
 #[derive(Debug)]
@@ -257,6 +307,9 @@ pub struct Scheduler {
     /// The `pickable` workers in `pick_worker`'s order of preference, one ordering per task
     /// kind and [`Rank`] asked for so far (built on first use, then kept by `reindex`).
     pick_index: HashMap<(String, Rank), PickIndex>,
+    /// Quorum record by worker, kept while the worker is away (the shell restores it from the
+    /// store before its join).
+    reputation: HashMap<WorkerId, Reputation>,
 }
 
 /// What `pick_worker` ranks workers by for a task (see there).
@@ -390,6 +443,7 @@ impl Scheduler {
             saturation: BTreeSet::new(),
             saturable_jobs: 0,
             pick_index: HashMap::new(),
+            reputation: HashMap::new(),
         }
     }
 
@@ -634,6 +688,27 @@ impl Scheduler {
         self.reindex(id);
     }
 
+    /// The worker's quorum record as stored (the shell calls it before the worker's join).
+    pub fn restore_reputation(&mut self, id: &WorkerId, reputation: Reputation) {
+        if reputation == Reputation::default() {
+            self.reputation.remove(id);
+        } else {
+            self.reputation.insert(id.clone(), reputation);
+        }
+    }
+
+    /// The worker's quorum record, and whether it is flagged (gets no quorum tasks).
+    pub fn reputation(&self, id: &WorkerId) -> (Reputation, bool) {
+        let r = self.reputation.get(id).copied().unwrap_or_default();
+        (r, r.flagged(self.cfg.distrust_after))
+    }
+
+    fn is_flagged(&self, id: &WorkerId) -> bool {
+        self.reputation
+            .get(id)
+            .is_some_and(|r| r.flagged(self.cfg.distrust_after))
+    }
+
     /// The worker acknowledged a status request. True if `nonce` is that of the outstanding
     /// request, which it then answers; a stale or made-up nonce leaves the request outstanding,
     /// though the frame itself still shows the worker is alive.
@@ -672,20 +747,74 @@ impl Scheduler {
         Some((job.id.clone(), job.job.tasks()[r.task].id.clone()))
     }
 
-    /// A replica finished after `busy` of CPU time. The first result of a task wins; the task's
-    /// other replicas are cancelled and its dependents may become ready. The worker's measured
-    /// speed for the task's kind is updated (when the task has a CPU estimate).
-    pub fn handle_result(
+    /// The quorum rule of the task a result from `worker` for `replica` would be for, if it
+    /// would be accepted ([`Scheduler::result_target`]) and its task is validated by quorum:
+    /// such a result is a candidate ([`Scheduler::handle_candidate`]), not the task's output.
+    pub fn quorum_target(&self, worker: &WorkerId, replica: ReplicaId) -> Option<Quorum> {
+        self.result_target(worker, replica)?;
+        let r = self.replicas.get(&replica)?;
+        self.jobs.get(&r.job)?.job.quorum(r.task)
+    }
+
+    /// What the task's candidates would add up to with `output` from `worker`'s `replica`
+    /// added; `None` unless that is a candidate ([`Scheduler::quorum_target`]). The shell
+    /// stores the candidate and what the verdict decides (the agreed output, the reputations)
+    /// in one transaction before it calls [`Scheduler::handle_candidate`], which reaches the
+    /// same verdict.
+    pub fn judge(
+        &self,
+        worker: &WorkerId,
+        replica: ReplicaId,
+        output: &serde_json::Value,
+    ) -> Option<Verdict> {
+        let rule = self.quorum_target(worker, replica)?;
+        let r = self.replicas.get(&replica)?;
+        let job = self.jobs.get(&r.job)?;
+        let task = &job.tasks[r.task];
+        let mut outputs: Vec<&serde_json::Value> =
+            task.candidates.iter().map(|c| &c.output).collect();
+        outputs.push(output);
+        let who = |i: usize| match task.candidates.get(i) {
+            Some(c) => (c.replica, c.worker.clone()),
+            None => (replica, worker.clone()),
+        };
+        Some(match quorum::tally(&outputs, &rule) {
+            quorum::Tally::Open { .. } => Verdict::Open,
+            quorum::Tally::Agreed { agreed, dissent } => Verdict::Agreed {
+                output: outputs[agreed[0]].clone(),
+                agreed: agreed.into_iter().map(who).collect(),
+                dissent: dissent.into_iter().map(who).collect(),
+            },
+            quorum::Tally::Hopeless => Verdict::Hopeless {
+                error: format!(
+                    "task {} got {} outputs from distinct workers and no {} of them agree \
+                     (is its kernel deterministic? declare a `tolerance` for numbers)",
+                    job.job.tasks()[r.task].id,
+                    outputs.len(),
+                    rule.n
+                ),
+            },
+        })
+    }
+
+    /// A quorum task's replica finished with `output` (stored as a candidate): the replica ends
+    /// and, by [`Scheduler::judge`]'s verdict, the task runs on another worker, is done with
+    /// the agreed output (its other replicas cancelled, the workers' reputations updated), or
+    /// fails its job.
+    pub fn handle_candidate(
         &mut self,
         now: Instant,
         id: &WorkerId,
         replica: ReplicaId,
-        output: impl Into<Payload>,
+        output: serde_json::Value,
         busy: Duration,
     ) {
-        if !self.touch(now, id) || self.result_target(id, replica).is_none() {
+        if !self.touch(now, id) {
             return;
         }
+        let Some(verdict) = self.judge(id, replica, &output) else {
+            return;
+        };
         let Some(r) = self.replicas.get(&replica) else {
             return;
         };
@@ -695,10 +824,113 @@ impl Scheduler {
         let Some(job) = self.jobs.get_mut(&seq) else {
             return;
         };
+        job.tasks[ti].candidates.push(Candidate {
+            replica,
+            worker: id.clone(),
+            output,
+        });
+        match verdict {
+            Verdict::Open => {
+                job.tasks[ti].quorum_need = quorum_need(&job.job, ti, &job.tasks[ti].candidates);
+                self.refresh_task(seq, ti);
+                self.schedule(now);
+            }
+            Verdict::Hopeless { error } => {
+                let task = job.job.tasks()[ti].id.clone();
+                self.finish_job(seq, JobOutcome::Failed { task, error });
+                self.schedule(now);
+            }
+            Verdict::Agreed {
+                output,
+                agreed,
+                dissent,
+            } => {
+                job.tasks[ti].candidates.clear();
+                let task = job.job.tasks()[ti].id.clone();
+                let job_id = job.id.clone();
+                let (winner, winner_worker) = agreed[0].clone();
+                for (_, w) in &agreed {
+                    self.reputation.entry(w.clone()).or_default().agreed += 1;
+                }
+                for (_, w) in &dissent {
+                    let flagged_before = self.is_flagged(w);
+                    let r = self.reputation.entry(w.clone()).or_default();
+                    r.disagreed += 1;
+                    let r = *r;
+                    if !flagged_before && self.is_flagged(w) {
+                        self.outputs.push_back(Output::WorkerFlagged {
+                            worker: w.clone(),
+                            agreed: r.agreed,
+                            disagreed: r.disagreed,
+                        });
+                    }
+                }
+                self.outputs.push_back(Output::Validated {
+                    job: job_id,
+                    task,
+                    agreed: agreed.into_iter().map(|(_, w)| w).collect(),
+                    dissent: dissent.into_iter().map(|(_, w)| w).collect(),
+                });
+                // The job's durations get the replica that completed the quorum.
+                self.task_done(now, seq, ti, winner, &winner_worker, output.into(), started);
+            }
+        }
+    }
+
+    /// A replica finished after `busy` of CPU time. The first result of a task wins; the task's
+    /// other replicas are cancelled and its dependents may become ready. The worker's measured
+    /// speed for the task's kind is updated (when the task has a CPU estimate). A quorum task's
+    /// result goes to [`Scheduler::handle_candidate`] instead.
+    pub fn handle_result(
+        &mut self,
+        now: Instant,
+        id: &WorkerId,
+        replica: ReplicaId,
+        output: impl Into<Payload>,
+        busy: Duration,
+    ) {
+        if self.quorum_target(id, replica).is_some() {
+            match output.into() {
+                Payload::Inline(value) => self.handle_candidate(now, id, replica, value, busy),
+                // An output by reference cannot be compared here: the shell passes candidates
+                // inline.
+                Payload::Blob(_) => {}
+            }
+            return;
+        }
+        if !self.touch(now, id) || self.result_target(id, replica).is_none() {
+            return;
+        }
+        let Some(r) = self.replicas.get(&replica) else {
+            return;
+        };
+        let (seq, ti, started) = (r.job, r.task, r.started);
+        self.observe_speed(id, seq, ti, busy);
+        self.remove_replica(replica, None);
+        self.task_done(now, seq, ti, replica, id, output.into(), started);
+    }
+
+    /// The task is done with `output`, from `replica` on `worker` (started at `started`): its
+    /// other replicas are cancelled, its dependents may become ready, its job may complete.
+    #[allow(clippy::too_many_arguments)]
+    fn task_done(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        ti: usize,
+        replica: ReplicaId,
+        id: &WorkerId,
+        output: Payload,
+        started: Instant,
+    ) {
+        let Some(job) = self.jobs.get_mut(&seq) else {
+            return;
+        };
         let task_id = job.job.tasks()[ti].id.clone();
         job.tasks[ti].done = true;
+        job.tasks[ti].candidates.clear();
         if !job.job.dependents(ti).is_empty() {
-            job.tasks[ti].output = Some(output.into());
+            job.tasks[ti].output = Some(output);
         }
         job.tasks[ti].pending_cause = None;
         job.tasks[ti].orphaned_at = None;
@@ -872,13 +1104,14 @@ impl Scheduler {
 
     /// Accepts a new (stored) job.
     pub fn submit_job(&mut self, now: Instant, id: JobId, job: Job) {
-        self.restore_job(now, id, job, BTreeMap::new(), &[]);
+        self.restore_job(now, id, job, BTreeMap::new(), &[], Vec::new());
     }
 
     /// Re-creates a job after a supervisor restart at `now`: `done` are the outputs already
     /// stored, `running` the replicas that were running, with their workers. Those workers are
     /// `Reconnecting`: their replicas count as live, with no deadline until
-    /// [`Scheduler::begin_restart_grace`], then for `restart_grace`.
+    /// [`Scheduler::begin_restart_grace`], then for `restart_grace`. `candidates` are the stored
+    /// outputs of quorum tasks not agreed yet, in arrival order.
     pub fn restore_job(
         &mut self,
         now: Instant,
@@ -886,6 +1119,7 @@ impl Scheduler {
         job: Job,
         mut done: BTreeMap<TaskId, serde_json::Value>,
         running: &[(ReplicaId, TaskId, WorkerId)],
+        candidates: Vec<(TaskId, Candidate)>,
     ) {
         let seq = self.next_job_seq;
         self.next_job_seq += 1;
@@ -900,6 +1134,16 @@ impl Scheduler {
                 tasks[ti].done = true;
                 tasks[ti].output = Some(Payload::Inline(output));
             }
+        }
+        for (task, c) in candidates {
+            if let Some(ti) = job.index_of(&task)
+                && !tasks[ti].done
+            {
+                tasks[ti].candidates.push(c);
+            }
+        }
+        for (ti, task) in tasks.iter_mut().enumerate() {
+            task.quorum_need = quorum_need(&job, ti, &task.candidates);
         }
         for (ti, spec) in job.tasks().iter().enumerate() {
             tasks[ti].missing_deps = spec
@@ -1565,8 +1809,11 @@ impl Scheduler {
     }
 
     /// Replicas the task gets from the start: its plan under `idlegrid`, one otherwise.
+    /// A quorum task's: as many as agreement still lacks, whatever the policy.
     fn target_replicas(&self, seq: u64, ti: usize) -> usize {
-        if self.cfg.policy.replicates_critical() {
+        if let Some(need) = self.jobs[&seq].tasks[ti].quorum_need {
+            need.max(1)
+        } else if self.cfg.policy.replicates_critical() {
             self.jobs[&seq].plan.tasks[ti].replicas.max(1) as usize
         } else {
             1
@@ -1770,11 +2017,14 @@ impl Scheduler {
         let job = &self.jobs[&seq];
         let task = &job.tasks[ti];
         let spec = &job.job.tasks()[ti];
+        // Distinct workers: none runs it twice, nor again once it gave a candidate output.
         let running_on: BTreeSet<&WorkerId> = task
             .replicas
             .iter()
             .filter_map(|r| self.replicas.get(r).map(|r| &r.worker))
+            .chain(task.candidates.iter().map(|c| &c.worker))
             .collect();
+        let quorum = task.quorum_need.is_some();
         // A task that failed on every live worker may go back to one of them rather than wait
         // forever for a new worker.
         let failed_live = task
@@ -1798,6 +2048,11 @@ impl Scheduler {
                 && !running_on.contains(id)
                 && !task.trimmed_on.contains(id)
                 && !failed_here
+                && !(quorum
+                    && self
+                        .reputation
+                        .get(id)
+                        .is_some_and(|r| r.flagged(self.cfg.distrust_after)))
                 && match pick {
                     Pick::Any => true,
                     Pick::FasterThan(min) => {
@@ -1928,6 +2183,18 @@ impl Scheduler {
         });
         self.refresh_task(seq, ti);
     }
+}
+
+/// How many more agreeing outputs a quorum task needs, given its candidates; `None` for a task
+/// not validated by quorum.
+fn quorum_need(job: &Job, ti: usize, candidates: &[Candidate]) -> Option<usize> {
+    let rule = job.quorum(ti)?;
+    let outputs: Vec<&serde_json::Value> = candidates.iter().map(|c| &c.output).collect();
+    let best = match quorum::tally(&outputs, &rule) {
+        quorum::Tally::Open { best } => best,
+        _ => rule.n as usize,
+    };
+    Some((rule.n as usize).saturating_sub(best))
 }
 
 /// Tasks expected to move at least this much over the network (kB) go to the fastest links.

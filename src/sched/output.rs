@@ -228,6 +228,20 @@ pub enum Output {
         replica: ReplicaId,
         worker: WorkerId,
     },
+    /// A quorum task's output was agreed by `agreed` (the first gave it); `dissent` reported
+    /// something else.
+    Validated {
+        job: JobId,
+        task: TaskId,
+        agreed: Vec<WorkerId>,
+        dissent: Vec<WorkerId>,
+    },
+    /// The worker disagreed with quorums often enough to get no more quorum tasks.
+    WorkerFlagged {
+        worker: WorkerId,
+        agreed: u32,
+        disagreed: u32,
+    },
     JobFinished {
         job: JobId,
         outcome: JobOutcome,

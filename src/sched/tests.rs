@@ -34,9 +34,9 @@ pub(super) fn task(id: &str, deps: &[&str], critical: bool) -> TaskSpec {
         input: serde_json::json!({}),
         deps: deps.iter().map(|d| TaskId::from(*d)).collect(),
         critical: Some(critical),
-        optional: false,
         replicas: None,
         estimates: Estimates::default(),
+        ..TaskSpec::new(id, "spin", serde_json::json!({}))
     }
 }
 
@@ -474,6 +474,7 @@ fn after_a_restart_tasks_wait_for_their_workers_until_the_restart_grace_ends() {
         ]),
         BTreeMap::from([(TaskId::from("done"), serde_json::json!(7))]),
         &[(old, "x".into(), w("a")), (old2, "y".into(), w("gone"))],
+        Vec::new(),
     );
     s.begin_restart_grace(t0);
     join(&mut s, t0, "b", 4, 0.0);
@@ -518,6 +519,7 @@ fn a_restored_job_whose_tasks_were_all_done_completes_at_once() {
         job(vec![task("x", &[], false)]),
         BTreeMap::from([(TaskId::from("x"), serde_json::json!(1))]),
         &[],
+        Vec::new(),
     );
     assert_eq!(
         drain(&mut s),
@@ -575,6 +577,7 @@ fn restored_on_a(s: &mut Scheduler, t0: Instant) -> ReplicaId {
         job(vec![task("x", &[], false)]),
         BTreeMap::new(),
         &[(old, "x".into(), w("a"))],
+        Vec::new(),
     );
     old
 }
@@ -1144,7 +1147,7 @@ impl Sim {
                     self.stale
                         .extend(drop.into_iter().map(|r| (worker.clone(), r)));
                 }
-                Output::Speed { .. } => {}
+                Output::Speed { .. } | Output::Validated { .. } | Output::WorkerFlagged { .. } => {}
                 Output::TaskDone {
                     job, task, replica, ..
                 } => {
@@ -1478,7 +1481,8 @@ impl Sim {
                 .map(|(r, (_, t, w))| (*r, t.clone(), w.clone()))
                 .collect();
             let job = validate(spec, |_| true).unwrap();
-            self.s.restore_job(self.now, id, job, done, &running);
+            self.s
+                .restore_job(self.now, id, job, done, &running, Vec::new());
             self.settle();
         }
         self.s.begin_restart_grace(self.now);
@@ -1878,6 +1882,7 @@ fn a_restored_job_keeps_only_the_stored_outputs_a_pending_dependent_needs() {
             (TaskId::from("alone"), serde_json::json!(4)),
         ]),
         &[],
+        Vec::new(),
     );
     let seq = s.job_seq[&JobId::from("j")];
     let kept: Vec<Option<Payload>> = s.jobs[&seq]

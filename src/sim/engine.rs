@@ -980,7 +980,7 @@ impl<'a> Engine<'a> {
                         self.finished = Some((self.now, outcome));
                     }
                 }
-                Output::Speed { .. } => {}
+                Output::Speed { .. } | Output::Validated { .. } | Output::WorkerFlagged { .. } => {}
             }
         }
         self.next_timeout = self.sched.poll_timeout().map(|t| {

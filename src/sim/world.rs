@@ -168,6 +168,7 @@ impl World {
             tasks,
             redundancy_budget: None,
             min_complete: None,
+            ..JobSpec::default()
         }
     }
 }

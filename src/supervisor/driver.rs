@@ -20,7 +20,8 @@ use super::http::output_path;
 use super::limits::{Cause, Guard};
 use super::report::{JobSummary, Report};
 use super::store::{
-    ActivityRecord, Record, ReplicaEnd, ReplicaInfo, ReplicaStart, ResultRow, Store, StoreError,
+    ActivityRecord, Agreement, QuorumRow, Record, ReplicaEnd, ReplicaInfo, ReplicaStart, ResultRow,
+    Store, StoreError,
 };
 use super::volunteers::{self, Auth, Credentials, TokenRecord};
 use super::{Config, Event, SupervisorError, unix_ms};
@@ -31,7 +32,8 @@ use crate::proto::{
 };
 use crate::runtime;
 use crate::sched::{
-    AssignReason, CapacityClass, JobOutcome, KindSpeed, Link, Output, Scheduler, criticality,
+    AssignReason, CapacityClass, JobOutcome, KindSpeed, Link, Output, Scheduler, Verdict,
+    criticality, quorum,
 };
 
 /// Identifies one WebSocket connection (a worker may reconnect on a new one).
@@ -185,6 +187,11 @@ pub struct Stats {
     pub makespans: super::metrics::Coarse,
     /// Credits charged to finished jobs (what their reports call `cost`).
     pub cost: f64,
+    /// Quorum tasks' outputs that agreed with their quorum, and that did not.
+    pub outputs_agreed: u64,
+    pub outputs_rejected: u64,
+    /// Workers flagged for disagreeing with quorums (since this boot).
+    pub workers_flagged: u64,
 }
 
 fn histogram_view<S: serde::Serializer>(h: &Histogram, s: S) -> Result<S::Ok, S::Error> {
@@ -332,6 +339,11 @@ pub struct WorkerStatus {
     pub tasks: Vec<String>,
     /// How long ago its connection last received a frame; `None` while not connected.
     pub heard_ms_ago: Option<u64>,
+    /// Its outputs that agreed with quorums, and that did not.
+    pub agreed: u32,
+    pub disagreed: u32,
+    /// It disagreed often enough to get no quorum tasks.
+    pub flagged: bool,
 }
 
 /// What a checked hello says.
@@ -566,8 +578,14 @@ impl Driver {
                         running = stored.running.len(),
                         "resuming job after restart"
                     );
-                    self.sched
-                        .restore_job(now, stored.id, job, stored.done, &stored.running);
+                    self.sched.restore_job(
+                        now,
+                        stored.id,
+                        job,
+                        stored.done,
+                        &stored.running,
+                        stored.candidates,
+                    );
                 }
                 Err(e) => {
                     // A job this build cannot run (say, a kind it no longer knows) fails alone.
@@ -701,6 +719,7 @@ impl Driver {
                 });
                 // Its measured speeds come back under its stable id before it is placed on.
                 self.restore_history(&worker);
+                self.restore_reputation(&worker);
                 self.sched
                     .handle_worker_joined(now, worker, name, hardware, &held, available);
             }
@@ -907,6 +926,16 @@ impl Driver {
         }
     }
 
+    /// Hands the scheduler a joining worker's stored record against quorums, so that a flagged
+    /// worker stays flagged across reconnects and restarts. Unreadable: what the scheduler has
+    /// stands (quorums still outvote a liar; it only may get quorum tasks again).
+    fn restore_reputation(&mut self, worker: &WorkerId) {
+        match self.store.reputation(worker) {
+            Ok(r) => self.sched.restore_reputation(worker, r),
+            Err(e) => warn!(%worker, "cannot read its record against quorums: {e}"),
+        }
+    }
+
     fn progress(&mut self, now: Instant, worker: &WorkerId, p: proto::Progress) {
         if self.sched.replica_holder(p.replica) == Some(worker) {
             self.sched.handle_progress(now, worker, p);
@@ -1013,15 +1042,49 @@ impl Driver {
             return;
         }
         let batch = std::mem::take(&mut self.results);
+        // A quorum task's output is a candidate: what it adds up to is judged now, so that the
+        // candidate and what its verdict decides are stored in the same transaction.
+        let judged: Vec<Option<(String, Verdict, Option<String>)>> = batch
+            .iter()
+            .map(|p| {
+                let verdict = self.sched.judge(&p.worker, p.replica, &p.output)?;
+                let agreed_text = match &verdict {
+                    Verdict::Agreed { agreed, .. } if agreed[0].0 == p.replica => {
+                        Some(p.text.clone())
+                    }
+                    Verdict::Agreed { output, .. } => Some(output.to_string()),
+                    _ => None,
+                };
+                Some((quorum::digest(&p.output), verdict, agreed_text))
+            })
+            .collect();
         let rows: Vec<ResultRow<'_>> = batch
             .iter()
-            .map(|p| ResultRow {
+            .zip(&judged)
+            .map(|(p, j)| ResultRow {
                 replica: p.replica,
                 job: &p.job,
                 task: &p.task,
                 output: &p.text,
                 exec: p.execution,
                 now_ms: p.received_ms,
+                quorum: j.as_ref().map(|(digest, verdict, text)| QuorumRow {
+                    worker: &p.worker,
+                    digest,
+                    agreement: match (verdict, text) {
+                        (
+                            Verdict::Agreed {
+                                agreed, dissent, ..
+                            },
+                            Some(text),
+                        ) => Some(Agreement {
+                            output: text,
+                            agreed,
+                            dissent,
+                        }),
+                        _ => None,
+                    },
+                }),
             })
             .collect();
         let commit = Instant::now();
@@ -1031,7 +1094,15 @@ impl Driver {
         match stored {
             Ok(()) => {
                 let acked = Instant::now();
-                for p in batch {
+                for (p, judged) in batch.into_iter().zip(judged) {
+                    if let Some((_, verdict, agreed_text)) = judged {
+                        let arrived = p.arrived;
+                        self.candidate_stored(now, p, verdict, agreed_text);
+                        self.stats
+                            .result_latency
+                            .record(acked.saturating_duration_since(arrived));
+                        continue;
+                    }
                     // A large output stays in its file: the scheduler keeps only the reference.
                     let output = match self.keep_for_dependents(&p.job, &p.task, &p.text, p.upload)
                     {
@@ -1063,6 +1134,47 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// A quorum task's output was stored as a candidate (with what its verdict decided): the
+    /// scheduler reaches the same verdict, and the worker forgets the output. An agreed output
+    /// large enough to travel out of band is kept as a file for the task's dependents.
+    fn candidate_stored(
+        &mut self,
+        now: Instant,
+        p: PendingResult,
+        verdict: Verdict,
+        agreed_text: Option<String>,
+    ) {
+        let gave_output =
+            matches!(&verdict, Verdict::Agreed { agreed, .. } if agreed[0].0 == p.replica);
+        let upload = match p.upload {
+            Some(upload) if gave_output => Some(upload),
+            Some((path, _)) => {
+                let _ = std::fs::remove_file(path);
+                None
+            }
+            None => None,
+        };
+        match (&verdict, agreed_text) {
+            (Verdict::Agreed { .. }, Some(text)) => {
+                self.keep_for_dependents(&p.job, &p.task, &text, upload);
+            }
+            (Verdict::Hopeless { error }, _) => {
+                warn!(job = %p.job, task = %p.task, "no quorum: {error}");
+            }
+            _ => {
+                debug!(job = %p.job, task = %p.task, worker = %p.worker, "candidate output stored")
+            }
+        }
+        self.sched.handle_candidate(
+            now,
+            &p.worker,
+            p.replica,
+            p.output,
+            Duration::from_millis(p.execution.wall_ms),
+        );
+        self.ack(&p.worker, p.replica);
     }
 
     fn failure(
@@ -1299,7 +1411,11 @@ impl Driver {
                     .conns
                     .get(&w.id)
                     .map(|c| now.saturating_duration_since(c.heard.at()).as_millis() as u64);
+                let (reputation, flagged) = self.sched.reputation(&w.id);
                 WorkerStatus {
+                    agreed: reputation.agreed,
+                    disagreed: reputation.disagreed,
+                    flagged,
                     activity: match w.state {
                         crate::sched::WorkerState::Busy(kind) => Some(kind.as_str()),
                         _ => None,
@@ -1517,7 +1633,17 @@ impl Driver {
         };
         let plan = self.plan(&job_def);
         let done = self.store.done_tasks(job)?;
-        Ok(report.with_plan(&job_def, &plan, &done))
+        let mut report = report.with_plan(&job_def, &plan, &done);
+        if let Some(v) = &mut report.validation {
+            let distrust_after = self.sched.config().distrust_after;
+            for w in &mut v.rejected_workers {
+                let r = self.store.reputation(&WorkerId(w.worker.clone()))?;
+                w.agreed_total = r.agreed;
+                w.disagreed_total = r.disagreed;
+                w.flagged = r.flagged(distrust_after);
+            }
+        }
+        Ok(report)
     }
 
     /// A stored job, validated again; `None` if this build can no longer run it (its report and
@@ -1771,6 +1897,29 @@ impl Driver {
                 });
             }
             Output::Speed { worker, speed } => self.speeds.push((worker, speed)),
+            Output::Validated {
+                job,
+                task,
+                agreed,
+                dissent,
+            } => {
+                self.stats.outputs_agreed += agreed.len() as u64;
+                self.stats.outputs_rejected += dissent.len() as u64;
+                if dissent.is_empty() {
+                    debug!(%job, %task, "quorum of {} agreed", agreed.len());
+                } else {
+                    let who: Vec<String> = dissent.iter().map(|w| w.0.clone()).collect();
+                    warn!(%job, %task, "quorum of {} agreed; output rejected from {}", agreed.len(), who.join(", "));
+                }
+            }
+            Output::WorkerFlagged {
+                worker,
+                agreed,
+                disagreed,
+            } => {
+                self.stats.workers_flagged += 1;
+                warn!(%worker, agreed, disagreed, "worker flagged: it disagreed with {disagreed} quorums and gets no quorum tasks");
+            }
             Output::StatusRequest { worker, nonce } => {
                 self.send(&worker, &SupervisorMsg::StatusRequest { nonce });
             }

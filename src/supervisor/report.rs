@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::job::Job;
-use crate::proto::TaskId;
+use crate::proto::{TaskId, WorkerId};
 use crate::sched::criticality::Plan;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +143,9 @@ impl ReplicaRow {
     fn outcome_key(&self) -> &'static str {
         match self.outcome.as_deref() {
             Some("won") => "won",
+            Some("agreed") => "agreed",
+            Some("dissent") => "rejected",
+            Some("candidate") => "unjudged",
             Some("late" | "cancelled") => "losers",
             Some("lost") => "lost",
             Some("failed") => "failed",
@@ -151,8 +154,12 @@ impl ReplicaRow {
     }
 }
 
-/// Keys of [`Report::cost_by_outcome`], always present.
-pub const OUTCOMES: [&str; 5] = ["won", "losers", "lost", "failed", "running"];
+/// Keys of [`Report::cost_by_outcome`], always present. For quorum tasks: `won` gave the
+/// agreed output, `agreed` agreed with it, `rejected` did not, `unjudged` await a quorum (or
+/// never got one: the job ended first).
+pub const OUTCOMES: [&str; 8] = [
+    "won", "agreed", "rejected", "unjudged", "losers", "lost", "failed", "running",
+];
 /// Keys of [`Report::cost_by_reason`], always present: why each replica was started.
 pub const ASSIGN_REASONS: [&str; 5] =
     ["first", "redundant", "saturation", "speculative", "reissue"];
@@ -210,6 +217,110 @@ pub struct Report {
     /// it did not need.
     #[serde(default)]
     pub not_needed: Vec<String>,
+    /// For a job with quorum tasks: how their outputs were judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Validation>,
+}
+
+/// One stored output of a quorum task: an input of [`Validation::build`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateRow {
+    pub task: TaskId,
+    pub worker: WorkerId,
+    pub worker_name: String,
+    /// SHA-256 of its canonical JSON.
+    pub digest: String,
+    /// `agreed`, `dissent`, or none while its task has no quorum.
+    pub verdict: Option<String>,
+}
+
+/// How a job's quorum tasks' outputs were judged.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Validation {
+    /// Quorum tasks whose output was agreed.
+    pub tasks_agreed: u32,
+    /// Outputs that agreed with their task's quorum, that did not, and that wait for one.
+    pub outputs_agreed: u32,
+    pub outputs_rejected: u32,
+    pub outputs_waiting: u32,
+    /// Each quorum task that has outputs, in the order its first arrived.
+    pub tasks: Vec<ValidatedTask>,
+    /// Workers with an output a quorum of this job rejected, most rejections first.
+    pub rejected_workers: Vec<RejectedWorker>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ValidatedTask {
+    pub task: String,
+    /// SHA-256 of the agreed output's canonical JSON, once agreed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreed_digest: Option<String>,
+    /// Worker ids, in the order their outputs arrived.
+    pub agreed_by: Vec<String>,
+    pub rejected: Vec<String>,
+    pub waiting: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RejectedWorker {
+    pub worker: String,
+    pub name: String,
+    /// Its outputs rejected in this job.
+    pub rejected: u32,
+    /// Its record against every quorum so far, and whether it is flagged for it (gets no
+    /// quorum tasks): filled in by the supervisor.
+    pub agreed_total: u32,
+    pub disagreed_total: u32,
+    pub flagged: bool,
+}
+
+impl Validation {
+    /// From a job's stored quorum outputs, in the order they were stored; `None` if it has
+    /// none.
+    pub fn build(rows: &[CandidateRow]) -> Option<Validation> {
+        if rows.is_empty() {
+            return None;
+        }
+        let mut v = Validation::default();
+        let mut at: BTreeMap<&TaskId, usize> = BTreeMap::new();
+        let mut rejected: BTreeMap<&WorkerId, RejectedWorker> = BTreeMap::new();
+        for r in rows {
+            let i = *at.entry(&r.task).or_insert_with(|| {
+                v.tasks.push(ValidatedTask {
+                    task: r.task.0.clone(),
+                    ..ValidatedTask::default()
+                });
+                v.tasks.len() - 1
+            });
+            let t = &mut v.tasks[i];
+            match r.verdict.as_deref() {
+                Some("agreed") => {
+                    v.outputs_agreed += 1;
+                    t.agreed_digest.get_or_insert_with(|| r.digest.clone());
+                    t.agreed_by.push(r.worker.0.clone());
+                }
+                Some(_) => {
+                    v.outputs_rejected += 1;
+                    t.rejected.push(r.worker.0.clone());
+                    let w = rejected.entry(&r.worker).or_insert_with(|| RejectedWorker {
+                        worker: r.worker.0.clone(),
+                        name: r.worker_name.clone(),
+                        ..RejectedWorker::default()
+                    });
+                    w.rejected += 1;
+                }
+                None => {
+                    v.outputs_waiting += 1;
+                    t.waiting.push(r.worker.0.clone());
+                }
+            }
+        }
+        v.tasks_agreed = v.tasks.iter().filter(|t| !t.agreed_by.is_empty()).count() as u32;
+        v.rejected_workers = rejected.into_values().collect();
+        v.rejected_workers
+            .sort_by(|a, b| b.rejected.cmp(&a.rejected).then(a.worker.cmp(&b.worker)));
+        Some(v)
+    }
 }
 
 impl Report {
@@ -295,6 +406,7 @@ impl Report {
             reissues_by_cause: by_cause,
             critical_tasks: Vec::new(),
             not_needed: Vec::new(),
+            validation: None,
             summary,
         }
     }
@@ -405,6 +517,29 @@ impl Report {
                 "  not needed (the job completed without them): {}",
                 self.not_needed.join(", ")
             );
+        }
+        if let Some(v) = &self.validation {
+            let _ = writeln!(
+                out,
+                "  validation: {} quorum task(s) agreed; outputs agreed {}, rejected {}, waiting {}",
+                v.tasks_agreed, v.outputs_agreed, v.outputs_rejected, v.outputs_waiting
+            );
+            for w in &v.rejected_workers {
+                let _ = writeln!(
+                    out,
+                    "    rejected: {} ({}) {} output(s) here; {} disagreed, {} agreed in all{}",
+                    w.worker,
+                    w.name,
+                    w.rejected,
+                    w.disagreed_total,
+                    w.agreed_total,
+                    if w.flagged {
+                        "; FLAGGED: gets no quorum tasks"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
         if !self.reissues.is_empty() {
             let _ = writeln!(out, "  reissues:");

@@ -11,18 +11,20 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::report::{JobSummary, ReplicaRow, Report};
+use super::report::{CandidateRow, JobSummary, ReplicaRow, Report, Validation};
 use super::volunteers::TokenRecord;
 use crate::job::JobSpec;
 use crate::proto::{Execution, JobId, ReplicaId, TaskId, WorkerId};
-use crate::sched::{CapacityClass, KindSpeed};
+use crate::sched::{Candidate, CapacityClass, KindSpeed, Reputation};
 
 /// 2: replica ids are `EPOCH.SEQ` text (64-bit per-boot counters).
 /// 3: each replica's capacity class and reissue cause; measured speeds by worker and kind
 /// (`worker_speeds`).
 /// 4: each job's task count (`jobs.task_count`): a summary no longer parses the job's spec.
+/// 5: quorum validation: the outputs of quorum tasks (`candidates`) and each worker's record
+/// against quorums (`worker_reputation`).
 /// An older store is migrated in place when opened.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,8 +55,10 @@ pub enum StoreError {
 /// How a replica ended, as recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicaEnd {
-    /// Its result was the task's first.
+    /// Its result was the task's first (or, for a quorum task, gave the agreed output).
     Won,
+    /// A quorum task's output, stored as a candidate until enough agree.
+    Candidate,
     /// It finished after another replica had won.
     Late,
     Failed,
@@ -67,6 +71,7 @@ impl ReplicaEnd {
     fn as_str(self) -> &'static str {
         match self {
             ReplicaEnd::Won => "won",
+            ReplicaEnd::Candidate => "candidate",
             ReplicaEnd::Late => "late",
             ReplicaEnd::Failed => "failed",
             ReplicaEnd::Cancelled => "cancelled",
@@ -121,6 +126,8 @@ pub struct StoredJob {
     pub spec: JobSpec,
     pub done: BTreeMap<TaskId, serde_json::Value>,
     pub running: Vec<(ReplicaId, TaskId, WorkerId)>,
+    /// Quorum tasks' outputs without a verdict yet, in the order they were stored.
+    pub candidates: Vec<(TaskId, Candidate)>,
 }
 
 /// An `Activity` message as recorded: who, what kind, when seen (worker clock) and when
@@ -237,6 +244,21 @@ impl Store {
                  worker TEXT PRIMARY KEY,
                  volunteer TEXT NOT NULL,
                  bound_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS candidates (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 replica TEXT NOT NULL UNIQUE,
+                 job TEXT NOT NULL REFERENCES jobs(id),
+                 task TEXT NOT NULL,
+                 worker TEXT NOT NULL,
+                 digest TEXT NOT NULL,
+                 output TEXT NOT NULL,
+                 received_ms INTEGER NOT NULL,
+                 verdict TEXT);
+             CREATE INDEX IF NOT EXISTS candidates_by_job ON candidates(job, task);
+             CREATE TABLE IF NOT EXISTS worker_reputation (
+                 worker TEXT PRIMARY KEY,
+                 agreed INTEGER NOT NULL,
+                 disagreed INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS replicas_by_job ON replicas(job);
              CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);",
         )
@@ -253,7 +275,7 @@ impl Store {
                     .map_err(open_err)?;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(from @ (2 | 3)) => migrate(&conn, from).map_err(|source| StoreError::Migrate {
+            Some(from @ (2..=4)) => migrate(&conn, from).map_err(|source| StoreError::Migrate {
                 path: path.clone(),
                 from,
                 source,
@@ -456,6 +478,7 @@ impl Store {
             output,
             exec,
             now_ms,
+            quorum: None,
         };
         let tx = self.conn.transaction()?;
         let first = insert_result(&tx, &row)?;
@@ -613,11 +636,36 @@ impl Store {
             })? {
                 running.push(r?);
             }
+            let mut candidates = Vec::new();
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT task, replica, worker, output FROM candidates
+                 WHERE job = ?1 AND verdict IS NULL ORDER BY seq",
+            )?;
+            for c in stmt.query_map([&id.0], |r| {
+                Ok((
+                    TaskId(r.get(0)?),
+                    stored_replica_id(r, 1)?,
+                    WorkerId(r.get(2)?),
+                    r.get::<_, String>(3)?,
+                ))
+            })? {
+                let (task, replica, worker, output) = c?;
+                let output = parse_stored(&id, &output)?;
+                candidates.push((
+                    task,
+                    Candidate {
+                        replica,
+                        worker,
+                        output,
+                    },
+                ));
+            }
             jobs.push(StoredJob {
                 id,
                 spec,
                 done,
                 running,
+                candidates,
             });
         }
         Ok(jobs)
@@ -695,7 +743,9 @@ impl Store {
             return Ok(None);
         };
         let rows = self.replica_rows(job)?;
-        Ok(Some(Report::build(summary, &rows, now_ms)))
+        let mut report = Report::build(summary, &rows, now_ms);
+        report.validation = Validation::build(&self.candidates(job)?);
+        Ok(Some(report))
     }
 
     /// Every replica record of a job, in the order they started.
@@ -741,6 +791,40 @@ impl Store {
         .map_err(Into::into)
     }
 
+    /// A worker's record against quorums.
+    pub fn reputation(&self, worker: &WorkerId) -> Result<Reputation, StoreError> {
+        self.conn
+            .prepare_cached("SELECT agreed, disagreed FROM worker_reputation WHERE worker = ?1")?
+            .query_row([&worker.0], |r| {
+                Ok(Reputation {
+                    agreed: r.get::<_, i64>(0)?.clamp(0, u32::MAX.into()) as u32,
+                    disagreed: r.get::<_, i64>(1)?.clamp(0, u32::MAX.into()) as u32,
+                })
+            })
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(Into::into)
+    }
+
+    /// The stored outputs of a job's quorum tasks, in the order they were stored.
+    pub fn candidates(&self, job: &JobId) -> Result<Vec<CandidateRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.task, c.worker, COALESCE(r.worker_name, ''), c.digest, c.verdict
+             FROM candidates c LEFT JOIN replicas r ON r.id = c.replica
+             WHERE c.job = ?1 ORDER BY c.seq",
+        )?;
+        let rows = stmt.query_map([&job.0], |r| {
+            Ok(CandidateRow {
+                task: TaskId(r.get(0)?),
+                worker: WorkerId(r.get(1)?),
+                worker_name: r.get(2)?,
+                digest: r.get(3)?,
+                verdict: r.get(4)?,
+            })
+        })?;
+        rows.collect::<Result<_, _>>().map_err(Into::into)
+    }
+
     /// The tasks of a job that have a result.
     pub fn done_tasks(
         &self,
@@ -766,10 +850,37 @@ pub struct ResultRow<'a> {
     pub output: &'a str,
     pub exec: Execution,
     pub now_ms: u64,
+    /// For a quorum task's output: stored as a candidate, not as the task's result.
+    pub quorum: Option<QuorumRow<'a>>,
+}
+
+/// A quorum task's output ([`ResultRow::quorum`]).
+#[derive(Debug, Clone, Copy)]
+pub struct QuorumRow<'a> {
+    pub worker: &'a WorkerId,
+    /// SHA-256 of its canonical JSON.
+    pub digest: &'a str,
+    /// When it completes a quorum: what was agreed.
+    pub agreement: Option<Agreement<'a>>,
+}
+
+/// A quorum reached: the agreed output becomes the task's result, the candidates get their
+/// verdicts, the workers their records.
+#[derive(Debug, Clone, Copy)]
+pub struct Agreement<'a> {
+    /// The agreed output's JSON text (that of `agreed[0]`, which gave it).
+    pub output: &'a str,
+    pub agreed: &'a [(ReplicaId, WorkerId)],
+    pub dissent: &'a [(ReplicaId, WorkerId)],
 }
 
 /// The task's result (if it is the first) and the replica's end; returns whether it was first.
+/// A quorum task's output is stored as a candidate instead, and, when it completes the quorum,
+/// the agreed output as the task's result (returning true).
 fn insert_result(conn: &Connection, r: &ResultRow<'_>) -> Result<bool, StoreError> {
+    if let Some(q) = r.quorum {
+        return insert_candidate(conn, r, &q);
+    }
     let first = run(
         conn,
         "INSERT OR IGNORE INTO results (job, task, output, replica, done_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -790,16 +901,83 @@ fn insert_result(conn: &Connection, r: &ResultRow<'_>) -> Result<bool, StoreErro
     Ok(first)
 }
 
-/// From schema `from` (2 or 3) to 4, in one transaction: a failure leaves the store as it was.
+fn insert_candidate(
+    conn: &Connection,
+    r: &ResultRow<'_>,
+    q: &QuorumRow<'_>,
+) -> Result<bool, StoreError> {
+    run(
+        conn,
+        "INSERT OR IGNORE INTO candidates (replica, job, task, worker, digest, output, received_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            r.replica.key(),
+            r.job.0,
+            r.task.0,
+            q.worker.0,
+            q.digest,
+            r.output,
+            r.now_ms as i64
+        ],
+    )?;
+    end_replica(
+        conn,
+        r.replica,
+        ReplicaEnd::Candidate,
+        Some(r.exec),
+        None,
+        r.now_ms,
+    )?;
+    let Some(a) = q.agreement else {
+        return Ok(false);
+    };
+    let Some((winner, _)) = a.agreed.first() else {
+        return Ok(false);
+    };
+    let first = run(
+        conn,
+        "INSERT OR IGNORE INTO results (job, task, output, replica, done_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![r.job.0, r.task.0, a.output, winner.key(), r.now_ms as i64],
+    )? == 1;
+    let verdicts = a
+        .agreed
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (x, "agreed", if i == 0 { "won" } else { "agreed" }, 1, 0))
+        .chain(a.dissent.iter().map(|x| (x, "dissent", "dissent", 0, 1)));
+    for ((replica, worker), verdict, outcome, agreed, disagreed) in verdicts {
+        run(
+            conn,
+            "UPDATE candidates SET verdict = ?2 WHERE replica = ?1",
+            params![replica.key(), verdict],
+        )?;
+        run(
+            conn,
+            "UPDATE replicas SET outcome = ?2 WHERE id = ?1 AND outcome = 'candidate'",
+            params![replica.key(), outcome],
+        )?;
+        run(
+            conn,
+            "INSERT INTO worker_reputation (worker, agreed, disagreed) VALUES (?1, ?2, ?3)
+             ON CONFLICT (worker) DO UPDATE
+             SET agreed = agreed + excluded.agreed, disagreed = disagreed + excluded.disagreed",
+            params![worker.0, agreed, disagreed],
+        )?;
+    }
+    Ok(first)
+}
+
+/// From schema `from` (2, 3 or 4) to 5, in one transaction: a failure leaves the store as it
+/// was. 4 -> 5 only adds tables, which the `CREATE ... IF NOT EXISTS` at open has made.
 fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
     let to_3 = "ALTER TABLE replicas ADD COLUMN class TEXT;
          ALTER TABLE replicas ADD COLUMN cause TEXT;";
     let to_4 = "ALTER TABLE jobs ADD COLUMN task_count INTEGER;
          UPDATE jobs SET task_count = json_array_length(json_extract(spec, '$.tasks'));";
-    let steps = if from == 2 {
-        [to_3, to_4].concat()
-    } else {
-        to_4.to_owned()
+    let steps = match from {
+        2 => [to_3, to_4].concat(),
+        3 => to_4.to_owned(),
+        _ => String::new(),
     };
     conn.execute_batch(&format!(
         "BEGIN IMMEDIATE; {steps} UPDATE meta SET value = {SCHEMA_VERSION} WHERE key = 'schema'; COMMIT;"
@@ -1045,6 +1223,7 @@ mod tests {
             output,
             exec,
             now_ms: 1500,
+            quorum: None,
         };
         // One row names a job the store does not have: the transaction fails, nothing stays.
         let ghost = JobId::from("job-404");
@@ -1198,12 +1377,12 @@ mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-        assert_eq!((version, count), (4, Some(2)));
+        assert_eq!((version, count), (SCHEMA_VERSION, Some(2)));
         assert_eq!(s.summary(&JobId::from("job-1")).unwrap().unwrap().tasks, 2);
     }
 
     #[test]
-    fn a_schema_2_store_is_migrated_to_4_and_keeps_its_jobs_results_and_replicas() {
+    fn a_schema_2_store_is_migrated_to_the_current_one_and_keeps_its_jobs_results_and_replicas() {
         let dir = tempfile::tempdir().unwrap();
         let spec_json = serde_json::to_string(&spec()).unwrap();
         {
@@ -1230,7 +1409,7 @@ mod tests {
                 r.get(0)
             })
             .unwrap();
-        assert_eq!(version, 4);
+        assert_eq!(version, SCHEMA_VERSION);
         // The job's task count was filled in from its spec.
         let stored: Option<i64> = s
             .conn
@@ -1311,6 +1490,129 @@ mod tests {
         );
         assert_eq!(s.speeds(&w2).unwrap(), vec![ks("spin", 3.0, 1)]);
         assert!(s.speeds(&WorkerId::from("w3")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn quorum_outputs_wait_as_candidates_until_agreed_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let job = s.insert_job(&spec(), 1000).unwrap();
+        let a = TaskId::from("a");
+        let (honest, liar, other) = (
+            WorkerId::from("honest"),
+            WorkerId::from("liar"),
+            WorkerId::from("other"),
+        );
+        for (r, w) in [(1, &honest), (2, &liar), (3, &other)] {
+            s.record_replica_started(&start(r, &job, &a, w, 1.0, 1000))
+                .unwrap();
+        }
+        let exec = Execution {
+            wall_ms: 500,
+            cpu_ms: 400,
+        };
+        let candidate = |r: u64, worker, output, agreement| ResultRow {
+            replica: ReplicaId::new(0, r),
+            job: &job,
+            task: &a,
+            output,
+            exec,
+            now_ms: 1500,
+            quorum: Some(QuorumRow {
+                worker,
+                digest: "d",
+                agreement,
+            }),
+        };
+        s.record_results(&[candidate(1, &honest, r#"{"count":5}"#, None)])
+            .unwrap();
+        s.record_results(&[candidate(2, &liar, r#"{"count":6}"#, None)])
+            .unwrap();
+        drop(s);
+        // Neither is the task's result; both come back as candidates, in order.
+        let mut s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.result(&job, &a).unwrap(), None);
+        let jobs = s.unfinished().unwrap();
+        let back: Vec<(&str, serde_json::Value)> = jobs[0]
+            .candidates
+            .iter()
+            .map(|(_, c)| (c.worker.0.as_str(), c.output.clone()))
+            .collect();
+        assert_eq!(
+            back,
+            vec![
+                ("honest", serde_json::json!({"count": 5})),
+                ("liar", serde_json::json!({"count": 6}))
+            ]
+        );
+        assert!(jobs[0].running.iter().all(|(r, ..)| r.seq == 3));
+        // The third agrees with the first: the agreed output is the result, the verdicts and
+        // records are kept, and nothing is a candidate any more.
+        let agreed = [
+            (ReplicaId::new(0, 1), honest.clone()),
+            (ReplicaId::new(0, 3), other.clone()),
+        ];
+        let dissent = [(ReplicaId::new(0, 2), liar.clone())];
+        s.record_results(&[candidate(
+            3,
+            &other,
+            r#"{"count":5}"#,
+            Some(Agreement {
+                output: r#"{"count":5}"#,
+                agreed: &agreed,
+                dissent: &dissent,
+            }),
+        )])
+        .unwrap();
+        assert_eq!(
+            s.result(&job, &a).unwrap(),
+            Some(serde_json::json!({"count": 5}))
+        );
+        assert!(s.unfinished().unwrap()[0].candidates.is_empty());
+        assert_eq!(
+            s.reputation(&liar).unwrap(),
+            Reputation {
+                agreed: 0,
+                disagreed: 1
+            }
+        );
+        assert_eq!(s.reputation(&other).unwrap().agreed, 1);
+        let outcomes: Vec<Option<String>> = s
+            .replica_rows(&job)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.outcome)
+            .collect();
+        let want = ["won", "dissent", "agreed"].map(|o| Some(o.to_owned()));
+        assert_eq!(outcomes, want);
+        let v = s.report(&job, 2000).unwrap().unwrap().validation.unwrap();
+        assert_eq!(
+            (v.tasks_agreed, v.outputs_agreed, v.outputs_rejected),
+            (1, 2, 1)
+        );
+        assert_eq!(v.rejected_workers[0].worker, "liar");
+    }
+
+    #[test]
+    fn a_schema_4_store_opens_as_5_with_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let job = s.insert_job(&spec(), 1000).unwrap();
+        drop(s);
+        let conn = Connection::open(dir.path().join("idlegrid.sqlite3")).unwrap();
+        conn.execute_batch(
+            "DROP TABLE candidates; DROP TABLE worker_reputation;
+             UPDATE meta SET value = 4 WHERE key = 'schema'",
+        )
+        .unwrap();
+        drop(conn);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.unfinished().unwrap()[0].id, job);
+        assert!(s.candidates(&job).unwrap().is_empty());
+        assert_eq!(
+            s.reputation(&WorkerId::from("w")).unwrap(),
+            Reputation::default()
+        );
     }
 
     #[test]

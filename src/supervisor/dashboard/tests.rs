@@ -35,6 +35,9 @@ fn worker(name: &str) -> WorkerStatus {
         activity: Some("keyboard"),
         tasks: vec![format!("j-1/{name}")],
         heard_ms_ago: Some(20),
+        agreed: 0,
+        disagreed: 0,
+        flagged: false,
     }
 }
 
