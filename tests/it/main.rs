@@ -25,3 +25,4 @@ mod tls;
 mod tokens;
 #[cfg(feature = "gui")]
 mod tray;
+mod validation;
