@@ -294,12 +294,20 @@ pub fn workers_text(workers: &serde_json::Value) -> String {
                 (Some(up), Some(down)) => format!("{up:.0}/{down:.0} kbit/s"),
                 _ => "-".into(),
             };
+            let agreed = w["agreed"].as_u64().unwrap_or(0);
+            let disagreed = w["disagreed"].as_u64().unwrap_or(0);
+            let quorums = match (agreed + disagreed, w["flagged"] == true) {
+                (0, _) => "-".to_owned(),
+                (_, false) => format!("{agreed}/{disagreed}"),
+                (_, true) => format!("{agreed}/{disagreed} FLAGGED"),
+            };
             vec![
                 w["name"].as_str().unwrap_or("?").to_owned(),
                 w["state"].as_str().unwrap_or("?").to_owned(),
                 format!("{}/{slots}", w["replicas"].as_u64().unwrap_or(0)),
                 format!("{:.2}", w["speed"].as_f64().unwrap_or(0.0)),
                 link,
+                quorums,
                 w["worker"].as_str().unwrap_or("?").to_owned(),
             ]
         })
@@ -311,6 +319,7 @@ pub fn workers_text(workers: &serde_json::Value) -> String {
             "tasks/slots",
             "speed",
             "link up/down",
+            "quorums agreed/rejected",
             "id",
         ],
         &rows,

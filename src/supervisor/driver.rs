@@ -1466,8 +1466,10 @@ impl Driver {
         use super::metrics::Exposition;
         let mut e = Exposition::default();
         let mut states: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut flagged = 0;
         for w in self.sched.workers() {
             *states.entry(w.state.as_str()).or_default() += 1;
+            flagged += u64::from(self.sched.reputation(&w.id).1);
         }
         e.by_label(
             "idlegrid_workers",
@@ -1522,6 +1524,24 @@ impl Driver {
             "counter",
             "Credits charged to finished jobs: CPU seconds times the rate of each worker's class (the sum of their reports' cost).",
             self.stats.cost,
+        );
+        let verdicts = BTreeMap::from([
+            ("agreed", self.stats.outputs_agreed),
+            ("rejected", self.stats.outputs_rejected),
+        ]);
+        e.by_label(
+            "idlegrid_quorum_outputs_total",
+            "counter",
+            "Outputs of quorum tasks judged, by verdict: agreed with the task's quorum, or rejected.",
+            "verdict",
+            &["agreed", "rejected"],
+            &verdicts,
+        );
+        e.single(
+            "idlegrid_workers_flagged",
+            "gauge",
+            "Workers the scheduler knows that disagreed with quorums often enough to get no quorum tasks.",
+            flagged as f64,
         );
         e.single(
             "idlegrid_connections",

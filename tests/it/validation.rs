@@ -155,6 +155,30 @@ async fn a_lying_worker_never_spoils_a_quorum_result_and_is_flagged_in_the_repor
     );
     assert_eq!(report.validation.unwrap().outputs_rejected, 0);
     assert!(wrong_results(&op, &job, &spec).await.is_empty());
+    // The operator sees it in /metrics and in `workers`.
+    let metrics = http()
+        .get(format!("{}/metrics", sup.http_url()))
+        .bearer_auth(sup.operator_token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "idlegrid_quorum_outputs_total{{verdict=\"rejected\"}} {rejected}\n"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("idlegrid_workers_flagged 1\n"),
+        "{metrics}"
+    );
+    let (ok, out, err) = supervisor_cli(&sup, &["workers"]).await;
+    assert!(ok, "{err}");
+    let line = out.lines().find(|l| l.starts_with("liar ")).unwrap();
+    assert!(line.contains("FLAGGED"), "{out}");
 
     // The flag is stored: after a restart the reconnecting liar is still flagged.
     sup.kill9();

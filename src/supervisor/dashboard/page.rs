@@ -184,6 +184,13 @@ fn pool(b: &mut String, workers: &[WorkerStatus]) {
         if let Some(why) = &w.held_back {
             let _ = write!(b, " <small>({})</small>", Esc(why));
         }
+        if w.flagged {
+            let _ = write!(
+                b,
+                " <strong class=\"flagged\">flagged: {} output(s) rejected by quorums, no quorum tasks</strong>",
+                w.disagreed
+            );
+        }
         let _ = write!(
             b,
             "</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>",
