@@ -301,8 +301,9 @@ pub fn forge(output: serde_json::Value) -> serde_json::Value {
                 };
                 true
             }
-            Value::Array(items) => items.iter_mut().fold(false, |any, x| bump(x) || any),
-            Value::Object(map) => map.values_mut().fold(false, |any, x| bump(x) || any),
+            // Every number, not only the first.
+            Value::Array(items) => items.iter_mut().map(bump).filter(|b| *b).count() > 0,
+            Value::Object(map) => map.values_mut().map(bump).filter(|b| *b).count() > 0,
             _ => false,
         }
     }
@@ -372,6 +373,17 @@ fn lower_priority() {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forged_output_differs_from_the_real_one_in_every_number_or_says_it_is_forged() {
+        use serde_json::json;
+        assert_eq!(
+            forge(json!({"from": 2, "to": 5, "count": 2, "v": [1.5, -3]})),
+            json!({"from": 3, "to": 6, "count": 3, "v": [2.5, -2]})
+        );
+        assert_eq!(forge(json!("text")), json!({"forged": "text"}));
+        assert_eq!(forge(json!({})), json!({"forged": {}}));
+    }
 
     #[test]
     fn task_threads_run_at_nice_19_under_sched_idle_in_the_idle_io_class() {

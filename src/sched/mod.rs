@@ -2044,15 +2044,16 @@ impl Scheduler {
                 return false;
             };
             let failed_here = avoid_failed && task.failed_on.contains(id);
+            let distrusted = quorum
+                && self
+                    .reputation
+                    .get(id)
+                    .is_some_and(|r| r.flagged(self.cfg.distrust_after));
             fits(w.hardware.as_ref(), spec)
                 && !running_on.contains(id)
                 && !task.trimmed_on.contains(id)
                 && !failed_here
-                && !(quorum
-                    && self
-                        .reputation
-                        .get(id)
-                        .is_some_and(|r| r.flagged(self.cfg.distrust_after)))
+                && !distrusted
                 && match pick {
                     Pick::Any => true,
                     Pick::FasterThan(min) => {
