@@ -1251,6 +1251,7 @@ mod tests {
                 "dag.toml",
                 "mandelbrot.toml",
                 "primes.toml",
+                "quorum.toml",
                 "with-input-file.toml"
             ]
         );
