@@ -106,6 +106,8 @@ pub enum CriticalReason {
     HeaviestNetwork {
         kb: u64,
     },
+    /// Its output must be agreed by this many workers (`validate = "quorum"`).
+    Quorum(u32),
 }
 
 impl fmt::Display for CriticalReason {
@@ -121,6 +123,7 @@ impl fmt::Display for CriticalReason {
             CriticalReason::HeaviestDisk { mb } => write!(f, "heaviest disk: {mb} MB"),
             CriticalReason::HeaviestCpu { s } => write!(f, "heaviest CPU: {} s", seconds(*s)),
             CriticalReason::HeaviestNetwork { kb } => write!(f, "heaviest network: {kb} kB"),
+            CriticalReason::Quorum(n) => write!(f, "quorum of {n}"),
         }
     }
 }
@@ -248,6 +251,14 @@ pub fn plan(job: &Job, critical_replicas: u32, budget: f64) -> Plan {
         }
     }
 
+    // A quorum task runs on as many workers as must agree, whatever the rest of the plan says
+    // (and outside its budget: validation is not redundancy for speed).
+    for (i, task) in tasks.iter_mut().enumerate() {
+        if let Some(q) = job.quorum(i) {
+            task.replicas = q.n;
+            task.reasons.push(CriticalReason::Quorum(q.n));
+        }
+    }
     Plan {
         tasks,
         order,
