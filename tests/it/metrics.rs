@@ -33,7 +33,11 @@ fn sum(scrape: &Scrape, metric: &str) -> f64 {
 async fn metrics_parse_as_prometheus_text_and_count_what_the_job_report_counts() {
     let _machine = shared_machine().await;
     let dir = tempfile::tempdir().unwrap();
-    let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &["--heartbeat-ms", "50"]);
+    // 200 ms heartbeats: a live worker is lost after 600 ms of silence, which a loaded machine
+    // (the browser test beside this one) does not reach; at 50 ms it might, and a false loss
+    // would change every count below. The SIGKILLed worker is lost at once (its connection
+    // closes).
+    let sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &["--heartbeat-ms", "200"]);
     let mut workers = start_workers(&sup, 3, 1).await;
     let op = sup.operator();
     let spec = JobSpec {
