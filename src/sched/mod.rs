@@ -310,6 +310,9 @@ pub struct Scheduler {
     /// Quorum record by worker, kept while the worker is away (the shell restores it from the
     /// store before its join).
     reputation: HashMap<WorkerId, Reputation>,
+    /// Who answers for each worker (its volunteer token's name), where known: no two workers
+    /// of one owner give outputs to one quorum.
+    owners: HashMap<WorkerId, String>,
 }
 
 /// What `pick_worker` ranks workers by for a task (see there).
@@ -444,6 +447,7 @@ impl Scheduler {
             saturable_jobs: 0,
             pick_index: HashMap::new(),
             reputation: HashMap::new(),
+            owners: HashMap::new(),
         }
     }
 
@@ -695,6 +699,16 @@ impl Scheduler {
         } else {
             self.reputation.insert(id.clone(), reputation);
         }
+    }
+
+    /// Who answers for the worker (its volunteer's name; `None` for the shared token). A
+    /// quorum task's replicas and candidates all come from workers of different owners (workers
+    /// of the shared token count as owners of their own).
+    pub fn set_owner(&mut self, id: &WorkerId, owner: Option<String>) {
+        match owner {
+            Some(o) => self.owners.insert(id.clone(), o),
+            None => self.owners.remove(id),
+        };
     }
 
     /// The worker's quorum record, and whether it is flagged (gets no quorum tasks).
@@ -2025,6 +2039,15 @@ impl Scheduler {
             .chain(task.candidates.iter().map(|c| &c.worker))
             .collect();
         let quorum = task.quorum_need.is_some();
+        // A quorum's owners: none may give it a second output through another worker.
+        let owners_in: BTreeSet<&String> = if quorum {
+            running_on
+                .iter()
+                .filter_map(|w| self.owners.get(*w))
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
         // A task that failed on every live worker may go back to one of them rather than wait
         // forever for a new worker.
         let failed_live = task
@@ -2045,10 +2068,11 @@ impl Scheduler {
             };
             let failed_here = avoid_failed && task.failed_on.contains(id);
             let distrusted = quorum
-                && self
+                && (self
                     .reputation
                     .get(id)
-                    .is_some_and(|r| r.flagged(self.cfg.distrust_after));
+                    .is_some_and(|r| r.flagged(self.cfg.distrust_after))
+                    || self.owners.get(id).is_some_and(|o| owners_in.contains(o)));
             fits(w.hardware.as_ref(), spec)
                 && !running_on.contains(id)
                 && !task.trimmed_on.contains(id)

@@ -289,3 +289,38 @@ fn a_task_not_validated_by_quorum_is_done_at_its_first_result() {
     s.handle_result(t0, &a[0].0, a[0].1.replica, json!(6), Duration::ZERO);
     assert_eq!(done(&drain(&mut s)).len(), 1);
 }
+
+#[test]
+fn two_workers_of_one_volunteer_never_give_outputs_to_one_quorum() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    for id in ["m1", "m2", "m3", "honest"] {
+        join(&mut s, t0, id, 1, 100.0);
+    }
+    for id in ["m1", "m2", "m3"] {
+        s.set_owner(&w(id), Some("mallory".into()));
+    }
+    s.submit_job(t0, "j".into(), job(vec![quorum(task("q", &[], false), 2)]));
+    let a = assigns(&drain(&mut s));
+    let mallory = a.iter().filter(|(x, ..)| x.0.starts_with('m')).count();
+    assert_eq!((a.len(), mallory), (2, 1), "{a:?}");
+    // Mallory's output disagrees with the honest one: the third output must come from someone
+    // else than mallory, so the task waits for another owner.
+    for (worker, asg, _) in &a {
+        let value = if worker.0.starts_with('m') { 6 } else { 5 };
+        report(&mut s, t0, &worker.0, asg.replica, value);
+    }
+    let out = drain(&mut s);
+    assert!(assigns(&out).is_empty(), "{out:?}");
+    let a = assigns(&join(&mut s, t0, "other", 1, 100.0));
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].0, w("other"));
+    // The same job without owners would have taken a second mallory worker at once: the
+    // negative control.
+    let mut s = Scheduler::new(cfg(), 1);
+    for id in ["m1", "m2"] {
+        join(&mut s, t0, id, 1, 100.0);
+    }
+    s.submit_job(t0, "j".into(), job(vec![quorum(task("q", &[], false), 2)]));
+    assert_eq!(assigns(&drain(&mut s)).len(), 2);
+}

@@ -696,6 +696,9 @@ impl Driver {
                     });
                     return;
                 }
+                // Two workers of one volunteer never sit in one quorum.
+                self.sched
+                    .set_owner(&worker, auth.volunteer().map(str::to_owned));
                 if let Some(old) = self.conns.insert(
                     worker.clone(),
                     Conn {
