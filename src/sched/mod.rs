@@ -717,6 +717,29 @@ impl Scheduler {
         (r, r.flagged(self.cfg.distrust_after))
     }
 
+    /// Whether quorum validation keeps `id` off another replica of the task: it gave the task
+    /// an output already, it is flagged, or a worker of its owner runs or answered the task.
+    /// (`pick_worker` applies the same rules over a whole group at once.)
+    fn quorum_bars(&self, seq: u64, ti: usize, id: &WorkerId) -> bool {
+        let Some(task) = self.jobs.get(&seq).map(|j| &j.tasks[ti]) else {
+            return false;
+        };
+        if task.quorum_need.is_none() {
+            return false;
+        }
+        let owner = self.owners.get(id);
+        let same_owner = |w: &WorkerId| owner.is_some() && self.owners.get(w) == owner;
+        task.candidates
+            .iter()
+            .any(|c| &c.worker == id || same_owner(&c.worker))
+            || task.replicas.iter().any(|r| {
+                self.replicas
+                    .get(r)
+                    .is_some_and(|r| r.worker != *id && same_owner(&r.worker))
+            })
+            || self.is_flagged(id)
+    }
+
     fn is_flagged(&self, id: &WorkerId) -> bool {
         self.reputation
             .get(id)

@@ -273,7 +273,8 @@ impl Scheduler {
                             && !task.failed_on.contains(&rep.worker)
                             && !task.replicas.iter().any(|x| {
                                 self.replicas.get(x).is_some_and(|x| x.worker == rep.worker)
-                            });
+                            })
+                            && !self.quorum_bars(key.job, key.task, &rep.worker);
                         fits.then(|| (*r, rep.worker.clone()))
                     });
             let Some((victim, worker)) = victim else {

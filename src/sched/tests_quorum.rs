@@ -324,3 +324,54 @@ fn two_workers_of_one_volunteer_never_give_outputs_to_one_quorum() {
     s.submit_job(t0, "j".into(), job(vec![quorum(task("q", &[], false), 2)]));
     assert_eq!(assigns(&drain(&mut s)).len(), 2);
 }
+
+#[test]
+fn a_worker_freed_from_a_saturation_copy_never_runs_a_quorum_task_it_gave_an_output_for() {
+    // Seen on a real pool: a task left with no live replica takes the worker of a saturation
+    // copy; that worker had already given the task an output, and its second output agreed
+    // with its first.
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 1);
+    for id in ["a", "b", "c"] {
+        join(&mut s, t0, id, 1, 100.0);
+    }
+    let mut plain = task("p", &[], false);
+    plain.estimates.cpu_s = 5.0;
+    s.submit_job(
+        t0,
+        "j".into(),
+        job(vec![quorum(task("q", &[], false), 2), plain]),
+    );
+    let a = assigns(&drain(&mut s));
+    let q: Vec<(WorkerId, ReplicaId)> = a
+        .iter()
+        .filter(|(_, x, _)| x.task == TaskId::from("q"))
+        .map(|(w, x, _)| (w.clone(), x.replica))
+        .collect();
+    assert_eq!(q.len(), 2, "{a:?}");
+    let (x, y) = (&q[0], &q[1]);
+    report(&mut s, t0, &x.0.0, x.1, 5);
+    let mut out = drain(&mut s);
+    // The first to answer idles: it holds a saturation copy of `p` (made here if the policy
+    // did not make one).
+    let seq = s.job_seq[&JobId::from("j")];
+    if s.workers[&x.0].replicas.is_empty() {
+        s.start_replica(
+            t0,
+            seq,
+            1,
+            x.0.clone(),
+            Extra::Saturation,
+            Some(AssignReason::Saturation),
+        );
+    }
+    out.extend(drain(&mut s));
+    report(&mut s, t0, &y.0.0, y.1, 6);
+    out.extend(drain(&mut s));
+    for (w2, again, _) in assigns(&out) {
+        assert!(
+            !(again.task == TaskId::from("q") && (w2 == x.0 || w2 == y.0)),
+            "{w2} got q again after giving it an output: {out:?}"
+        );
+    }
+}
