@@ -852,12 +852,9 @@ impl Scheduler {
         let Some(verdict) = self.judge(id, replica, &output) else {
             return;
         };
-        let Some(r) = self.replicas.get(&replica) else {
+        let Some((seq, ti, started)) = self.end_finished(id, replica, busy) else {
             return;
         };
-        let (seq, ti, started) = (r.job, r.task, r.started);
-        self.observe_speed(id, seq, ti, busy);
-        self.remove_replica(replica, None);
         let Some(job) = self.jobs.get_mut(&seq) else {
             return;
         };
@@ -938,13 +935,25 @@ impl Scheduler {
         if !self.touch(now, id) || self.result_target(id, replica).is_none() {
             return;
         }
-        let Some(r) = self.replicas.get(&replica) else {
+        let Some((seq, ti, started)) = self.end_finished(id, replica, busy) else {
             return;
         };
+        self.task_done(now, seq, ti, replica, id, output.into(), started);
+    }
+
+    /// A replica of `id` finished after `busy`: the worker's speed is observed and the replica
+    /// detached (no reissue cause: it ended well). Returns its job, task and start.
+    fn end_finished(
+        &mut self,
+        id: &WorkerId,
+        replica: ReplicaId,
+        busy: Duration,
+    ) -> Option<(u64, usize, Instant)> {
+        let r = self.replicas.get(&replica)?;
         let (seq, ti, started) = (r.job, r.task, r.started);
         self.observe_speed(id, seq, ti, busy);
         self.remove_replica(replica, None);
-        self.task_done(now, seq, ti, replica, id, output.into(), started);
+        Some((seq, ti, started))
     }
 
     /// The task is done with `output`, from `replica` on `worker` (started at `started`): its

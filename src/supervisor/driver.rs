@@ -1051,11 +1051,11 @@ impl Driver {
             .iter()
             .map(|p| {
                 let verdict = self.sched.judge(&p.worker, p.replica, &p.output)?;
+                // The agreed output's text: this result's own, or an earlier candidate's.
                 let agreed_text = match &verdict {
-                    Verdict::Agreed { agreed, .. } if agreed[0].0 == p.replica => {
-                        Some(p.text.clone())
+                    Verdict::Agreed { output, agreed, .. } if agreed[0].0 != p.replica => {
+                        Some(output.to_string())
                     }
-                    Verdict::Agreed { output, .. } => Some(output.to_string()),
                     _ => None,
                 };
                 Some((quorum::digest(&p.output), verdict, agreed_text))
@@ -1074,14 +1074,11 @@ impl Driver {
                 quorum: j.as_ref().map(|(digest, verdict, text)| QuorumRow {
                     worker: &p.worker,
                     digest,
-                    agreement: match (verdict, text) {
-                        (
-                            Verdict::Agreed {
-                                agreed, dissent, ..
-                            },
-                            Some(text),
-                        ) => Some(Agreement {
-                            output: text,
+                    agreement: match verdict {
+                        Verdict::Agreed {
+                            agreed, dissent, ..
+                        } => Some(Agreement {
+                            output: text.as_deref().unwrap_or(&p.text),
                             agreed,
                             dissent,
                         }),
@@ -1142,6 +1139,8 @@ impl Driver {
     /// A quorum task's output was stored as a candidate (with what its verdict decided): the
     /// scheduler reaches the same verdict, and the worker forgets the output. An agreed output
     /// large enough to travel out of band is kept as a file for the task's dependents.
+    /// `agreed_text` is the agreed output's text when an earlier candidate gave it (else it is
+    /// this result's).
     fn candidate_stored(
         &mut self,
         now: Instant,
@@ -1160,8 +1159,9 @@ impl Driver {
             None => None,
         };
         match (&verdict, agreed_text) {
-            (Verdict::Agreed { .. }, Some(text)) => {
-                self.keep_for_dependents(&p.job, &p.task, &text, upload);
+            (Verdict::Agreed { .. }, text) => {
+                let text = text.as_deref().unwrap_or(&p.text);
+                self.keep_for_dependents(&p.job, &p.task, text, upload);
             }
             (Verdict::Hopeless { error }, _) => {
                 warn!(job = %p.job, task = %p.task, "no quorum: {error}");

@@ -342,3 +342,16 @@ pub async fn supervisor_cli(sup: &SupervisorProc, args: &[&str]) -> (bool, Strin
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The supervisor's `/metrics` text, read with the operator token.
+pub async fn metrics_text(sup: &SupervisorProc) -> String {
+    http()
+        .get(format!("{}/metrics", sup.http_url()))
+        .bearer_auth(sup.operator_token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

@@ -35,18 +35,6 @@ async fn until_closed(ws: &mut Ws) -> Vec<SupervisorMsg> {
     got
 }
 
-async fn metrics(sup: &SupervisorProc) -> String {
-    http()
-        .get(format!("{}/metrics", sup.http_url()))
-        .bearer_auth(sup.operator_token())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn error_text(msgs: &[SupervisorMsg]) -> String {
     msgs.iter()
         .find_map(|m| match m {
@@ -98,7 +86,7 @@ async fn a_flood_beyond_the_message_rate_closes_that_connection_only_and_is_logg
         report.reissued, 0,
         "the flood disturbed the pool: {report:?}"
     );
-    let text = metrics(&sup).await;
+    let text = metrics_text(&sup).await;
     assert!(
         text.contains("idlegrid_refusals_total{cause=\"rate_limit\"} 2\n"),
         "{text}"
@@ -168,7 +156,7 @@ async fn connections_that_never_say_hello_are_capped_per_address_and_dropped_at_
         .unwrap();
     let summary = wait_for_job(&op, &job, Duration::from_secs(60)).await;
     assert_eq!(summary.state, "completed", "{summary:?}");
-    let text = metrics(&sup).await;
+    let text = metrics_text(&sup).await;
     for (cause, n) in [("pending_per_ip", 1), ("hello_timeout", 3)] {
         assert!(
             text.contains(&format!(

@@ -156,15 +156,7 @@ async fn a_lying_worker_never_spoils_a_quorum_result_and_is_flagged_in_the_repor
     assert_eq!(report.validation.unwrap().outputs_rejected, 0);
     assert!(wrong_results(&op, &job, &spec).await.is_empty());
     // The operator sees it in /metrics and in `workers`.
-    let metrics = http()
-        .get(format!("{}/metrics", sup.http_url()))
-        .bearer_auth(sup.operator_token())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&sup).await;
     assert!(
         metrics.contains(&format!(
             "idlegrid_quorum_outputs_total{{verdict=\"rejected\"}} {rejected}\n"
