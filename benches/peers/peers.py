@@ -74,6 +74,13 @@ def parse_args():
     p.add_argument("--bin-dir", default=os.path.join(target, "release"), help="where idlegrid's release binaries are")
     p.add_argument("--timeout-s", type=positive, default=900, help="give up on one system after this long")
     p.add_argument(
+        "--pause-s",
+        type=int,
+        default=10,
+        help="seconds of rest between two systems, so that one's last processes are gone before the next "
+        "starts (default 10; 0: none)",
+    )
+    p.add_argument(
         "--swarm-duration-s",
         type=positive,
         default=30,
@@ -92,6 +99,8 @@ def parse_args():
     if unknown or not wanted:
         p.error(f"--systems {args.systems!r}: choose from {', '.join(SYSTEMS)}")
     args.systems = wanted
+    if args.pause_s < 0:
+        p.error(f"--pause-s {args.pause_s}: must be 0 or more")
     return args
 
 
@@ -110,7 +119,9 @@ def run_all(args):
     peers = [s for s in args.systems if not s.startswith("idlegrid")]
     python = ensure_venv(args) if peers else None
     args.versions = versions(python) if python else {}
-    for system in args.systems:
+    for i, system in enumerate(args.systems):
+        if i > 0 and args.pause_s > 0:
+            time.sleep(args.pause_s)
         what = f"{args.swarm_duration_s} s" if system == "idlegrid-swarm" else f"{args.tasks} tasks"
         log(args, f"running {what} on {system} ...")
         load_before = os.getloadavg()[0]

@@ -453,6 +453,14 @@ struct Driver {
     refusals_logged: HashSet<(WorkerId, &'static str)>,
     /// What replicas handed back by a leaving worker used, until their end is recorded.
     handed_back: HashMap<ReplicaId, Execution>,
+    /// When each replica this run started was recorded as started (the `started_ms` its store
+    /// record holds), so that clamping a result's claimed times reads no row. Taken out when
+    /// an outcome arrives or the replica is cancelled or lost; one missing (a replica restored
+    /// after a restart) is read from the store. Pruned of replicas the scheduler no longer holds
+    /// when it doubles in size, so nothing is kept for ever.
+    started_ms: HashMap<ReplicaId, u64>,
+    /// The size of `started_ms` at which it is pruned next.
+    started_prune_at: usize,
     /// Measured speeds of this turn, written after its records in a transaction of their own:
     /// history is advisory, and a failure to keep it must not undo a replica record.
     speeds: Vec<(WorkerId, KindSpeed)>,
@@ -477,6 +485,8 @@ struct PendingResult {
 /// At most this many messages are handled in one turn of the driver (before its outputs are
 /// sent and its records written): what a busy queue may batch into one group commit.
 const MAX_TURN_MESSAGES: usize = 512;
+/// The smallest size at which the map of replicas' start times is pruned.
+const STARTED_PRUNE_MIN: usize = 4096;
 
 /// Opens the store, resumes unfinished jobs, and runs the driver on its own thread.
 pub fn spawn(
@@ -519,6 +529,8 @@ pub fn spawn(
         stats: Stats::default(),
         refusals_logged: HashSet::new(),
         handed_back: HashMap::new(),
+        started_ms: HashMap::new(),
+        started_prune_at: STARTED_PRUNE_MIN,
         speeds: Vec::new(),
     };
     driver.resume()?;
@@ -787,7 +799,7 @@ impl Driver {
             );
             return;
         }
-        let exec = clamp(&stored, execution);
+        let exec = clamp(started(&stored), execution);
         self.pending.push(Record::Measured { replica, exec });
     }
 
@@ -804,9 +816,9 @@ impl Driver {
                 );
                 continue;
             }
-            let stored = self.store.replica_info(h.replica);
+            let started = self.take_started(h.replica);
             self.handed_back
-                .insert(h.replica, clamp(&stored, h.execution));
+                .insert(h.replica, clamp(started, h.execution));
         }
         let taken = self.sched.handle_worker_leaving(now, worker);
         info!(%worker, replicas = taken.len(), "worker left: its tasks are reissued");
@@ -970,6 +982,26 @@ impl Driver {
         }
     }
 
+    /// Keeps when a replica was recorded as started, pruning the map of replicas the scheduler
+    /// no longer holds when it has doubled.
+    fn remember_started(&mut self, replica: ReplicaId, at_ms: u64) {
+        self.started_ms.insert(replica, at_ms);
+        if self.started_ms.len() >= self.started_prune_at {
+            let sched = &self.sched;
+            self.started_ms
+                .retain(|r, _| sched.replica_holder(*r).is_some());
+            self.started_prune_at = (2 * self.started_ms.len()).max(STARTED_PRUNE_MIN);
+        }
+    }
+
+    /// When a replica was recorded as started, taken out of the map (read from the store for
+    /// one this run did not start).
+    fn take_started(&mut self, replica: ReplicaId) -> Option<u64> {
+        self.started_ms
+            .remove(&replica)
+            .or_else(|| started(&self.store.replica_info(replica)))
+    }
+
     fn ack(&self, worker: &WorkerId, replica: ReplicaId) {
         self.send(worker, &SupervisorMsg::ResultAck { replica });
     }
@@ -987,15 +1019,16 @@ impl Driver {
     ) {
         // Any frame is a sign of life.
         self.sched.handle_heartbeat(now, worker, &[]);
-        let stored = self.store.replica_info(replica);
-        let execution = clamp(&stored, execution);
         let Some((job, task)) = self.sched.result_target(worker, replica) else {
+            let stored = self.store.replica_info(replica);
+            let execution = clamp(started(&stored), execution);
             self.outcome_not_running(worker, replica, stored, execution, Reported::Result);
             if let Some(upload) = upload {
                 upload.discard();
             }
             return;
         };
+        let execution = clamp(self.take_started(replica), execution);
         // An upload's text as it came (it was checked against its digest); else the output's.
         let (text, upload) = match upload {
             Some(Upload { path, blob, text }) => (text, Some((path, blob))),
@@ -1189,12 +1222,13 @@ impl Driver {
         execution: Execution,
     ) {
         self.sched.handle_heartbeat(now, worker, &[]);
-        let stored = self.store.replica_info(replica);
-        let execution = clamp(&stored, execution);
         if self.sched.result_target(worker, replica).is_none() {
+            let stored = self.store.replica_info(replica);
+            let execution = clamp(started(&stored), execution);
             self.outcome_not_running(worker, replica, stored, execution, Reported::Failure(error));
             return;
         }
+        let execution = clamp(self.take_started(replica), execution);
         self.replica_failed(now, worker, replica, error, execution);
     }
 
@@ -1891,6 +1925,8 @@ impl Driver {
                     .get(&worker)
                     .map(|c| c.name.clone())
                     .unwrap_or_default();
+                let at_ms = unix_ms();
+                self.remember_started(assignment.replica, at_ms);
                 self.pending.push(Record::Started(ReplicaStart {
                     replica: assignment.replica,
                     job: assignment.job,
@@ -1902,7 +1938,7 @@ impl Driver {
                     reason: label,
                     cause,
                     detail,
-                    at_ms: unix_ms(),
+                    at_ms,
                 }));
             }
             Output::Cancel {
@@ -1911,6 +1947,7 @@ impl Driver {
                 reason,
             } => {
                 self.send(&worker, &SupervisorMsg::Cancel { replica, reason });
+                self.started_ms.remove(&replica);
                 self.pending.push(Record::Ended {
                     replica,
                     end: ReplicaEnd::Cancelled,
@@ -1954,6 +1991,9 @@ impl Driver {
                 warn!(%worker, "worker lost: {cause}");
                 self.stats.workers_lost += 1;
                 let at_ms = unix_ms();
+                for replica in &replicas {
+                    self.started_ms.remove(replica);
+                }
                 self.pending
                     .extend(replicas.into_iter().map(|replica| Record::Ended {
                         replica,
@@ -2129,11 +2169,18 @@ enum Reported {
 
 /// Caps a reported execution at what the supervisor saw of the replica (`stored`): no replica
 /// computes longer than it has been assigned, nor uses more CPU time than that on its one thread.
-fn clamp(stored: &Result<Option<ReplicaInfo>, StoreError>, exec: Execution) -> Execution {
-    let observed = match stored {
-        Ok(Some(info)) => unix_ms().saturating_sub(info.started_ms),
-        _ => 0,
-    };
+/// When the store says a replica started, if it knows.
+fn started(stored: &Result<Option<ReplicaInfo>, StoreError>) -> Option<u64> {
+    match stored {
+        Ok(Some(info)) => Some(info.started_ms),
+        _ => None,
+    }
+}
+
+/// A worker's claimed times for a replica, capped at what the supervisor observed: the time
+/// since it recorded the replica as started (nothing, when it has no such record).
+fn clamp(started_ms: Option<u64>, exec: Execution) -> Execution {
+    let observed = started_ms.map_or(0, |s| unix_ms().saturating_sub(s));
     Execution {
         wall_ms: exec.wall_ms.min(observed),
         cpu_ms: exec.cpu_ms.min(observed),

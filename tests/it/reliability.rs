@@ -281,6 +281,89 @@ async fn reports_about_replicas_a_worker_does_not_hold_are_refused_and_stored_no
     assert_eq!(log.matches("refused a report: failure").count(), 1, "{log}");
 }
 
+/// Sends a right output for `replica` claiming endless time, and waits for its ack.
+async fn claim_endless_time(w: &mut RawWorker, replica: ReplicaId) {
+    w.send(&WorkerMsg::Result {
+        replica,
+        output: Payload::Inline(serde_json::json!({"spun_ms": 10})),
+        execution: Execution {
+            wall_ms: u64::MAX,
+            cpu_ms: u64::MAX,
+        },
+    })
+    .await;
+    w.expect("ack", |m| {
+        matches!(m, SupervisorMsg::ResultAck { .. }).then_some(())
+    })
+    .await;
+}
+
+/// Checks that the job's report charges at least `held_ms` of CPU time and no more than the
+/// time since `submitted`.
+async fn assert_charged(
+    op: &idlegrid::operator::Operator,
+    job: &proto::JobId,
+    held_ms: u64,
+    submitted: std::time::Instant,
+) {
+    let report = op.report(job).await.unwrap();
+    assert_eq!(report.summary.state, "completed", "{report:?}");
+    let cpu: u64 = report.workers.iter().map(|w| w.cpu_ms).sum();
+    let bound = submitted.elapsed().as_millis() as u64;
+    assert!(
+        (held_ms..=bound).contains(&cpu),
+        "charged {cpu} ms of CPU for a replica held {held_ms} ms (at most {bound} ms observed)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_claiming_endless_cpu_time_is_charged_what_the_supervisor_saw_even_across_a_restart()
+ {
+    let _machine = shared_machine().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sup = SupervisorProc::start(dir.path(), "127.0.0.1:0", &[]);
+    let addr = sup.addr;
+    let op = sup.operator();
+    let (mut w, _) = RawWorker::join(&sup, "raw-1", vec![], true).await;
+    let assigned = |m: SupervisorMsg| match m {
+        SupervisorMsg::Assign(a) => Some(a.replica),
+        _ => None,
+    };
+    let one_task = |name: &str| JobSpec {
+        name: name.into(),
+        tasks: vec![spin("a", 10)],
+        ..Default::default()
+    };
+
+    // Held 500 ms in this run of the supervisor.
+    let submitted = std::time::Instant::now();
+    let first = op.submit(&one_task("first")).await.unwrap();
+    let replica = w.expect("first assign", assigned).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    claim_endless_time(&mut w, replica).await;
+    assert_charged(&op, &first, 500, submitted).await;
+
+    // Held 500 ms, a restart, and 500 ms more: the restarted supervisor reads the start from
+    // its store.
+    let submitted = std::time::Instant::now();
+    let second = op.submit(&one_task("second")).await.unwrap();
+    let replica = w.expect("second assign", assigned).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sup.kill9();
+    drop(w);
+    let sup = SupervisorProc::start(dir.path(), &addr.to_string(), &[]);
+    let op = sup.operator();
+    let (mut w, keep) = RawWorker::join(&sup, "raw-1", vec![replica], true).await;
+    assert_eq!(
+        keep,
+        vec![replica],
+        "the restarted supervisor dropped the replica"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    claim_endless_time(&mut w, replica).await;
+    assert_charged(&op, &second, 1000, submitted).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_8_s_supervisor_outage_a_restart_keeps_every_running_replica() {
     let _machine = shared_machine().await;
