@@ -43,6 +43,9 @@ pub type ConnId = u64;
 #[derive(Debug)]
 pub enum Outgoing {
     Frame(String),
+    /// A turn's frames for one connection, in order, written together (one write, not one
+    /// per frame: an acknowledgement and the next assignment leave in one TCP segment).
+    Frames(Vec<String>),
     /// Send this error, then close the connection.
     Close {
         code: ErrorCode,
@@ -461,6 +464,11 @@ struct Driver {
     started_ms: HashMap<ReplicaId, u64>,
     /// The size of `started_ms` at which it is pruned next.
     started_prune_at: usize,
+    /// This turn's frames not yet handed to their connections' writers: per connection (its
+    /// place in `corked` by id), in the order they were sent. Handed over at the end of the
+    /// turn ([`Driver::uncork`]), before its records are written, and before any close.
+    corked: Vec<(mpsc::UnboundedSender<Outgoing>, Vec<String>)>,
+    corked_at: HashMap<ConnId, usize>,
     /// Measured speeds of this turn, written after its records in a transaction of their own:
     /// history is advisory, and a failure to keep it must not undo a replica record.
     speeds: Vec<(WorkerId, KindSpeed)>,
@@ -531,6 +539,8 @@ pub fn spawn(
         handed_back: HashMap::new(),
         started_ms: HashMap::new(),
         started_prune_at: STARTED_PRUNE_MIN,
+        corked: Vec::new(),
+        corked_at: HashMap::new(),
         speeds: Vec::new(),
     };
     driver.resume()?;
@@ -661,6 +671,7 @@ impl Driver {
                 break;
             }
         }
+        self.uncork();
         for (_, conn) in self.conns.drain() {
             let _ = conn.tx.send(Outgoing::Close {
                 code: ErrorCode::Protocol,
@@ -722,6 +733,7 @@ impl Driver {
                         auth,
                     },
                 ) {
+                    self.uncork();
                     let _ = old.tx.send(Outgoing::Close {
                         code: ErrorCode::Protocol,
                         message: "replaced by a newer connection of the same worker".into(),
@@ -1002,7 +1014,7 @@ impl Driver {
             .or_else(|| started(&self.store.replica_info(replica)))
     }
 
-    fn ack(&self, worker: &WorkerId, replica: ReplicaId) {
+    fn ack(&mut self, worker: &WorkerId, replica: ReplicaId) {
         self.send(worker, &SupervisorMsg::ResultAck { replica });
     }
 
@@ -1811,6 +1823,9 @@ impl Driver {
         while let Some(out) = self.sched.poll_output() {
             self.carry_out(out);
         }
+        // The turn's frames leave before its records are written: store latency never delays
+        // an `Assign`, a `Cancel` or a reissue.
+        self.uncork();
         let records = std::mem::take(&mut self.pending);
         let commit = Instant::now();
         log_store(self.store.write_batch(&records));
@@ -1896,9 +1911,7 @@ impl Driver {
                         .handle_undeliverable(Instant::now(), assignment.replica, error);
                     return;
                 }
-                if let Some(conn) = self.conns.get(&worker) {
-                    let _ = conn.tx.send(Outgoing::Frame(frame));
-                }
+                self.send_frame(&worker, frame);
                 let at = Instant::now();
                 let (label, cause, detail) = match &reason {
                     AssignReason::Reissue(cause) => {
@@ -2051,9 +2064,35 @@ impl Driver {
         }
     }
 
-    fn send(&self, worker: &WorkerId, msg: &SupervisorMsg) {
-        if let Some(conn) = self.conns.get(worker) {
-            let _ = conn.tx.send(Outgoing::Frame(proto::encode(msg)));
+    fn send(&mut self, worker: &WorkerId, msg: &SupervisorMsg) {
+        if self.conns.contains_key(worker) {
+            self.send_frame(worker, proto::encode(msg));
+        }
+    }
+
+    /// Queues a frame for the worker's connection until the end of the turn.
+    fn send_frame(&mut self, worker: &WorkerId, frame: String) {
+        let Some(conn) = self.conns.get(worker) else {
+            return;
+        };
+        match self.corked_at.entry(conn.id) {
+            std::collections::hash_map::Entry::Occupied(at) => self.corked[*at.get()].1.push(frame),
+            std::collections::hash_map::Entry::Vacant(at) => {
+                at.insert(self.corked.len());
+                self.corked.push((conn.tx.clone(), vec![frame]));
+            }
+        }
+    }
+
+    /// Hands the turn's frames to their connections' writers, each connection's as one batch.
+    fn uncork(&mut self) {
+        self.corked_at.clear();
+        for (tx, mut frames) in self.corked.drain(..) {
+            let out = match frames.len() {
+                1 => Outgoing::Frame(frames.pop().unwrap_or_default()),
+                _ => Outgoing::Frames(frames),
+            };
+            let _ = tx.send(out);
         }
     }
 
@@ -2152,6 +2191,8 @@ impl Driver {
     }
 
     fn close(&mut self, worker: &WorkerId, code: ErrorCode, message: &str) {
+        // What was sent before the close goes first.
+        self.uncork();
         if let Some(conn) = self.conns.remove(worker) {
             let _ = conn.tx.send(Outgoing::Close {
                 code,
@@ -2275,7 +2316,10 @@ mod tests {
                 Ok(Outgoing::Frame(f)) if f.contains("\"welcome\"") => {
                     welcomed.get_or_insert_with(Instant::now);
                 }
-                Ok(Outgoing::Frame(_)) => {}
+                Ok(Outgoing::Frames(fs)) if fs.iter().any(|f| f.contains("\"welcome\"")) => {
+                    welcomed.get_or_insert_with(Instant::now);
+                }
+                Ok(Outgoing::Frame(_) | Outgoing::Frames(_)) => {}
                 Ok(Outgoing::Close { message, .. }) => {
                     panic!("the reconnected worker's connection was closed: {message}")
                 }

@@ -497,7 +497,11 @@ async fn write_frames(
                 None => return,
                 Some(Outgoing::Frame(text)) => {
                     welcomed = true;
-                    Message::text(text)
+                    Batch::One(Message::text(text))
+                }
+                Some(Outgoing::Frames(texts)) => {
+                    welcomed = true;
+                    Batch::Many(texts)
                 }
                 Some(Outgoing::Close { code, message }) => {
                     info!(%worker, "closing connection: {message}");
@@ -519,12 +523,12 @@ async fn write_frames(
                 }
                 Some(ProbeOut::Text { nonce, text }) => {
                     let _ = sent.send((nonce, Instant::now()));
-                    Message::text(text)
+                    Batch::One(Message::text(text))
                 }
                 Some(ProbeOut::Payload { nonce, text, bytes }) => {
                     let _ = sent.send((nonce, Instant::now()));
                     sending = Some(Sending { nonce, bytes, offset: 0 });
-                    Message::text(text)
+                    Batch::One(Message::text(text))
                 }
             },
             () = std::future::ready(()), if sending.is_some() => {
@@ -535,12 +539,24 @@ async fn write_frames(
                 if s.offset >= s.bytes {
                     sending = None;
                 }
-                Message::binary(chunk)
+                Batch::One(Message::binary(chunk))
             }
         };
         // A worker that stops reading (frozen, or its network cut) must not pin this task
         // forever once the socket buffers are full.
-        match tokio::time::timeout(SEND_TIMEOUT, sink.send(msg)).await {
+        let send = async {
+            match msg {
+                Batch::One(msg) => sink.send(msg).await,
+                Batch::Many(texts) => {
+                    // Buffered, then written at once.
+                    for text in texts {
+                        sink.feed(Message::text(text)).await?;
+                    }
+                    sink.flush().await
+                }
+            }
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, send).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 debug!(%worker, "send failed: {e}");
@@ -552,6 +568,12 @@ async fn write_frames(
             }
         }
     }
+}
+
+/// What the writer sends next: one frame, or a driver turn's frames for this connection.
+enum Batch {
+    One(Message),
+    Many(Vec<String>),
 }
 
 /// The link probe of a connection: the prober and the way to its writer.
