@@ -2208,8 +2208,6 @@ enum Reported {
     Failure(String),
 }
 
-/// Caps a reported execution at what the supervisor saw of the replica (`stored`): no replica
-/// computes longer than it has been assigned, nor uses more CPU time than that on its one thread.
 /// When the store says a replica started, if it knows.
 fn started(stored: &Result<Option<ReplicaInfo>, StoreError>) -> Option<u64> {
     match stored {
@@ -2218,8 +2216,9 @@ fn started(stored: &Result<Option<ReplicaInfo>, StoreError>) -> Option<u64> {
     }
 }
 
-/// A worker's claimed times for a replica, capped at what the supervisor observed: the time
-/// since it recorded the replica as started (nothing, when it has no such record).
+/// Caps a reported execution at what the supervisor saw of the replica: the time since it
+/// recorded the replica as started (nothing, when it has no such record). No replica computes
+/// longer than it has been assigned, nor uses more CPU time than that on its one thread.
 fn clamp(started_ms: Option<u64>, exec: Execution) -> Execution {
     let observed = started_ms.map_or(0, |s| unix_ms().saturating_sub(s));
     Execution {
