@@ -464,11 +464,10 @@ struct Driver {
     started_ms: HashMap<ReplicaId, u64>,
     /// The size of `started_ms` at which it is pruned next.
     started_prune_at: usize,
-    /// This turn's frames not yet handed to their connections' writers: per connection (its
-    /// place in `corked` by id), in the order they were sent. Handed over at the end of the
-    /// turn ([`Driver::uncork`]), before its records are written, and before any close.
-    corked: Vec<(mpsc::UnboundedSender<Outgoing>, Vec<String>)>,
-    corked_at: HashMap<ConnId, usize>,
+    /// This turn's frames not yet handed to their connections' writers: per connection, in
+    /// the order they were sent. Handed over at the end of the turn ([`Driver::uncork`]),
+    /// before its records are written, and before any close.
+    corked: HashMap<ConnId, (mpsc::UnboundedSender<Outgoing>, Vec<String>)>,
     /// Measured speeds of this turn, written after its records in a transaction of their own:
     /// history is advisory, and a failure to keep it must not undo a replica record.
     speeds: Vec<(WorkerId, KindSpeed)>,
@@ -539,8 +538,7 @@ pub fn spawn(
         handed_back: HashMap::new(),
         started_ms: HashMap::new(),
         started_prune_at: STARTED_PRUNE_MIN,
-        corked: Vec::new(),
-        corked_at: HashMap::new(),
+        corked: HashMap::new(),
         speeds: Vec::new(),
     };
     driver.resume()?;
@@ -1032,9 +1030,7 @@ impl Driver {
         // Any frame is a sign of life.
         self.sched.handle_heartbeat(now, worker, &[]);
         let Some((job, task)) = self.sched.result_target(worker, replica) else {
-            let stored = self.store.replica_info(replica);
-            let execution = clamp(started(&stored), execution);
-            self.outcome_not_running(worker, replica, stored, execution, Reported::Result);
+            self.outcome_not_running(worker, replica, execution, Reported::Result);
             if let Some(upload) = upload {
                 upload.discard();
             }
@@ -1235,9 +1231,7 @@ impl Driver {
     ) {
         self.sched.handle_heartbeat(now, worker, &[]);
         if self.sched.result_target(worker, replica).is_none() {
-            let stored = self.store.replica_info(replica);
-            let execution = clamp(started(&stored), execution);
-            self.outcome_not_running(worker, replica, stored, execution, Reported::Failure(error));
+            self.outcome_not_running(worker, replica, execution, Reported::Failure(error));
             return;
         }
         let execution = clamp(self.take_started(replica), execution);
@@ -1274,10 +1268,11 @@ impl Driver {
         &mut self,
         worker: &WorkerId,
         replica: ReplicaId,
-        stored: Result<Option<ReplicaInfo>, StoreError>,
         exec: Execution,
         reported: Reported,
     ) {
+        let stored = self.store.replica_info(replica);
+        let exec = clamp(started(&stored), exec);
         let (kind, end, error) = match reported {
             Reported::Result => ("result", ReplicaEnd::Late, None),
             Reported::Failure(error) => ("failure", ReplicaEnd::Failed, Some(error)),
@@ -2065,9 +2060,7 @@ impl Driver {
     }
 
     fn send(&mut self, worker: &WorkerId, msg: &SupervisorMsg) {
-        if self.conns.contains_key(worker) {
-            self.send_frame(worker, proto::encode(msg));
-        }
+        self.send_frame(worker, proto::encode(msg));
     }
 
     /// Queues a frame for the worker's connection until the end of the turn.
@@ -2075,19 +2068,16 @@ impl Driver {
         let Some(conn) = self.conns.get(worker) else {
             return;
         };
-        match self.corked_at.entry(conn.id) {
-            std::collections::hash_map::Entry::Occupied(at) => self.corked[*at.get()].1.push(frame),
-            std::collections::hash_map::Entry::Vacant(at) => {
-                at.insert(self.corked.len());
-                self.corked.push((conn.tx.clone(), vec![frame]));
-            }
-        }
+        self.corked
+            .entry(conn.id)
+            .or_insert_with(|| (conn.tx.clone(), Vec::new()))
+            .1
+            .push(frame);
     }
 
     /// Hands the turn's frames to their connections' writers, each connection's as one batch.
     fn uncork(&mut self) {
-        self.corked_at.clear();
-        for (tx, mut frames) in self.corked.drain(..) {
+        for (_, (tx, mut frames)) in self.corked.drain() {
             let out = match frames.len() {
                 1 => Outgoing::Frame(frames.pop().unwrap_or_default()),
                 _ => Outgoing::Frames(frames),
